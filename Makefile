@@ -1,0 +1,37 @@
+# ampstream — Kafka to Amplitude forwarder.
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+PKGS      := ./...
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "\nUsage:\n  make \033[36m<target>\033[0m\n\nTargets:\n"} /^[a-z0-9A-Z_-]+:.*?##/ { printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build bin/ampstream (static).
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/ampstream ./cmd/ampstream
+
+.PHONY: demo
+demo: ## Run the embedded demo: in-process Kafka + Amplitude emulator + traffic, live progress, summary.
+	$(GO) run ./cmd/ampstream demo $(DEMO_ARGS)
+
+.PHONY: test
+test: ## Unit and end-to-end tests (-race) against the best broker available: KAFKA_BROKERS, Docker, else in-process kfake.
+	$(GO) test -race -shuffle=on -count=1 -timeout 25m $(PKGS)
+
+.PHONY: test-short
+test-short: ## Unit tests only (-short).
+	$(GO) test -race -short -count=1 $(PKGS)
+
+.PHONY: lint
+lint: ## gofmt and go vet.
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1)
+	$(GO) vet $(PKGS)
+
+.PHONY: clean
+clean: ## Remove build output.
+	rm -rf bin
