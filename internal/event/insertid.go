@@ -1,0 +1,158 @@
+package event
+
+import (
+	"bytes"
+	"strconv"
+	"unicode/utf8"
+)
+
+// StableInsertID returns a deterministic insert_id for a message without one,
+// derived from its Kafka coordinates: "as-" + 16 hex digits of FNV-1a 64 of
+// topic + "-" + partition + "-" + offset, e.g. "as-af63bd4c8601b7df-3-1024".
+// A redelivered message gets the same id, so Amplitude deduplicates it
+// (7-day window per device). It is at most 59 ASCII bytes.
+func StableInsertID(topic string, partition int, offset int64) string {
+	var buf [64]byte
+	return string(AppendStableInsertID(buf[:0], topic, partition, offset))
+}
+
+// AppendStableInsertID is the allocation-free variant of StableInsertID
+// appending to dst.
+func AppendStableInsertID(dst []byte, topic string, partition int, offset int64) []byte {
+	// FNV-1a 64, inlined: hash/fnv returns an interface and would allocate.
+	const (
+		offset64 = 14695981039346656037
+		prime64  = 1099511628211
+		hexDigit = "0123456789abcdef"
+	)
+	h := uint64(offset64)
+	for i := 0; i < len(topic); i++ {
+		h ^= uint64(topic[i])
+		h *= prime64
+	}
+	dst = append(dst, "as-"...)
+	for shift := 60; shift >= 0; shift -= 4 {
+		dst = append(dst, hexDigit[h>>uint(shift)&0xf])
+	}
+	dst = append(dst, '-')
+	dst = strconv.AppendInt(dst, int64(partition), 10)
+	dst = append(dst, '-')
+	return strconv.AppendInt(dst, offset, 10)
+}
+
+// WithInsertID returns a copy of the (already validated) object raw with
+// "insert_id":"<id>" inserted as its first member. Leading and trailing
+// whitespace and an empty object are preserved correctly.
+//
+// Any top-level insert_id member already in raw (such as "insert_id":null,
+// which Parse treats as absent) is removed, because Amplitude, like
+// encoding/json, would let a later duplicate win; the members are then
+// re-emitted compactly separated. id should be ASCII without characters that
+// need escaping; anything else is escaped so the result is still valid JSON.
+// If raw is not an object, WithInsertID returns an unchanged copy.
+func WithInsertID(raw []byte, id string) []byte {
+	i := skipWS(raw, 0)
+	if i >= len(raw) || raw[i] != '{' {
+		return append([]byte(nil), raw...)
+	}
+	out := make([]byte, 0, len(raw)+len(id)+len(`"insert_id":"",`)+8)
+	out = append(out, raw[:i+1]...)
+	out = append(out, `"insert_id":`...)
+	out = appendJSONString(out, id)
+	if mayHaveInsertID(raw) {
+		if o, ok := appendMembersWithout(out, raw, i, fInsertID); ok {
+			return o
+		}
+	}
+	j := skipWS(raw, i+1)
+	if j >= len(raw) || raw[j] != '}' {
+		out = append(out, ',')
+	}
+	return append(out, raw[i+1:]...)
+}
+
+// mayHaveInsertID is a cheap filter: an insert_id key is either spelled out
+// or written with escapes.
+func mayHaveInsertID(raw []byte) bool {
+	return bytes.IndexByte(raw, '\\') >= 0 || bytes.Contains(raw, []byte("insert_id"))
+}
+
+// appendMembersWithout appends ,member for every top-level member of the
+// object starting at raw[open] except those whose key is drop, then the
+// closing brace and whatever follows it. ok is false if raw is malformed.
+func appendMembersWithout(out, raw []byte, open int, drop field) ([]byte, bool) {
+	s := scanner{data: raw}
+	i := skipWS(raw, open+1)
+	if i < len(raw) && raw[i] == '}' {
+		return append(out, raw[i:]...), true
+	}
+	for {
+		ks := i
+		if i >= len(raw) || raw[i] != '"' {
+			return nil, false
+		}
+		ke, esc := s.scanString(i)
+		if ke < 0 {
+			return nil, false
+		}
+		var f field
+		if esc {
+			f = lookupEscapedField(raw[i+1 : ke-1])
+		} else {
+			f = lookupField(raw[i+1 : ke-1])
+		}
+		i = skipWS(raw, ke)
+		if i >= len(raw) || raw[i] != ':' {
+			return nil, false
+		}
+		if i = s.skipValue(i+1, 1); i < 0 {
+			return nil, false
+		}
+		if f != drop {
+			out = append(out, ',')
+			out = append(out, raw[ks:i]...)
+		}
+		i = skipWS(raw, i)
+		if i >= len(raw) {
+			return nil, false
+		}
+		switch raw[i] {
+		case ',':
+			i = skipWS(raw, i+1)
+		case '}':
+			return append(out, raw[i:]...), true
+		default:
+			return nil, false
+		}
+	}
+}
+
+// appendJSONString appends s as a JSON string, escaping what must be escaped
+// and replacing invalid UTF-8 with U+FFFD.
+func appendJSONString(dst []byte, s string) []byte {
+	const hexDigit = "0123456789abcdef"
+	dst = append(dst, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		switch {
+		case c == '"' || c == '\\':
+			dst = append(dst, '\\', c)
+			i++
+		case c < 0x20:
+			dst = append(dst, '\\', 'u', '0', '0', hexDigit[c>>4], hexDigit[c&0xf])
+			i++
+		case c < utf8.RuneSelf:
+			dst = append(dst, c)
+			i++
+		default:
+			r, size := utf8.DecodeRuneInString(s[i:])
+			if r == utf8.RuneError && size == 1 {
+				dst = append(dst, `\ufffd`...)
+			} else {
+				dst = append(dst, s[i:i+size]...)
+			}
+			i += size
+		}
+	}
+	return append(dst, '"')
+}

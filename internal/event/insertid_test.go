@@ -1,0 +1,71 @@
+package event
+
+import (
+	"encoding/json"
+	"regexp"
+	"testing"
+)
+
+func TestStableInsertID(t *testing.T) {
+	id := StableInsertID("events", 3, 1024)
+	if !regexp.MustCompile(`^as-[0-9a-f]{16}-3-1024$`).MatchString(id) {
+		t.Fatalf("StableInsertID = %q", id)
+	}
+	if id != StableInsertID("events", 3, 1024) {
+		t.Error("not deterministic")
+	}
+	// FNV-1a 64 of the empty string is the offset basis.
+	if got := StableInsertID("", 0, 0); got != "as-cbf29ce484222325-0-0" {
+		t.Errorf("empty topic: %q", got)
+	}
+	seen := map[string]bool{}
+	for _, topic := range []string{"a", "b", "events"} {
+		for p := 0; p < 3; p++ {
+			for o := int64(0); o < 3; o++ {
+				id := StableInsertID(topic, p, o)
+				if seen[id] {
+					t.Errorf("collision %q", id)
+				}
+				seen[id] = true
+			}
+		}
+	}
+	if got := StableInsertID("t", 2147483647, -9223372036854775808); len(got) > 59 {
+		t.Errorf("too long: %d", len(got))
+	}
+	buf := make([]byte, 0, 64)
+	if n := testing.AllocsPerRun(100, func() { buf = AppendStableInsertID(buf[:0], "events", 3, 1024) }); n != 0 {
+		t.Errorf("AppendStableInsertID allocs = %v", n)
+	}
+	if string(buf) != id {
+		t.Errorf("Append variant %q != %q", buf, id)
+	}
+}
+
+func TestWithInsertID(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{`{}`, `{"insert_id":"X"}`},
+		{` { } `, ` {"insert_id":"X" } `},
+		{`{"a":1}`, `{"insert_id":"X","a":1}`},
+		{"\n\t{\n \"a\": 1\n}\n", "\n\t{\"insert_id\":\"X\",\n \"a\": 1\n}\n"},
+		{`{"insert_id":null,"a":1}`, `{"insert_id":"X","a":1}`},
+		{`{"a":1, "insert_id":null}`, `{"insert_id":"X","a":1}`},
+		{`{"insert\u005fid":null}`, `{"insert_id":"X"}`},
+		{`{"a":"\n", "b" : [1]}`, `{"insert_id":"X","a":"\n","b" : [1]}`},
+		{`{"p":{"insert_id":"nested"}}`, `{"insert_id":"X","p":{"insert_id":"nested"}}`},
+		{`[1]`, `[1]`},
+	}
+	for _, tc := range tests {
+		if got := string(WithInsertID([]byte(tc.in), "X")); got != tc.want {
+			t.Errorf("WithInsertID(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	got := WithInsertID([]byte(`{"a":1}`), "q\"\\\x01\xff")
+	var m map[string]any
+	if err := json.Unmarshal(got, &m); err != nil {
+		t.Fatalf("escaping id: %v: %q", err, got)
+	}
+	if m["insert_id"] != "q\"\\\x01\uFFFD" {
+		t.Errorf("escaped id decodes to %q", m["insert_id"])
+	}
+}

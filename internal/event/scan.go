@@ -1,0 +1,646 @@
+package event
+
+import (
+	"strconv"
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// maxDepth caps the nesting of objects and arrays; the event object itself is
+// level 1. Amplitude allows property nesting up to 40, so 64 rejects nothing
+// real while bounding the work per byte and the container bit set (uint64).
+const maxDepth = 64
+
+// field identifies a top-level key Parse cares about. The order is the order
+// in which type errors are reported when several fields are wrong.
+type field uint8
+
+const (
+	fNone field = iota
+	fEventType
+	fUserID
+	fDeviceID
+	fInsertID
+	fTime
+	fSessionID
+	fEventID
+	fEventProperties
+	fUserProperties
+	fGroups
+	fGroupProperties
+	numFields
+)
+
+// kind is the JSON type Amplitude requires for a field.
+type kind uint8
+
+const (
+	kAny kind = iota
+	kString
+	kInt
+	kObject
+)
+
+func (f field) kind() kind {
+	switch f {
+	case fEventType, fUserID, fDeviceID, fInsertID:
+		return kString
+	case fTime, fSessionID, fEventID:
+		return kInt
+	case fEventProperties, fUserProperties, fGroups, fGroupProperties:
+		return kObject
+	}
+	return kAny
+}
+
+func (f field) name() string {
+	switch f {
+	case fEventType:
+		return "event_type"
+	case fUserID:
+		return "user_id"
+	case fDeviceID:
+		return "device_id"
+	case fInsertID:
+		return "insert_id"
+	case fTime:
+		return "time"
+	case fSessionID:
+		return "session_id"
+	case fEventID:
+		return "event_id"
+	case fEventProperties:
+		return "event_properties"
+	case fUserProperties:
+		return "user_properties"
+	case fGroups:
+		return "groups"
+	case fGroupProperties:
+		return "group_properties"
+	}
+	return ""
+}
+
+func lookupField(key []byte) field {
+	switch string(key) { // no allocation: the compiler compares in place
+	case "event_type":
+		return fEventType
+	case "user_id":
+		return fUserID
+	case "device_id":
+		return fDeviceID
+	case "insert_id":
+		return fInsertID
+	case "time":
+		return fTime
+	case "session_id":
+		return fSessionID
+	case "event_id":
+		return fEventID
+	case "event_properties":
+		return fEventProperties
+	case "user_properties":
+		return fUserProperties
+	case "groups":
+		return fGroups
+	case "group_properties":
+		return fGroupProperties
+	}
+	return fNone
+}
+
+// lookupEscapedField matches a key whose JSON text contains escapes, e.g.
+// "user\u005fid", which encoding/json decodes to user_id.
+func lookupEscapedField(key []byte) field {
+	// Unescaping never lengthens a string, and the longest known key written
+	// entirely as \uXXXX escapes is 16*6 bytes; anything longer cannot match.
+	const maxEscaped = len("group_properties") * 6
+	if len(key) > maxEscaped {
+		return fNone
+	}
+	var buf [maxEscaped]byte
+	return lookupField(appendUnescaped(buf[:0], key))
+}
+
+// scanner holds the input and the first syntax error. It lives on the
+// caller's stack; the methods return the index after what they consumed, or
+// -1 after recording an error.
+type scanner struct {
+	data  []byte
+	err   string
+	errAt int
+}
+
+func (s *scanner) fail(i int, msg string) int {
+	if s.err == "" {
+		s.err, s.errAt = msg, i
+	}
+	return -1
+}
+
+func (s *scanner) malformed() *Invalid {
+	return &Invalid{Reason: ReasonMalformedJSON, Detail: s.err + " at byte " + strconv.Itoa(s.errAt)}
+}
+
+func skipWS(data []byte, i int) int {
+	for i < len(data) {
+		switch data[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+// scanString validates the string starting at data[i] == '"' and returns the
+// index after the closing quote and whether it contains escapes.
+func (s *scanner) scanString(i int) (int, bool) {
+	data := s.data
+	esc := false
+	i++
+	for {
+		// Fast path: plain printable ASCII.
+		for i < len(data) {
+			c := data[i]
+			if c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
+				break
+			}
+			i++
+		}
+		if i >= len(data) {
+			return s.fail(i, "unterminated string"), esc
+		}
+		switch c := data[i]; {
+		case c == '"':
+			return i + 1, esc
+		case c == '\\':
+			esc = true
+			if i+1 >= len(data) {
+				return s.fail(i, "unterminated string"), esc
+			}
+			switch data[i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				i += 2
+			case 'u':
+				if i+5 >= len(data) || !isHex(data[i+2]) || !isHex(data[i+3]) || !isHex(data[i+4]) || !isHex(data[i+5]) {
+					return s.fail(i, "invalid \\u escape"), esc
+				}
+				i += 6
+			default:
+				return s.fail(i, "invalid escape"), esc
+			}
+		case c < 0x20:
+			return s.fail(i, "control character in string"), esc
+		default:
+			r, size := utf8.DecodeRune(data[i:])
+			if r == utf8.RuneError && size == 1 {
+				return s.fail(i, "invalid UTF-8 in string"), esc
+			}
+			i += size
+		}
+	}
+}
+
+// scanNumber validates the number starting at data[i] and returns the index
+// after it and whether it is an integer (no fraction, no exponent).
+func (s *scanner) scanNumber(i int) (int, bool) {
+	data := s.data
+	if data[i] == '-' {
+		i++
+	}
+	switch {
+	case i >= len(data):
+		return s.fail(i, "invalid number"), false
+	case data[i] == '0':
+		i++
+	case '1' <= data[i] && data[i] <= '9':
+		i++
+		for i < len(data) && '0' <= data[i] && data[i] <= '9' {
+			i++
+		}
+	default:
+		return s.fail(i, "invalid number"), false
+	}
+	isInt := true
+	if i < len(data) && data[i] == '.' {
+		isInt = false
+		i++
+		start := i
+		for i < len(data) && '0' <= data[i] && data[i] <= '9' {
+			i++
+		}
+		if i == start {
+			return s.fail(i, "invalid number"), false
+		}
+	}
+	if i < len(data) && (data[i] == 'e' || data[i] == 'E') {
+		isInt = false
+		i++
+		if i < len(data) && (data[i] == '+' || data[i] == '-') {
+			i++
+		}
+		start := i
+		for i < len(data) && '0' <= data[i] && data[i] <= '9' {
+			i++
+		}
+		if i == start {
+			return s.fail(i, "invalid number"), false
+		}
+	}
+	return i, isInt
+}
+
+// parseInt64 converts an integer token already validated by scanNumber.
+func parseInt64(b []byte) (int64, bool) {
+	neg := b[0] == '-'
+	if neg {
+		b = b[1:]
+	}
+	if len(b) > 19 {
+		return 0, false
+	}
+	var u uint64
+	for _, c := range b {
+		u = u*10 + uint64(c-'0') // 19 digits cannot overflow uint64
+	}
+	if neg {
+		if u > 1<<63 {
+			return 0, false
+		}
+		return -int64(u), true // u == 1<<63 wraps to MinInt64, as intended
+	}
+	if u > 1<<63-1 {
+		return 0, false
+	}
+	return int64(u), true
+}
+
+func (s *scanner) scanLiteral(i int) int {
+	data := s.data
+	var lit string
+	switch data[i] {
+	case 't':
+		lit = "true"
+	case 'f':
+		lit = "false"
+	default:
+		lit = "null"
+	}
+	if len(data)-i < len(lit) || string(data[i:i+len(lit)]) != lit {
+		return s.fail(i, "invalid literal")
+	}
+	return i + len(lit)
+}
+
+// scanKey validates an object key at data[i] (after whitespace) and the colon
+// after it, returning the index after the colon.
+func (s *scanner) scanKey(i int) int {
+	data := s.data
+	if i >= len(data) || data[i] != '"' {
+		return s.fail(i, "expected object key")
+	}
+	i, _ = s.scanString(i)
+	if i < 0 {
+		return -1
+	}
+	i = skipWS(data, i)
+	if i >= len(data) || data[i] != ':' {
+		return s.fail(i, "expected ':'")
+	}
+	return i + 1
+}
+
+// skipValue validates one JSON value starting at data[i] (leading whitespace
+// allowed) nested inside depth containers and returns the index after it.
+// It is iterative: open containers are tracked in a bit set, one bit per
+// level (set = object, clear = array), which maxDepth keeps within 64 bits.
+func (s *scanner) skipValue(i, depth int) int {
+	data := s.data
+	var stack uint64
+	d := 0 // containers opened by this call
+	for {
+		// A value is expected at i.
+		i = skipWS(data, i)
+		if i >= len(data) {
+			return s.fail(i, "unexpected end of input")
+		}
+		switch c := data[i]; c {
+		case '{', '[':
+			if depth+d >= maxDepth {
+				return s.fail(i, "nesting deeper than "+strconv.Itoa(maxDepth))
+			}
+			if c == '{' {
+				stack |= 1 << d
+			} else {
+				stack &^= 1 << d
+			}
+			d++
+			i = skipWS(data, i+1)
+			if i < len(data) && data[i] == c+2 { // '{'+2 == '}', '['+2 == ']'
+				d--
+				i++
+				break // empty container: a complete value
+			}
+			if c == '{' {
+				if i = s.scanKey(i); i < 0 {
+					return -1
+				}
+			}
+			continue // the first element
+		case '"':
+			i, _ = s.scanString(i)
+		case 't', 'f', 'n':
+			i = s.scanLiteral(i)
+		default:
+			if c != '-' && (c < '0' || c > '9') {
+				return s.fail(i, "unexpected character")
+			}
+			i, _ = s.scanNumber(i)
+		}
+		if i < 0 {
+			return -1
+		}
+		// A value is complete: close containers until one continues.
+		for {
+			if d == 0 {
+				return i
+			}
+			i = skipWS(data, i)
+			if i >= len(data) {
+				return s.fail(i, "unexpected end of input")
+			}
+			obj := stack&(1<<(d-1)) != 0
+			c := data[i]
+			if c == ',' {
+				i++
+				if obj {
+					if i = s.scanKey(skipWS(data, i)); i < 0 {
+						return -1
+					}
+				}
+				break
+			}
+			if obj && c == '}' || !obj && c == ']' {
+				d--
+				i++
+				continue
+			}
+			return s.fail(i, "expected ',' or end of container")
+		}
+	}
+}
+
+// strSpan is the last occurrence of a string field: data[start:end] is the
+// string's content without quotes.
+type strSpan struct {
+	start, end int
+	esc, set   bool
+}
+
+// Parse validates raw as exactly one JSON object (surrounding whitespace
+// allowed) and extracts Fields. Duplicate top-level keys: last wins (like
+// encoding/json). A JSON null for an optional field counts as absent. On
+// error it returns zero Fields and an *Invalid; a syntax error anywhere takes
+// precedence over a field type error.
+func Parse(raw []byte) (Fields, error) {
+	s := scanner{data: raw}
+	var (
+		strs    [fInsertID + 1]strSpan
+		t       int64
+		hasTime bool
+		bad     uint16 // bit f set: the last occurrence of field f had the wrong type
+	)
+	i := skipWS(raw, 0)
+	if i >= len(raw) {
+		s.fail(i, "empty input")
+		return Fields{}, s.malformed()
+	}
+	if raw[i] != '{' {
+		if i = s.skipValue(i, 0); i >= 0 {
+			if i = skipWS(raw, i); i == len(raw) {
+				return Fields{}, &Invalid{Reason: ReasonNotObject, Detail: "top-level value is not an object"}
+			}
+			s.fail(i, "data after top-level value")
+		}
+		return Fields{}, s.malformed()
+	}
+	i = skipWS(raw, i+1)
+	if i < len(raw) && raw[i] == '}' {
+		i++
+	} else {
+		for {
+			if i >= len(raw) || raw[i] != '"' {
+				s.fail(i, "expected object key")
+				return Fields{}, s.malformed()
+			}
+			ke, esc := s.scanString(i)
+			if ke < 0 {
+				return Fields{}, s.malformed()
+			}
+			var f field
+			if esc {
+				f = lookupEscapedField(raw[i+1 : ke-1])
+			} else {
+				f = lookupField(raw[i+1 : ke-1])
+			}
+			i = skipWS(raw, ke)
+			if i >= len(raw) || raw[i] != ':' {
+				s.fail(i, "expected ':'")
+				return Fields{}, s.malformed()
+			}
+			i = skipWS(raw, i+1)
+			if i >= len(raw) {
+				s.fail(i, "unexpected end of input")
+				return Fields{}, s.malformed()
+			}
+			c := raw[i]
+			ok := true
+			switch f.kind() {
+			case kString:
+				switch c {
+				case '"':
+					vs := i
+					i, esc = s.scanString(i)
+					if i >= 0 {
+						strs[f] = strSpan{start: vs + 1, end: i - 1, esc: esc, set: true}
+					}
+				case 'n':
+					strs[f] = strSpan{}
+					i = s.scanLiteral(i)
+				default:
+					strs[f] = strSpan{}
+					ok = false
+					i = s.skipValue(i, 1)
+				}
+			case kInt:
+				switch {
+				case c == '-' || '0' <= c && c <= '9':
+					vs := i
+					var isInt bool
+					i, isInt = s.scanNumber(i)
+					if i >= 0 {
+						var v int64
+						if isInt {
+							v, ok = parseInt64(raw[vs:i])
+						} else {
+							ok = false
+						}
+						if f == fTime {
+							t, hasTime = v, ok // v is 0 unless ok
+						}
+					}
+				case c == 'n':
+					if f == fTime {
+						t, hasTime = 0, false
+					}
+					i = s.scanLiteral(i)
+				default:
+					if f == fTime {
+						t, hasTime = 0, false
+					}
+					ok = false
+					i = s.skipValue(i, 1)
+				}
+			case kObject:
+				ok = c == '{' || c == 'n'
+				i = s.skipValue(i, 1)
+			default:
+				i = s.skipValue(i, 1)
+			}
+			if i < 0 {
+				return Fields{}, s.malformed()
+			}
+			if ok {
+				bad &^= 1 << f
+			} else {
+				bad |= 1 << f
+			}
+			i = skipWS(raw, i)
+			if i < len(raw) && raw[i] == ',' {
+				i = skipWS(raw, i+1)
+				continue
+			}
+			if i < len(raw) && raw[i] == '}' {
+				i++
+				break
+			}
+			s.fail(i, "expected ',' or '}'")
+			return Fields{}, s.malformed()
+		}
+	}
+	if i = skipWS(raw, i); i != len(raw) {
+		s.fail(i, "data after top-level value")
+		return Fields{}, s.malformed()
+	}
+	if bad&^1 != 0 { // bit 0 (fNone) is meaningless
+		for f := fEventType; f < numFields; f++ {
+			if bad&(1<<f) != 0 {
+				return Fields{}, &Invalid{Reason: ReasonInvalidField, Detail: f.name() + " must be " + kindName(f.kind())}
+			}
+		}
+	}
+	return Fields{
+		EventType: strs[fEventType].bytes(raw),
+		UserID:    strs[fUserID].bytes(raw),
+		DeviceID:  strs[fDeviceID].bytes(raw),
+		InsertID:  strs[fInsertID].bytes(raw),
+		Time:      t,
+		HasTime:   hasTime,
+	}, nil
+}
+
+func kindName(k kind) string {
+	switch k {
+	case kString:
+		return "a string"
+	case kInt:
+		return "an integer in int64 range"
+	case kObject:
+		return "an object"
+	}
+	return "valid"
+}
+
+func (sp strSpan) bytes(raw []byte) []byte {
+	if !sp.set {
+		return nil
+	}
+	b := raw[sp.start:sp.end:sp.end]
+	if sp.esc {
+		return appendUnescaped(make([]byte, 0, len(b)), b)
+	}
+	return b
+}
+
+// appendUnescaped appends the decoded content of a validated JSON string
+// (without quotes) to dst. Escaped surrogates that do not form a valid pair
+// become U+FFFD, exactly as encoding/json decodes them.
+func appendUnescaped(dst, s []byte) []byte {
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c != '\\' {
+			j := i + 1
+			for j < len(s) && s[j] != '\\' {
+				j++
+			}
+			dst = append(dst, s[i:j]...)
+			i = j
+			continue
+		}
+		switch s[i+1] {
+		case 'b':
+			dst = append(dst, '\b')
+		case 'f':
+			dst = append(dst, '\f')
+		case 'n':
+			dst = append(dst, '\n')
+		case 'r':
+			dst = append(dst, '\r')
+		case 't':
+			dst = append(dst, '\t')
+		case 'u':
+			r := hex4(s[i+2:])
+			i += 6
+			if utf16.IsSurrogate(r) {
+				if i+6 <= len(s) && s[i] == '\\' && s[i+1] == 'u' {
+					if dec := utf16.DecodeRune(r, hex4(s[i+2:])); dec != utf8.RuneError {
+						r = dec
+						i += 6
+					} else {
+						r = utf8.RuneError
+					}
+				} else {
+					r = utf8.RuneError
+				}
+			}
+			dst = utf8.AppendRune(dst, r)
+			continue
+		default: // '"', '\\', '/'
+			dst = append(dst, s[i+1])
+		}
+		i += 2
+	}
+	return dst
+}
+
+func hex4(b []byte) rune {
+	var r rune
+	for _, c := range b[:4] {
+		switch {
+		case c <= '9':
+			c -= '0'
+		case c <= 'F':
+			c -= 'A' - 10
+		default:
+			c -= 'a' - 10
+		}
+		r = r<<4 | rune(c)
+	}
+	return r
+}
