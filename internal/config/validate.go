@@ -1,0 +1,260 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"time"
+)
+
+// Amplitude's documented request limits.
+const (
+	maxEventsPerRequest  = 2000       // HTTP V2 and Batch
+	maxRealtimeBodyBytes = 1_000_000  // HTTP V2: 1 MB
+	maxBatchBodyBytes    = 20_000_000 // Batch: 20 MB
+	routerBucketDuration = time.Second
+)
+
+// Validate checks every setting and the relations between them. It returns
+// nil or the joined list of all problems, each wrapping ErrInvalid or
+// ErrMissing and naming the setting and its value (never a secret's value).
+func (c Config) Validate() error {
+	var v validator
+
+	k := c.Kafka
+	v.nonEmptyList("kafka.brokers", k.Brokers)
+	for _, b := range k.Brokers {
+		v.hostPort("kafka.brokers", b, true)
+	}
+	v.nonEmptyList("kafka.topics", k.Topics)
+	v.nonEmpty("kafka.group", k.Group)
+	v.nonEmpty("kafka.client_id", k.ClientID)
+	v.enum("kafka.start_offset", k.StartOffset)
+	v.positive("kafka.session_timeout", k.SessionTimeout)
+	v.positive("kafka.heartbeat_interval", k.HeartbeatInterval)
+	if k.HeartbeatInterval >= k.SessionTimeout {
+		v.invalid("kafka.heartbeat_interval", k.HeartbeatInterval, "must be below kafka.session_timeout ("+formatDuration(k.SessionTimeout)+")")
+	}
+	v.positive("kafka.rebalance_timeout", k.RebalanceTimeout)
+	// A revoked member drains for up to drain_timeout before it commits and
+	// rejoins; the group must wait at least that long or it drops the member
+	// and its commits fail.
+	if k.RebalanceTimeout <= c.Shutdown.DrainTimeout {
+		v.invalid("kafka.rebalance_timeout", k.RebalanceTimeout, "must exceed shutdown.drain_timeout ("+formatDuration(c.Shutdown.DrainTimeout)+")")
+	}
+	v.positive("kafka.commit_interval", k.CommitInterval)
+	v.minInt("kafka.fetch_max_bytes", k.FetchMaxBytes, 1)
+	v.positive("kafka.fetch_max_wait", k.FetchMaxWait)
+
+	t := k.TLS
+	if !t.Enabled {
+		for _, f := range [][2]string{{"kafka.tls.ca_file", t.CAFile}, {"kafka.tls.cert_file", t.CertFile}, {"kafka.tls.key_file", t.KeyFile}} {
+			if f[1] != "" {
+				v.invalid(f[0], f[1], "is set but kafka.tls.enabled is false")
+			}
+		}
+	}
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		v.add(fmt.Errorf("%w: kafka.tls.cert_file and kafka.tls.key_file must be set together", ErrInvalid))
+	}
+
+	sa := k.SASL
+	v.enum("kafka.sasl.mechanism", sa.Mechanism)
+	if sa.Mechanism == SASLNone {
+		if sa.Username != "" {
+			v.invalid("kafka.sasl.username", sa.Username, "is set but kafka.sasl.mechanism is none")
+		}
+	} else {
+		if sa.Username == "" {
+			v.missing("kafka.sasl.username", "kafka.sasl.mechanism is "+sa.Mechanism)
+		}
+		if sa.Password == "" {
+			v.missing("kafka.sasl.password", "kafka.sasl.mechanism is "+sa.Mechanism)
+		}
+	}
+
+	a := c.Amplitude
+	if a.APIKey == "" {
+		v.missing("amplitude.api_key", "")
+	}
+	v.enum("amplitude.region", a.Region)
+	if a.URL != "" {
+		u, err := url.Parse(a.URL)
+		switch {
+		case err != nil:
+			v.invalid("amplitude.url", a.URL, "not a URL")
+		case u.Scheme != "http" && u.Scheme != "https", u.Host == "":
+			v.invalid("amplitude.url", a.URL, "want http(s)://host[:port][/path]")
+		case u.RawQuery != "" || u.Fragment != "":
+			v.invalid("amplitude.url", a.URL, "want no query or fragment; paths are appended to it")
+		}
+	}
+	v.minInt("amplitude.min_id_length", a.MinIDLength, 1)
+	v.positive("amplitude.timeout", a.Timeout)
+	v.minInt("amplitude.gzip_min_bytes", a.GzipMinBytes, 0)
+	v.positive("amplitude.throttle_pause", a.ThrottlePause)
+	v.positive("amplitude.retry_initial_backoff", a.RetryInitialBackoff)
+	if a.RetryMaxBackoff < a.RetryInitialBackoff {
+		v.invalid("amplitude.retry_max_backoff", a.RetryMaxBackoff, "must be at least amplitude.retry_initial_backoff ("+formatDuration(a.RetryInitialBackoff)+")")
+	}
+
+	v.lane("realtime", c.Realtime, maxRealtimeBodyBytes)
+	v.lane("batch", c.Batch.Lane, maxBatchBodyBytes)
+	v.positiveFloat("batch.key_eps_limit", c.Batch.KeyEPSLimit)
+
+	r := c.Router
+	if r.Window < routerBucketDuration || r.Window%routerBucketDuration != 0 {
+		v.invalid("router.window", r.Window, "want a whole number of seconds, at least 1s")
+	}
+	v.positiveFloat("router.hot_eps", r.HotEPS)
+	if r.CoolEPS < 0 || r.CoolEPS >= r.HotEPS {
+		v.invalid("router.cool_eps", r.CoolEPS, "want 0 <= router.cool_eps < router.hot_eps ("+formatFloat(r.HotEPS)+")")
+	}
+	v.nonNegative("router.cool_hold", r.CoolHold)
+	if r.UserEPSMargin <= 0 || r.UserEPSMargin > 1 {
+		v.invalid("router.user_eps_margin", r.UserEPSMargin, "want 0 < margin <= 1")
+	}
+	v.nonNegative("router.backfill_age", r.BackfillAge)
+	v.nonNegative("router.lag_threshold", r.LagThreshold)
+	v.minInt("router.max_keys", r.MaxKeys, 1)
+
+	v.nonNegativeFloat("budget.events_per_second", c.Budget.EventsPerSecond)
+	v.nonNegativeFloat("budget.requests_per_second", c.Budget.RequestsPerSecond)
+
+	v.nonEmpty("dlq.topic", c.DLQ.Topic)
+	// Dead-lettering into a consumed topic would feed poison events back in.
+	if slices.Contains(k.Topics, c.DLQ.Topic) {
+		v.invalid("dlq.topic", c.DLQ.Topic, "must not be one of kafka.topics")
+	}
+
+	l := c.Limits
+	v.minInt("limits.max_inflight_events", l.MaxInflightEvents, 1)
+	v.minInt("limits.max_inflight_bytes", l.MaxInflightBytes, 1)
+	v.minInt("limits.partition_max_inflight_events", l.PartitionMaxInflightEvents, 1)
+	if l.PartitionMaxInflightEvents > l.MaxInflightEvents {
+		v.invalid("limits.partition_max_inflight_events", l.PartitionMaxInflightEvents, "must not exceed limits.max_inflight_events ("+strconv.Itoa(l.MaxInflightEvents)+")")
+	}
+
+	v.positive("shutdown.drain_timeout", c.Shutdown.DrainTimeout)
+	v.hostPort("admin.addr", c.Admin.Addr, false)
+	v.enum("log.level", c.Log.Level)
+	v.enum("log.format", c.Log.Format)
+
+	return errors.Join(v.errs...)
+}
+
+// validator collects problems so that Validate reports all of them at once.
+type validator struct {
+	errs []error
+}
+
+func (v *validator) add(err error) { v.errs = append(v.errs, err) }
+
+func (v *validator) invalid(key string, val any, want string) {
+	v.add(fmt.Errorf("%w: %s = %s: %s", ErrInvalid, key, show(val), want))
+}
+
+func (v *validator) missing(key, because string) {
+	if because != "" {
+		because = " (" + because + ")"
+	}
+	v.add(fmt.Errorf("%w: %s is required%s", ErrMissing, key, because))
+}
+
+func show(val any) string {
+	switch x := val.(type) {
+	case string:
+		return strconv.Quote(x)
+	case time.Duration:
+		return formatDuration(x)
+	case float64:
+		return formatFloat(x)
+	default:
+		return fmt.Sprint(x)
+	}
+}
+
+func formatFloat(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
+
+func (v *validator) nonEmpty(key, val string) {
+	if val == "" {
+		v.missing(key, "")
+	}
+}
+
+func (v *validator) nonEmptyList(key string, val []string) {
+	if len(val) == 0 {
+		v.missing(key, "")
+	}
+}
+
+func (v *validator) enum(key, val string) {
+	for _, s := range settings() {
+		if s.key == key && !slices.Contains(s.enum, val) {
+			v.invalid(key, val, "want one of "+fmt.Sprint(s.enum))
+		}
+	}
+}
+
+func (v *validator) positive(key string, d time.Duration) {
+	if d <= 0 {
+		v.invalid(key, d, "must be positive")
+	}
+}
+
+func (v *validator) nonNegative(key string, d time.Duration) {
+	if d < 0 {
+		v.invalid(key, d, "must not be negative (0 = off)")
+	}
+}
+
+func (v *validator) positiveFloat(key string, f float64) {
+	if !(f > 0) {
+		v.invalid(key, f, "must be positive")
+	}
+}
+
+func (v *validator) nonNegativeFloat(key string, f float64) {
+	if !(f >= 0) {
+		v.invalid(key, f, "must not be negative (0 = off)")
+	}
+}
+
+func (v *validator) minInt(key string, n, lowest int) {
+	if n < lowest {
+		v.invalid(key, n, "must be at least "+strconv.Itoa(lowest))
+	}
+}
+
+func (v *validator) rangeInt(key string, n, lowest, highest int) {
+	if n < lowest || n > highest {
+		v.invalid(key, n, fmt.Sprintf("want %d..%d", lowest, highest))
+	}
+}
+
+func (v *validator) lane(name string, l Lane, maxBody int) {
+	v.rangeInt(name+".max_events", l.MaxEvents, 1, maxEventsPerRequest)
+	v.rangeInt(name+".max_bytes", l.MaxBytes, 1, maxBody)
+	v.nonNegative(name+".linger", l.Linger)
+	v.minInt(name+".concurrency", l.Concurrency, 1)
+}
+
+// hostPort checks host:port; the host may be empty (all interfaces) unless
+// needHost.
+func (v *validator) hostPort(key, addr string, needHost bool) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		v.invalid(key, addr, "want host:port")
+		return
+	}
+	if needHost && host == "" {
+		v.invalid(key, addr, "want host:port with a host")
+		return
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		v.invalid(key, addr, "want a port 0..65535")
+	}
+}
