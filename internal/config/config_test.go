@@ -459,3 +459,15 @@ func TestErrorsAreDistinct(t *testing.T) {
 		}
 	}
 }
+
+func TestUnknownEnvNamesMisspeltVariablesOnly(t *testing.T) {
+	t.Parallel()
+	got := UnknownEnv([]string{
+		"PATH=/bin",
+		"AMPSTREAM_KAFKA_BROKERS=a:1",
+		"AMPSTREAM_KAFKA_BROKER=a:1",
+		"AMPSTREAM_CONFIG=/etc/ampstream.yaml",
+		"AMPSTREAM_AMPLITUDE_APIKEY=secret-value",
+	})
+	assert.Equal(t, []string{"AMPSTREAM_KAFKA_BROKER", "AMPSTREAM_AMPLITUDE_APIKEY"}, got)
+}

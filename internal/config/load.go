@@ -231,3 +231,22 @@ func (w *yamlWalker) value(s setting, n *yaml.Node) {
 func isNull(n *yaml.Node) bool {
 	return n.Kind == yaml.ScalarNode && n.Tag == "!!null"
 }
+
+// UnknownEnv returns the AMPSTREAM_* variables in environ (os.Environ's
+// "NAME=value" form) that name no setting, such as a misspelt
+// AMPSTREAM_KAFKA_BROKER. Load cannot see these, as it only looks names up;
+// cmd decides whether to warn or fail. Only names are returned, never values.
+func UnknownEnv(environ []string) []string {
+	known := map[string]bool{ConfigEnv: true}
+	for _, s := range settings() {
+		known[s.env()] = true
+	}
+	var unknown []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, EnvPrefix) && !known[name] {
+			unknown = append(unknown, name)
+		}
+	}
+	return unknown
+}
