@@ -1,0 +1,337 @@
+// Package deliver carries events from the consumer to Amplitude on two lanes,
+// realtime (HTTP V2) and Batch, and reports each event's fate back to its
+// owner exactly once: accepted, or rejected (to be dead-lettered).
+//
+// Ordering. Events are sharded by their ordering key (device_id, or the user
+// key when an event has none). A shard goroutine owns its keys' state and
+// enforces one rule: at most one request holds a key's events at a time, and
+// a key's events enter requests in arrival order. A key whose events are in
+// flight (or held back after a 429, or on the other lane) queues its new
+// events behind them, so retries, 429 pauses, 413 splits and lane switches
+// never reorder a device's events.
+//
+// Concurrency. Submit may be called from many goroutines; events of one key
+// must be submitted from one goroutine (the partition that owns them) to keep
+// their order. Shards never block on HTTP: sealed requests go to a bounded
+// pool of sender goroutines per lane, which report back through a
+// non-blocking completion queue. Memory is bounded upstream: the consumer
+// only submits events within its in-flight budget.
+//
+// Lifecycle. Start launches the shards and senders; Stop cancels in-flight
+// requests (the hard phase of shutdown; draining is the consumer's job) and
+// waits for every goroutine. Events not accepted by then are simply never
+// acknowledged: Kafka redelivers them.
+package deliver
+
+import (
+	"context"
+	"errors"
+	"hash/maphash"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
+
+	"github.com/ampstream/ampstream/internal/amplitude"
+	"github.com/ampstream/ampstream/internal/metrics"
+	"github.com/ampstream/ampstream/internal/route"
+)
+
+// Owner learns the fate of its items. Methods are called from sender and
+// shard goroutines and must not block for long.
+type Owner interface {
+	// Accepted: Amplitude accepted the item (or had it already).
+	Accepted(it *Item)
+	// Rejected: the item can never be accepted; it must be dead-lettered.
+	Rejected(it *Item, reason, detail string)
+	// Revoked reports that the owner gave the item's partition up: the item
+	// is dropped unsent, and the partition's next owner redelivers it.
+	Revoked() bool
+}
+
+// Item is one event on its way to Amplitude.
+type Item struct {
+	Raw      []byte     // the event JSON sent to Amplitude (insert_id set)
+	Key      []byte     // ordering key: device_id, or the user key
+	DeviceID []byte     // may be empty
+	UserID   []byte     // may be empty
+	TimeMS   int64      // the event's own time, 0 when absent
+	Override route.Lane // from the amplitude-api header
+	Lagging  bool       // its partition is catching up
+	Owner    Owner
+	Seq      uint64 // the owner's bookkeeping
+	Ref      any    // the owner's bookkeeping
+
+	lane route.Lane
+	ks   *keyState
+	at   time.Time // when it was submitted
+}
+
+// Lane returns the lane the item was routed to (after Submit).
+func (it *Item) Lane() route.Lane { return it.lane }
+
+// Sender posts a request to Amplitude (amplitude.Client).
+type Sender interface {
+	Send(ctx context.Context, r amplitude.Route, events [][]byte) amplitude.Result
+	BodySize(n, sum int) int
+}
+
+var _ Sender = (*amplitude.Client)(nil)
+
+// LaneOptions size one lane's requests.
+type LaneOptions struct {
+	MaxEvents   int
+	MaxBytes    int
+	Linger      time.Duration
+	Concurrency int
+}
+
+// Options configure a Deliverer.
+type Options struct {
+	// Shards is the number of key-owning goroutines. The default of 4 keeps
+	// per-event handoff cheap on small machines; order holds for any value.
+	Shards        int
+	Realtime      LaneOptions
+	Batch         LaneOptions
+	ThrottlePause time.Duration // how long a 429'd key is held back
+	RetryInitial  time.Duration // first backoff after a retryable failure
+	RetryMax      time.Duration // backoff cap
+	// EventsPerSecond and RequestsPerSecond cap what is sent to Amplitude
+	// project-wide; 0 disables.
+	EventsPerSecond   float64
+	RequestsPerSecond float64
+	Now               func() time.Time
+}
+
+func (o *Options) defaults() {
+	if o.Shards <= 0 {
+		o.Shards = 4
+	}
+	if o.Realtime.MaxEvents <= 0 {
+		o.Realtime.MaxEvents = 100
+	}
+	if o.Realtime.MaxBytes <= 0 {
+		o.Realtime.MaxBytes = 500_000
+	}
+	if o.Realtime.Concurrency <= 0 {
+		o.Realtime.Concurrency = 16
+	}
+	if o.Batch.MaxEvents <= 0 {
+		o.Batch.MaxEvents = amplitude.MaxEventsPerRequest
+	}
+	if o.Batch.MaxBytes <= 0 {
+		o.Batch.MaxBytes = 8_000_000
+	}
+	if o.Batch.Concurrency <= 0 {
+		o.Batch.Concurrency = 4
+	}
+	if o.ThrottlePause <= 0 {
+		o.ThrottlePause = 30 * time.Second
+	}
+	if o.RetryInitial <= 0 {
+		o.RetryInitial = 100 * time.Millisecond
+	}
+	if o.RetryMax <= 0 {
+		o.RetryMax = 30 * time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// ErrStopped is returned by Submit after Stop.
+var ErrStopped = errors.New("deliverer stopped")
+
+// Deliverer routes and sends events.
+type Deliverer struct {
+	opts    Options
+	send    Sender
+	policy  *route.Policy
+	tracker *route.Tracker
+	m       *metrics.Metrics
+	log     zerolog.Logger
+	seed    maphash.Seed
+
+	shards []*shard
+	jobs   [3]chan *job // indexed by route.Lane
+
+	evLimit  *rate.Limiter
+	reqLimit *rate.Limiter
+
+	userHolds     sync.Map // string(user_id) → time.Time: users Amplitude throttled
+	userHoldCount atomic.Int64
+	throttledKeys atomic.Int64
+	fatal         atomic.Bool // Amplitude refuses the key or the URL
+
+	acceptedCtr [3]prometheus.Counter // per lane; resolved once, incremented per event
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New returns a Deliverer. Call Start before Submit.
+func New(opts Options, send Sender, policy *route.Policy, tracker *route.Tracker, m *metrics.Metrics, log zerolog.Logger) *Deliverer {
+	opts.defaults()
+	d := &Deliverer{
+		opts:    opts,
+		send:    send,
+		policy:  policy,
+		tracker: tracker,
+		m:       m,
+		log:     log.With().Str("component", "deliver").Logger(),
+		seed:    maphash.MakeSeed(),
+	}
+	if opts.EventsPerSecond > 0 {
+		// The burst must hold one full request, or WaitN could never succeed.
+		d.evLimit = rate.NewLimiter(rate.Limit(opts.EventsPerSecond), max(int(opts.EventsPerSecond), amplitude.MaxEventsPerRequest))
+	}
+	if opts.RequestsPerSecond > 0 {
+		d.reqLimit = rate.NewLimiter(rate.Limit(opts.RequestsPerSecond), max(1, int(opts.RequestsPerSecond)))
+	}
+	d.ctx, d.cancel = context.WithCancel(context.Background())
+	for range opts.Shards {
+		d.shards = append(d.shards, newShard(d))
+	}
+	for _, l := range []route.Lane{route.Realtime, route.Batch} {
+		d.jobs[l] = make(chan *job)
+		d.acceptedCtr[l] = m.EventsForwarded.WithLabelValues(l.String(), metrics.OutcomeAccepted)
+	}
+	return d
+}
+
+// Start launches the shard and sender goroutines.
+func (d *Deliverer) Start() {
+	for _, s := range d.shards {
+		d.wg.Add(1)
+		go func() { defer d.wg.Done(); s.run(d.ctx) }()
+	}
+	for l, n := range map[route.Lane]int{route.Realtime: d.opts.Realtime.Concurrency, route.Batch: d.opts.Batch.Concurrency} {
+		for range n {
+			d.wg.Add(1)
+			go func() { defer d.wg.Done(); d.sender(l) }()
+		}
+	}
+	d.wg.Add(1)
+	go func() { defer d.wg.Done(); d.housekeeping() }()
+}
+
+// Stop cancels in-flight requests and waits for every goroutine to return.
+// Unaccepted items are never acknowledged; Kafka redelivers them.
+func (d *Deliverer) Stop() {
+	d.cancel()
+	d.wg.Wait()
+}
+
+// Healthy returns an error while Amplitude refuses our API key or URL.
+func (d *Deliverer) Healthy() error {
+	if d.fatal.Load() {
+		return errors.New("amplitude refuses the API key or URL (403, invalid key or invalid path); delivery is stopped")
+	}
+	return nil
+}
+
+// Submit routes it to a lane and hands it to its key's shard. It blocks
+// while the shard's queue is full, until ctx ends.
+func (d *Deliverer) Submit(ctx context.Context, it *Item) error {
+	now := d.opts.Now()
+	dec := d.policy.Decide(route.Input{
+		Device: it.Key, User: it.UserID, TimeMS: it.TimeMS, Override: it.Override, Lagging: it.Lagging,
+	}, now)
+	it.lane = dec.Lane
+	if it.lane == route.Realtime && d.send.BodySize(1, len(it.Raw)) > d.opts.Realtime.MaxBytes {
+		// Too big for an HTTP V2 request of its own: the Batch lane takes up to 20 MB.
+		it.lane = route.Batch
+	}
+	if d.send.BodySize(1, len(it.Raw)) > d.opts.Batch.MaxBytes {
+		it.Owner.Rejected(it, amplitude.ReasonTooLarge, "event larger than a request may carry")
+		return nil
+	}
+	if dec.Switched {
+		d.m.LaneSwitches.WithLabelValues(dec.Lane.String()).Inc()
+	}
+	it.at = now
+	s := d.shards[maphash.Bytes(d.seed, it.Key)%uint64(len(d.shards))]
+	select {
+	case s.in <- it:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-d.ctx.Done():
+		return ErrStopped
+	}
+}
+
+// userHeld returns until when user's events are held back, if they are.
+func (d *Deliverer) userHeld(user []byte, now time.Time) (time.Time, bool) {
+	if len(user) == 0 || d.userHoldCount.Load() == 0 {
+		return time.Time{}, false
+	}
+	v, ok := d.userHolds.Load(string(user))
+	if !ok {
+		return time.Time{}, false
+	}
+	until := v.(time.Time)
+	return until, now.Before(until)
+}
+
+func (d *Deliverer) holdUser(user string, until time.Time) {
+	if prev, loaded := d.userHolds.Swap(user, until); !loaded {
+		d.userHoldCount.Add(1)
+	} else if p := prev.(time.Time); p.After(until) {
+		d.userHolds.Store(user, p)
+	}
+}
+
+// housekeeping refreshes gauges and forgets expired user holds.
+func (d *Deliverer) housekeeping() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := d.opts.Now()
+		tracked, hot := d.tracker.Stats(now)
+		d.m.TrackedKeys.Set(float64(tracked))
+		d.m.HotKeys.Set(float64(hot))
+		users := 0
+		d.userHolds.Range(func(k, v any) bool {
+			if !now.Before(v.(time.Time)) {
+				d.userHolds.Delete(k)
+				d.userHoldCount.Add(-1)
+			} else {
+				users++
+			}
+			return true
+		})
+		d.m.ThrottledKeys.Set(float64(d.throttledKeys.Load()) + float64(users))
+	}
+}
+
+// backoff returns a jittered exponential delay for attempt n (0-based).
+func (d *Deliverer) backoff(n int) time.Duration {
+	b := d.opts.RetryInitial << min(n, 20)
+	if b <= 0 || b > d.opts.RetryMax {
+		b = d.opts.RetryMax
+	}
+	// Full jitter in [b/2, b): retries from many senders don't synchronise.
+	return b/2 + time.Duration(rand.Int64N(int64(b/2)+1))
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,265 @@
+package deliver
+
+import (
+	"context"
+	"time"
+
+	"github.com/ampstream/ampstream/internal/amplitude"
+	"github.com/ampstream/ampstream/internal/metrics"
+	"github.com/ampstream/ampstream/internal/route"
+)
+
+type result uint8
+
+const (
+	resPending   result = iota
+	resAccepted         // Amplitude took it
+	resRejected         // handed to the owner for the DLQ
+	resDeferred         // throttled: back to its key's queue under a hold
+	resAbandoned        // shutdown or revocation: never acknowledged, Kafka redelivers
+)
+
+// job is one sealed request. A sender owns it until it hands it back to its
+// shard with every item resolved.
+type job struct {
+	shard    *shard
+	lane     route.Lane
+	items    []*Item
+	res      []result
+	deferred int
+	until    time.Time // end of the hold for deferred items
+}
+
+func (d *Deliverer) laneOpts(l route.Lane) LaneOptions {
+	if l == route.Batch {
+		return d.opts.Batch
+	}
+	return d.opts.Realtime
+}
+
+func (d *Deliverer) sender(l route.Lane) {
+	for {
+		select {
+		case <-d.ctx.Done():
+			return
+		case j := <-d.jobs[l]:
+			d.execute(d.ctx, j)
+			j.shard.complete(j)
+		}
+	}
+}
+
+func apiRoute(l route.Lane) amplitude.Route {
+	if l == route.Batch {
+		return amplitude.Batch
+	}
+	return amplitude.HTTPAPI
+}
+
+// execute resolves every item of j. Segments of the request are sent in
+// order; a segment is only replaced by its own remainder or halves, so the
+// events of one key always leave in arrival order.
+func (d *Deliverer) execute(ctx context.Context, j *job) {
+	j.res = make([]result, len(j.items))
+	lane := j.lane.String()
+	r := apiRoute(j.lane)
+
+	all := make([]int, 0, len(j.items))
+	for i, it := range j.items {
+		if it.Owner.Revoked() {
+			j.res[i] = resAbandoned
+			continue
+		}
+		all = append(all, i)
+	}
+	segs := [][]int{all}
+	attempt := 0
+	var raws [][]byte
+	for len(segs) > 0 {
+		seg := segs[0]
+		if len(seg) == 0 {
+			segs = segs[1:]
+			continue
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		if !d.waitBudget(ctx, len(seg)) {
+			break
+		}
+		raws = raws[:0]
+		for _, i := range seg {
+			raws = append(raws, j.items[i].Raw)
+		}
+		res := d.send.Send(ctx, r, raws)
+		if res.Class != amplitude.Fatal && d.fatal.CompareAndSwap(true, false) {
+			d.m.Unauthorized.Set(0)
+			d.log.Info().Msg("amplitude accepts requests again; delivery resumed")
+		}
+		switch res.Class {
+		case amplitude.Accepted:
+			for _, i := range seg {
+				d.accept(j, i)
+			}
+			segs, attempt = segs[1:], 0
+
+		case amplitude.Rejected:
+			d.log.Warn().Str("lane", lane).Str("code", res.Code).Str("error", res.Message).Int("events", len(seg)).
+				Msg("amplitude rejected a request without naming events; dead-lettering it")
+			for _, i := range seg {
+				d.reject(j, i, amplitude.ReasonRejected, "amplitude "+res.Code+": "+res.Message)
+			}
+			segs, attempt = segs[1:], 0
+
+		case amplitude.TooLarge:
+			if len(seg) == 1 {
+				d.reject(j, seg[0], amplitude.ReasonTooLarge, "amplitude 413 for a single event")
+				segs = segs[1:]
+				continue
+			}
+			h := len(seg) / 2
+			segs = append([][]int{seg[:h:h], seg[h:]}, segs[1:]...)
+
+		case amplitude.InvalidEvents, amplitude.Throttled:
+			rest := d.splitListed(j, seg, res)
+			if len(rest) == len(seg) {
+				// The lists named none of our events (indexes out of range):
+				// resending the same request would loop, so it is rejected.
+				for _, i := range seg {
+					d.reject(j, i, amplitude.ReasonRejected, "amplitude "+res.Code+" named no event of the request: "+res.Message)
+				}
+				rest = nil
+			}
+			segs = append([][]int{rest}, segs[1:]...)
+			attempt = 0
+
+		case amplitude.Retryable:
+			d.m.EventsForwarded.WithLabelValues(lane, metrics.OutcomeRetried).Add(float64(len(seg)))
+			wait := d.backoff(attempt)
+			if res.Status == 429 {
+				// A 429 naming no event is a project-level limit: hold the whole request.
+				wait = max(wait, d.opts.ThrottlePause)
+			}
+			if res.RetryAfter > 0 {
+				wait = res.RetryAfter
+			}
+			attempt++
+			if attempt == 1 || attempt%10 == 0 {
+				d.log.Warn().Str("lane", lane).Str("code", res.Code).Str("error", res.Message).Int("attempt", attempt).
+					Dur("backoff", wait).Msg("amplitude request failed; retrying the same events in order")
+			}
+			if !sleepCtx(ctx, wait) {
+				segs = segs[:1]
+			}
+
+		case amplitude.Fatal:
+			if d.fatal.CompareAndSwap(false, true) {
+				d.m.Unauthorized.Set(1)
+				d.log.Error().Str("code", res.Code).Str("error", res.Message).
+					Msg("amplitude refuses the API key or URL; delivery stopped, nothing is committed; retrying slowly")
+			}
+			// Not a hot loop: retry at the backoff cap until the key is fixed
+			// (for example a rotated secret) or shutdown.
+			if !sleepCtx(ctx, d.opts.RetryMax) {
+				segs = segs[:1]
+			}
+		}
+	}
+	for i := range j.res {
+		if j.res[i] == resPending {
+			j.res[i] = resAbandoned
+		}
+	}
+}
+
+// splitListed resolves the events a 400 or 429 names: dead-letters invalid
+// ones and those over the daily quota, defers throttled ones (and every later
+// event of a deferred key, so a key's order survives), and returns the rest
+// to resend now.
+func (d *Deliverer) splitListed(j *job, seg []int, res amplitude.Result) []int {
+	lane := j.lane.String()
+	throttled := make(map[int]bool, len(res.ThrottledEvents))
+	for _, k := range res.ThrottledEvents {
+		throttled[k] = true
+	}
+	pause := d.opts.ThrottlePause
+	if res.RetryAfter > 0 {
+		pause = res.RetryAfter
+	}
+	now := d.opts.Now()
+	for u := range res.ThrottledUsers {
+		d.holdUser(u, now.Add(pause))
+	}
+	var deferredKeys map[*keyState]bool
+	rest := make([]int, 0, len(seg))
+	for k, i := range seg {
+		it := j.items[i]
+		if reason, ok := res.Invalid[k]; ok {
+			d.reject(j, i, reason, "amplitude 400: "+res.Message)
+			continue
+		}
+		if throttled[k] && overQuota(it, res) {
+			d.m.ThrottledEvents.WithLabelValues(lane, amplitude.ReasonDailyQuota).Inc()
+			d.reject(j, i, amplitude.ReasonDailyQuota, "id over Amplitude's daily quota")
+			continue
+		}
+		if throttled[k] || deferredKeys[it.ks] {
+			if throttled[k] {
+				d.m.ThrottledEvents.WithLabelValues(lane, "eps").Inc()
+			}
+			if deferredKeys == nil {
+				deferredKeys = map[*keyState]bool{}
+			}
+			deferredKeys[it.ks] = true
+			j.res[i] = resDeferred
+			j.deferred++
+			d.m.EventsForwarded.WithLabelValues(lane, metrics.OutcomeThrottled).Inc()
+			continue
+		}
+		rest = append(rest, i)
+	}
+	if j.deferred > 0 {
+		j.until = now.Add(pause)
+	}
+	return rest
+}
+
+func overQuota(it *Item, res amplitude.Result) bool {
+	if len(it.DeviceID) > 0 {
+		if _, ok := res.QuotaDevices[string(it.DeviceID)]; ok {
+			return true
+		}
+	}
+	if len(it.UserID) > 0 {
+		if _, ok := res.QuotaUsers[string(it.UserID)]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *Deliverer) accept(j *job, i int) {
+	j.res[i] = resAccepted
+	it := j.items[i]
+	d.acceptedCtr[j.lane].Inc()
+	it.Owner.Accepted(it)
+}
+
+func (d *Deliverer) reject(j *job, i int, reason, detail string) {
+	j.res[i] = resRejected
+	it := j.items[i]
+	d.m.EventsForwarded.WithLabelValues(j.lane.String(), metrics.OutcomeDLQ).Inc()
+	it.Owner.Rejected(it, reason, detail)
+}
+
+// waitBudget blocks until the project-wide caps allow n more events in one
+// more request.
+func (d *Deliverer) waitBudget(ctx context.Context, n int) bool {
+	if d.reqLimit != nil && d.reqLimit.Wait(ctx) != nil {
+		return false
+	}
+	if d.evLimit != nil && d.evLimit.WaitN(ctx, n) != nil {
+		return false
+	}
+	return true
+}

@@ -1,0 +1,313 @@
+package deliver
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/ampstream/ampstream/internal/route"
+)
+
+// keyState is a key's place in its shard. It exists while the key has
+// events pending (in an open or sent request) or waiting.
+type keyState struct {
+	key     string
+	pending int     // events in open or sent requests
+	open    *batch  // the request holding its pending events, while that request is open
+	waiting []*Item // events queued behind the pending ones, in arrival order
+	until   time.Time
+	held    bool // counted in throttledKeys
+	listed  bool // in the shard's quarantine list
+}
+
+type batch struct {
+	lane     route.Lane
+	items    []*Item
+	bytes    int
+	deadline time.Time
+}
+
+// shard owns the keys that hash to it. Only its goroutine touches keys,
+// open and sealed; senders talk back through comps.
+type shard struct {
+	d    *Deliverer
+	in   chan *Item
+	keys map[string]*keyState
+
+	open   [3]*batch // per lane
+	sealed [3][]*job // per lane, waiting for a free sender
+
+	quarantined []*keyState
+
+	compMu     sync.Mutex
+	comps      []*job
+	compNotify chan struct{}
+
+	timer      *time.Timer
+	timerArmed bool
+}
+
+func newShard(d *Deliverer) *shard {
+	return &shard{
+		d: d,
+		// 1024 events amortise the handoff from partition goroutines; the
+		// consumer's in-flight budget, not this buffer, bounds memory.
+		in:         make(chan *Item, 1024),
+		keys:       make(map[string]*keyState),
+		compNotify: make(chan struct{}, 1),
+	}
+}
+
+// complete hands a finished job back to its shard. It never blocks.
+func (s *shard) complete(j *job) {
+	s.compMu.Lock()
+	s.comps = append(s.comps, j)
+	s.compMu.Unlock()
+	select {
+	case s.compNotify <- struct{}{}:
+	default:
+	}
+}
+
+func (s *shard) run(ctx context.Context) {
+	s.timer = time.NewTimer(time.Hour)
+	s.timer.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var rtCh, btCh chan *job
+		var rtJob, btJob *job
+		if q := s.sealed[route.Realtime]; len(q) > 0 {
+			rtCh, rtJob = s.d.jobs[route.Realtime], q[0]
+		}
+		if q := s.sealed[route.Batch]; len(q) > 0 {
+			btCh, btJob = s.d.jobs[route.Batch], q[0]
+		}
+		select {
+		case <-ctx.Done():
+			s.timer.Stop()
+			return
+		case it := <-s.in:
+			s.arrive(it)
+			// Take what is already queued without going back to select.
+			for n := 0; n < 256; n++ {
+				select {
+				case it := <-s.in:
+					s.arrive(it)
+					continue
+				default:
+				}
+				break
+			}
+		case <-s.compNotify:
+			s.compMu.Lock()
+			comps := s.comps
+			s.comps = nil
+			s.compMu.Unlock()
+			for _, j := range comps {
+				s.finish(j)
+			}
+		case rtCh <- rtJob:
+			s.sealed[route.Realtime] = s.sealed[route.Realtime][1:]
+		case btCh <- btJob:
+			s.sealed[route.Batch] = s.sealed[route.Batch][1:]
+		case <-s.timer.C:
+			s.timerArmed = false
+			s.sealExpired()
+		case <-tick.C:
+			s.releaseQuarantine()
+		}
+	}
+}
+
+func (s *shard) arrive(it *Item) {
+	ks := s.keys[string(it.Key)]
+	if ks == nil {
+		ks = &keyState{key: string(it.Key)}
+		s.keys[ks.key] = ks
+	}
+	it.ks = ks
+	now := s.d.opts.Now()
+	if len(ks.waiting) > 0 || now.Before(ks.until) || !s.tryAdd(ks, it, now) {
+		ks.waiting = append(ks.waiting, it)
+	}
+}
+
+// tryAdd puts it into its lane's open request if the key's order allows:
+// the key has nothing pending, or its pending events are in that same open
+// request. It returns false when the event must wait.
+func (s *shard) tryAdd(ks *keyState, it *Item, now time.Time) bool {
+	if it.Owner.Revoked() {
+		// Nobody will commit it; the next owner redelivers it. Sending it now
+		// would only make a duplicate.
+		return true
+	}
+	if until, held := s.d.userHeld(it.UserID, now); held {
+		s.hold(ks, until, true)
+		return false
+	}
+	lane := it.lane
+	b := s.open[lane]
+	if ks.pending > 0 && (b == nil || ks.open != b) {
+		return false
+	}
+	if lane == route.Batch {
+		if wait := s.d.tracker.BatchDelay(it.Key, 1, now); wait > 0 {
+			s.hold(ks, now.Add(wait), false)
+			return false
+		}
+	}
+	lo := s.d.laneOpts(lane)
+	if b != nil && s.d.send.BodySize(len(b.items)+1, b.bytes+len(it.Raw)) > lo.MaxBytes {
+		s.seal(lane)
+		if ks.pending > 0 {
+			return false // its earlier events are in the request just sealed
+		}
+		b = nil
+	}
+	if b == nil {
+		b = &batch{lane: lane, deadline: now.Add(lo.Linger)}
+		s.open[lane] = b
+		s.armTimer(b.deadline, now)
+	}
+	b.items = append(b.items, it)
+	b.bytes += len(it.Raw)
+	ks.pending++
+	ks.open = b
+	if len(b.items) >= lo.MaxEvents {
+		s.seal(lane)
+	}
+	return true
+}
+
+func (s *shard) seal(lane route.Lane) {
+	b := s.open[lane]
+	if b == nil {
+		return
+	}
+	s.open[lane] = nil
+	s.sealed[lane] = append(s.sealed[lane], &job{shard: s, lane: lane, items: b.items})
+}
+
+func (s *shard) armTimer(deadline, now time.Time) {
+	if s.timerArmed {
+		return // an earlier batch's deadline comes first; sealExpired re-arms
+	}
+	s.timer.Reset(max(deadline.Sub(now), 0))
+	s.timerArmed = true
+}
+
+func (s *shard) sealExpired() {
+	now := s.d.opts.Now()
+	var next time.Time
+	for _, l := range []route.Lane{route.Realtime, route.Batch} {
+		b := s.open[l]
+		if b == nil {
+			continue
+		}
+		if !now.Before(b.deadline) {
+			s.seal(l)
+		} else if next.IsZero() || b.deadline.Before(next) {
+			next = b.deadline
+		}
+	}
+	if !next.IsZero() {
+		s.armTimer(next, now)
+	}
+}
+
+// hold quarantines ks until the given time. throttled marks a 429 hold (as
+// opposed to Batch pacing), which the throttled-keys gauge counts.
+func (s *shard) hold(ks *keyState, until time.Time, throttled bool) {
+	if until.After(ks.until) {
+		ks.until = until
+	}
+	if throttled && !ks.held {
+		ks.held = true
+		s.d.throttledKeys.Add(1)
+	}
+	if !ks.listed {
+		ks.listed = true
+		s.quarantined = append(s.quarantined, ks)
+	}
+}
+
+func (s *shard) releaseQuarantine() {
+	if len(s.quarantined) == 0 {
+		return
+	}
+	now := s.d.opts.Now()
+	kept := s.quarantined[:0]
+	for _, ks := range s.quarantined {
+		if now.Before(ks.until) {
+			kept = append(kept, ks)
+			continue
+		}
+		ks.listed = false
+		if ks.held {
+			ks.held = false
+			s.d.throttledKeys.Add(-1)
+		}
+		s.drain(ks, now)
+	}
+	clear(s.quarantined[len(kept):])
+	s.quarantined = kept
+}
+
+// drain moves a key's waiting events into open requests, in order, until one
+// has to wait; then forgets the key if nothing of it is left.
+func (s *shard) drain(ks *keyState, now time.Time) {
+	if now.Before(ks.until) {
+		return
+	}
+	i := 0
+	for ; i < len(ks.waiting); i++ {
+		if !s.tryAdd(ks, ks.waiting[i], now) {
+			break
+		}
+	}
+	if i > 0 {
+		clear(ks.waiting[:i])
+		ks.waiting = ks.waiting[i:]
+		if len(ks.waiting) == 0 {
+			ks.waiting = nil
+		}
+	}
+	if ks.pending == 0 && len(ks.waiting) == 0 && !ks.listed {
+		delete(s.keys, ks.key)
+	}
+}
+
+// finish applies a completed job: deferred (throttled) events go back to the
+// front of their key's queue under a hold, and every touched key drains.
+func (s *shard) finish(j *job) {
+	now := s.d.opts.Now()
+	var touched []*keyState
+	for _, it := range j.items {
+		ks := it.ks
+		ks.pending--
+		if ks.open != nil && ks.pending == 0 {
+			ks.open = nil
+		}
+		touched = append(touched, ks)
+	}
+	if j.deferred > 0 {
+		// Put deferred events back in front of anything that arrived while
+		// they were in flight, keeping their relative order.
+		byKey := map[*keyState][]*Item{}
+		for i, it := range j.items {
+			if j.res[i] == resDeferred {
+				byKey[it.ks] = append(byKey[it.ks], it)
+			}
+		}
+		for ks, items := range byKey {
+			ks.waiting = append(items, ks.waiting...)
+			s.hold(ks, j.until, true)
+		}
+	}
+	for _, ks := range touched {
+		if ks.pending == 0 {
+			s.drain(ks, now)
+		}
+	}
+}

@@ -1,0 +1,121 @@
+package route
+
+import (
+	"time"
+)
+
+// Lane is where an event goes.
+type Lane uint8
+
+const (
+	// Auto lets the policy decide (only valid as an override value).
+	Auto Lane = iota
+	// Realtime is Amplitude's HTTP V2 API.
+	Realtime
+	// Batch is Amplitude's Batch Event Upload API.
+	Batch
+)
+
+func (l Lane) String() string {
+	switch l {
+	case Realtime:
+		return "realtime"
+	case Batch:
+		return "batch"
+	}
+	return "auto"
+}
+
+// ParseLane reads the `amplitude-api` message header value.
+func ParseLane(v []byte) Lane {
+	switch string(v) {
+	case "batch", "Batch", "BATCH":
+		return Batch
+	case "realtime", "Realtime", "REALTIME", "httpapi":
+		return Realtime
+	}
+	return Auto
+}
+
+// PolicyOptions configure the routing policy.
+type PolicyOptions struct {
+	// UserEPSMargin scales HotEPS for user keys: a user's devices may be
+	// consumed by other replicas, each of which sees only part of the user's
+	// rate, so a user key runs hot earlier than a device key.
+	UserEPSMargin float64
+	// BackfillAge sends events whose own time is older than this to Batch; 0 = off.
+	BackfillAge time.Duration
+}
+
+// Policy decides lanes. It is safe for concurrent use.
+type Policy struct {
+	tr   *Tracker
+	opts PolicyOptions
+}
+
+// NewPolicy returns a Policy using tr for rates.
+func NewPolicy(tr *Tracker, o PolicyOptions) *Policy {
+	if o.UserEPSMargin <= 0 || o.UserEPSMargin > 1 {
+		o.UserEPSMargin = 1
+	}
+	return &Policy{tr: tr, opts: o}
+}
+
+// Input is what the policy looks at for one event.
+type Input struct {
+	Device   []byte // ordering key (device_id, or the user key when there is none)
+	User     []byte // user_id, may be empty
+	TimeMS   int64  // the event's own time; 0 when absent
+	Override Lane   // from the amplitude-api header
+	Lagging  bool   // the event's partition is catching up on lag
+}
+
+// Decision is the policy's answer.
+type Decision struct {
+	Lane     Lane
+	Switched bool // the device key changed lane with this event
+	HotDelta int  // change in the number of hot keys caused by this event (−2..2)
+}
+
+// Decide counts the event against its keys' rates and picks its lane. Rates
+// are counted whatever the lane, so a key that is forced to Batch by a header
+// or a backfill still has an accurate rate when it returns to Auto.
+func (p *Policy) Decide(in Input, now time.Time) Decision {
+	var d Decision
+	hot := false
+	o := p.tr.Observe(in.Device, now, p.tr.opts.HotEPS)
+	hot = o.Hot
+	if o.Changed {
+		d.HotDelta += delta(o.Hot)
+	}
+	if len(in.User) > 0 {
+		var buf [160]byte
+		uk := append(append(buf[:0], 'U', 0), in.User...)
+		uo := p.tr.Observe(uk, now, p.tr.opts.HotEPS*p.opts.UserEPSMargin)
+		hot = hot || uo.Hot
+		if uo.Changed {
+			d.HotDelta += delta(uo.Hot)
+		}
+	}
+	switch {
+	case in.Override != Auto:
+		d.Lane = in.Override
+	case p.opts.BackfillAge > 0 && in.TimeMS > 0 && now.UnixMilli()-in.TimeMS > p.opts.BackfillAge.Milliseconds():
+		d.Lane = Batch
+	case in.Lagging:
+		d.Lane = Batch
+	case hot:
+		d.Lane = Batch
+	default:
+		d.Lane = Realtime
+	}
+	d.Switched = p.tr.SetLane(in.Device, uint8(d.Lane))
+	return d
+}
+
+func delta(hot bool) int {
+	if hot {
+		return 1
+	}
+	return -1
+}
