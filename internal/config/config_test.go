@@ -317,6 +317,7 @@ func TestValidate(t *testing.T) {
 		{"zero batch concurrency", func(c *Config) { c.Batch.Concurrency = 0 }, ErrInvalid, "batch.concurrency"},
 		{"zero key eps limit", func(c *Config) { c.Batch.KeyEPSLimit = 0 }, ErrInvalid, "batch.key_eps_limit"},
 		{"fractional window", func(c *Config) { c.Router.Window = 1500 * time.Millisecond }, ErrInvalid, "router.window"},
+		{"window beyond the tracker's ring", func(c *Config) { c.Router.Window = 32 * time.Second }, ErrInvalid, "router.window"},
 		{"zero hot eps", func(c *Config) { c.Router.HotEPS = 0 }, ErrInvalid, "router.hot_eps"},
 		{"cool eps not below hot", func(c *Config) { c.Router.CoolEPS = 10 }, ErrInvalid, "router.cool_eps"},
 		{"negative cool hold", func(c *Config) { c.Router.CoolHold = -1 }, ErrInvalid, "router.cool_hold"},

@@ -58,7 +58,7 @@ func settings() []setting {
 		{key: "batch.concurrency", help: "concurrent Batch requests", field: func(c *Config) any { return &c.Batch.Concurrency }},
 		{key: "batch.key_eps_limit", help: "per-key pacing on the Batch lane, below Amplitude's 1000/s over 30 s", field: func(c *Config) any { return &c.Batch.KeyEPSLimit }},
 
-		{key: "router.window", help: "rate tracker sliding window (whole seconds, 1 s buckets)", field: func(c *Config) any { return &c.Router.Window }},
+		{key: "router.window", help: "rate tracker sliding window (whole seconds, 1s..31s; 1 s buckets)", field: func(c *Config) any { return &c.Router.Window }},
 		{key: "router.hot_eps", help: "a key above this rate (events/s) moves to Batch", field: func(c *Config) any { return &c.Router.HotEPS }},
 		{key: "router.cool_eps", help: "a Batch key moves back below this rate (events/s)...", field: func(c *Config) any { return &c.Router.CoolEPS }},
 		{key: "router.cool_hold", help: "...after staying below router.cool_eps this long", field: func(c *Config) any { return &c.Router.CoolHold }},

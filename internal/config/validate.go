@@ -15,7 +15,14 @@ const (
 	maxEventsPerRequest  = 2000       // HTTP V2 and Batch
 	maxRealtimeBodyBytes = 1_000_000  // HTTP V2: 1 MB
 	maxBatchBodyBytes    = 20_000_000 // Batch: 20 MB
+)
+
+// Rate tracker window bounds. route.Tracker keeps a ring of 32 one-second
+// buckets, one of them the current, partial second, and silently clamps
+// longer windows.
+const (
 	routerBucketDuration = time.Second
+	maxRouterWindow      = 31 * time.Second
 )
 
 // Validate checks every setting and the relations between them. It returns
@@ -106,8 +113,8 @@ func (c Config) Validate() error {
 	v.positiveFloat("batch.key_eps_limit", c.Batch.KeyEPSLimit)
 
 	r := c.Router
-	if r.Window < routerBucketDuration || r.Window%routerBucketDuration != 0 {
-		v.invalid("router.window", r.Window, "want a whole number of seconds, at least 1s")
+	if r.Window < routerBucketDuration || r.Window > maxRouterWindow || r.Window%routerBucketDuration != 0 {
+		v.invalid("router.window", r.Window, "want a whole number of seconds from 1s to "+formatDuration(maxRouterWindow))
 	}
 	v.positiveFloat("router.hot_eps", r.HotEPS)
 	if r.CoolEPS < 0 || r.CoolEPS >= r.HotEPS {
