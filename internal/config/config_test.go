@@ -220,6 +220,10 @@ func TestLoadErrors(t *testing.T) {
 			want: ErrUnknownKey, mention: []string{"kafka.nope"},
 		},
 		{
+			name: "a flag without its value is rejected", args: []string{"--kafka.group"},
+			want: ErrInvalid, mention: []string{"kafka.group"},
+		},
+		{
 			name: "a stray argument is rejected", args: []string{"extra"},
 			want: ErrInvalid, mention: []string{`"extra"`},
 		},

@@ -44,8 +44,13 @@ func Load(args []string, getenv func(string) string) (Config, error) {
 		if errors.Is(err, flag.ErrHelp) {
 			return Config{}, err
 		}
-		// The flag package's errors carry no sentinel; they name the flag.
-		return Config{}, fmt.Errorf("%w: %v", ErrUnknownKey, err)
+		// The flag package's errors carry no sentinel, only text naming the
+		// flag; "not defined" is how it reports an unknown one.
+		sentinel := ErrInvalid
+		if strings.Contains(err.Error(), "not defined") {
+			sentinel = ErrUnknownKey
+		}
+		return Config{}, fmt.Errorf("%w: %v", sentinel, err)
 	}
 	if fs.NArg() > 0 {
 		return Config{}, fmt.Errorf("%w: unexpected argument %q", ErrInvalid, fs.Arg(0))
