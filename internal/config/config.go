@@ -227,14 +227,17 @@ func Default() Config {
 			// silence; heartbeats every 3 s allow ~10 missed before that.
 			SessionTimeout:    30 * time.Second,
 			HeartbeatInterval: 3 * time.Second,
-			// Must exceed Shutdown.DrainTimeout (20 s) so a revoked member can
-			// drain and commit before the group gives up on it.
+			// kafka-go's default. Must exceed Shutdown.DrainTimeout (20 s) so a
+			// revoked member can drain and commit before the group gives up
+			// on it.
 			RebalanceTimeout: 30 * time.Second,
 			// At most 1 s of acknowledged events is redelivered after a crash.
 			CommitInterval: time.Second,
-			// 10 MiB: kafka-go's default MaxBytes, ~10k events of 1 KiB.
+			// 10 MiB, ten times kafka-go's 1 MB default: ~10k events of
+			// 1 KiB, five full Batch requests (2000 events) per fetch.
 			FetchMaxBytes: 10 << 20,
-			// Bounds the latency added to a quiet partition.
+			// kafka-go waits up to 10 s; 250 ms bounds the latency a quiet
+			// partition adds before its first event is routed.
 			FetchMaxWait: 250 * time.Millisecond,
 			SASL:         SASL{Mechanism: SASLNone},
 		},
