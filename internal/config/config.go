@@ -256,8 +256,8 @@ func Default() Config {
 		},
 		Realtime: Lane{
 			MaxEvents: 100,
-			// Half of HTTP V2's 1 MB body limit, so one event's worth of
-			// overshoot never crosses it.
+			// Half of HTTP V2's "< 1 MB" limit: whether that is 10^6 or 2^20
+			// bytes, before or after gzip, is undocumented, so keep headroom.
 			MaxBytes:    500_000,
 			Linger:      5 * time.Millisecond,
 			Concurrency: 16,
@@ -277,6 +277,8 @@ func Default() Config {
 		},
 		Router: Router{
 			Window:   10 * time.Second,
+			// HTTP V2 throttles a device or user above 30 events/s; moving at
+			// a third of that leaves room for rate spikes inside the window.
 			HotEPS:   10,
 			CoolEPS:  5, // half of HotEPS: hysteresis so keys do not flap
 			CoolHold: 30 * time.Second,
