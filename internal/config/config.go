@@ -276,7 +276,7 @@ func Default() Config {
 			KeyEPSLimit: 800,
 		},
 		Router: Router{
-			Window:   10 * time.Second,
+			Window: 10 * time.Second,
 			// HTTP V2 throttles a device or user above 30 events/s; moving at
 			// a third of that leaves room for rate spikes inside the window.
 			HotEPS:   10,
