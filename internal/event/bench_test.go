@@ -1,0 +1,92 @@
+package event
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+// benchEvent is a realistic event as an SDK sends it: about 300 bytes with
+// event and user properties, a nested object and an array.
+var benchEvent = []byte(`{"event_type":"Purchase Completed","user_id":"user-8d3f2a91","device_id":"C8F9E604-F01A-4BD9-95C6-8E5357DF265D","time":1732712345678,"session_id":1732712000000,"platform":"iOS","event_properties":{"sku":"SKU-1234","price":19.99,"tags":["sale","gift"],"cart":{"items":3,"coupon":null}},"user_properties":{"$set":{"plan":"pro"}}}`)
+
+func TestBenchEventParses(t *testing.T) {
+	f, err := Parse(benchEvent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Validate(0); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() { f, err = Parse(benchEvent) }); n != 0 {
+		t.Errorf("Parse allocates %v times per event, want 0", n)
+	}
+	if n := testing.AllocsPerRun(100, func() { err = f.Validate(0) }); n != 0 {
+		t.Errorf("Validate allocates %v times per valid event, want 0", n)
+	}
+}
+
+func BenchmarkParse(b *testing.B) {
+	b.SetBytes(int64(len(benchEvent)))
+	b.ReportAllocs()
+	for b.Loop() {
+		f, err := Parse(benchEvent)
+		if err != nil || len(f.EventType) == 0 {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkParseValidate(b *testing.B) {
+	b.SetBytes(int64(len(benchEvent)))
+	b.ReportAllocs()
+	for b.Loop() {
+		f, err := Parse(benchEvent)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := f.Validate(0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkParseEncodingJSON is the baseline: encoding/json decoding the same
+// event into a struct holding only the routed fields (it still has to scan
+// and validate the whole document).
+func BenchmarkParseEncodingJSON(b *testing.B) {
+	type routed struct {
+		EventType string `json:"event_type"`
+		UserID    string `json:"user_id"`
+		DeviceID  string `json:"device_id"`
+		InsertID  string `json:"insert_id"`
+		Time      int64  `json:"time"`
+	}
+	b.SetBytes(int64(len(benchEvent)))
+	b.ReportAllocs()
+	for b.Loop() {
+		var r routed
+		if err := json.Unmarshal(benchEvent, &r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkJSONValid(b *testing.B) {
+	b.SetBytes(int64(len(benchEvent)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if !json.Valid(benchEvent) {
+			b.Fatal("invalid")
+		}
+	}
+}
+
+func BenchmarkWithInsertID(b *testing.B) {
+	raw := []byte(`{"event_type":"Purchase Completed","user_id":"user-8d3f2a91","time":1732712345678,"event_properties":{"sku":"SKU-1234","price":19.99}}`)
+	id := StableInsertID("events", 3, 1024)
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = WithInsertID(raw, id)
+	}
+}
