@@ -32,6 +32,9 @@ type Emulator struct {
 	limiter *limiter
 	store   *store
 
+	// checkedPool recycles the per-request event slices (*[]checked).
+	checkedPool sync.Pool
+
 	// fmu guards faults; never held together with mu.
 	fmu    sync.Mutex
 	faults faults
@@ -57,6 +60,7 @@ func New(cfg Config, logger zerolog.Logger) *Emulator {
 		store:    newStore(),
 		faults:   newFaults(cfg.FaultRate, cfg.FaultSeed, cfg.FaultChoices),
 	}
+	e.checkedPool.New = func() any { return new([]checked) }
 	return e
 }
 
@@ -276,7 +280,13 @@ func (e *Emulator) handle(route string, r *http.Request) response {
 	if _, ok := e.keys[apiKey]; len(e.keys) > 0 && !ok {
 		return bad(errInvalidKey + apiKey)
 	}
-	events, ok := parseEvents(env.events, nil)
+	buf := e.checkedPool.Get().(*[]checked)
+	defer func() {
+		clear(*buf) // drop references into the body before pooling
+		e.checkedPool.Put(buf)
+	}()
+	events, v, ok := parseEvents(env.events, minIDLength(env.options), e.cfg.FirstIndexOnly, (*buf)[:0])
+	*buf = events
 	if !ok {
 		return bad(errInvalidEvent)
 	}
@@ -287,9 +297,7 @@ func (e *Emulator) handle(route string, r *http.Request) response {
 		e.countInvalid(len(events))
 		return response{status: http.StatusRequestEntityTooLarge, body: errorBody(http.StatusRequestEntityTooLarge, errTooLarge)}
 	}
-
-	checked := make([]checked, len(events))
-	if v := validate(events, minIDLength(env.options), e.cfg.FirstIndexOnly, checked); v.failed() {
+	if v.failed() {
 		e.countInvalid(len(events))
 		msg := errInvalidFields
 		if v.missing == nil && v.invalid == nil {
@@ -300,12 +308,13 @@ func (e *Emulator) handle(route string, r *http.Request) response {
 			EventsWithInvalidFields: v.invalid, EventsWithMissingFields: v.missing, EventsWithInvalidIDLengths: v.idLengths,
 		})}
 	}
-	if resp, silenced := e.checkSilenced(rc, checked); silenced {
+
+	if resp, silenced := e.checkSilenced(rc, events); silenced {
 		e.countInvalid(len(events))
 		return resp
 	}
 
-	ids := groupIDs(apiKey, checked)
+	ids := groupIDs(apiKey, events)
 	now := e.cfg.Now()
 	e.mu.Lock()
 	e.limiter.sweep(&e.cfg, now)
@@ -313,21 +322,21 @@ func (e *Emulator) handle(route string, r *http.Request) response {
 		if e.cfg.CountRejected {
 			e.limiter.addRate(route, rc, ids, now)
 		}
-		e.store.stats.Throttled += int64(len(checked))
+		e.store.stats.Throttled += int64(len(events))
 		e.mu.Unlock()
-		return throttled(rc, &v, checked)
+		return throttled(rc, &v, events)
 	}
 	e.limiter.addRate(route, rc, ids, now)
 	if e.quotaOn {
 		e.limiter.addDaily(ids, now)
 	}
-	e.store.ingest(&e.cfg, route, apiKey, checked, now)
-	e.store.stats.Accepted += int64(len(checked))
+	e.store.ingest(&e.cfg, route, apiKey, events, now)
+	e.store.stats.Accepted += int64(len(events))
 	e.mu.Unlock()
 
 	b := make([]byte, 0, 96)
 	b = append(b, `{"code":200,"events_ingested":`...)
-	b = strconv.AppendInt(b, int64(len(checked)), 10)
+	b = strconv.AppendInt(b, int64(len(events)), 10)
 	b = append(b, `,"payload_size_bytes":`...)
 	b = strconv.AppendInt(b, int64(len(raw)), 10)
 	b = append(b, `,"server_upload_time":`...)
@@ -350,12 +359,12 @@ func (e *Emulator) checkSilenced(rc *RouteConfig, events []checked) (response, b
 	body := apiError{Code: http.StatusBadRequest, Error: errSilenced, EPSThreshold: epsThreshold(rc)}
 	for i := range events {
 		d := events[i].deviceID
-		if _, ok := e.silenced[d]; !ok || d == "" {
+		if _, ok := e.silenced[string(d)]; !ok || len(d) == 0 {
 			continue
 		}
 		body.SilencedEvents = append(body.SilencedEvents, i)
-		if !slices.Contains(body.SilencedDevices, d) {
-			body.SilencedDevices = append(body.SilencedDevices, d)
+		if !slices.Contains(body.SilencedDevices, string(d)) {
+			body.SilencedDevices = append(body.SilencedDevices, string(d))
 		}
 	}
 	if body.SilencedEvents == nil {
@@ -369,21 +378,23 @@ func (e *Emulator) checkSilenced(rc *RouteConfig, events []checked) (response, b
 // from the user_id, which the user counter already limits.
 func groupIDs(apiKey string, events []checked) []idCount {
 	var ids []idCount
-	pos := map[idKey]int{}
-	bump := func(k idKey) {
-		if i, ok := pos[k]; ok {
+	// Lookups with m[string(b)] do not allocate; only a new ID does.
+	devices, users := map[string]int{}, map[string]int{}
+	bump := func(m map[string]int, id []byte, device bool) {
+		if i, ok := m[string(id)]; ok {
 			ids[i].n++
 			return
 		}
-		pos[k] = len(ids)
+		k := idKey{apiKey: apiKey, id: string(id), device: device}
+		m[k.id] = len(ids)
 		ids = append(ids, idCount{key: k, n: 1})
 	}
 	for i := range events {
-		if d := events[i].deviceID; d != "" {
-			bump(idKey{apiKey: apiKey, id: d, device: true})
+		if d := events[i].deviceID; len(d) > 0 {
+			bump(devices, d, true)
 		}
-		if u := events[i].userID; u != "" {
-			bump(idKey{apiKey: apiKey, id: u})
+		if u := events[i].userID; len(u) > 0 {
+			bump(users, u, false)
 		}
 	}
 	return ids
@@ -402,9 +413,9 @@ func throttled(rc *RouteConfig, v *verdict, events []checked) response {
 	if body.ThrottledUsers == nil {
 		body.ThrottledUsers = map[string]int{}
 	}
-	in := func(m map[string]int, k string) bool {
-		_, ok := m[k]
-		return k != "" && ok
+	in := func(m map[string]int, k []byte) bool {
+		_, ok := m[string(k)]
+		return len(k) > 0 && ok
 	}
 	for i := range events {
 		d, u := events[i].deviceID, events[i].userID

@@ -2,7 +2,6 @@ package emulator
 
 import (
 	"encoding/json"
-	"strings"
 	"unicode/utf8"
 )
 
@@ -17,16 +16,6 @@ type envelope struct {
 	apiKey  []byte
 	events  []byte
 	options []byte
-}
-
-// event holds the fields the emulator validates, as raw JSON values (nil
-// when absent), plus the whole event.
-type event struct {
-	raw []byte
-
-	eventType, userID, deviceID, insertID []byte
-	// Fields that must be integers, numbers or objects; see typedFields.
-	typed [len(typedFields)][]byte
 }
 
 type fieldKind uint8
@@ -135,17 +124,22 @@ func (s *scanner) skipString() {
 	}
 }
 
-// object calls fn for each member of the object at the cursor, in order.
-// Keys are unquoted; fn may keep neither key nor value past the call unless
-// it copies them (value aliases the body, which is fine to keep).
-func (s *scanner) object(fn func(key string, val []byte)) {
+// enter moves past the '{' of the object at the cursor; member then
+// returns its members in order.
+func (s *scanner) enter() {
 	s.ws()
-	s.i++ // {
+	s.i++
+}
+
+// member returns the next member of the object entered, with the key
+// unquoted, or ok false past its '}'. Both slices alias the body; callers
+// compare keys with switch string(key), which does not allocate.
+func (s *scanner) member() (key, val []byte, ok bool) {
 	for {
 		switch s.peek() {
 		case '}':
 			s.i++
-			return
+			return nil, nil, false
 		case ',':
 			s.i++
 			continue
@@ -153,19 +147,18 @@ func (s *scanner) object(fn func(key string, val []byte)) {
 		k := s.value()
 		s.ws()
 		s.i++ // :
-		fn(unquoteKey(k), s.value())
+		return unquoteKey(k), s.value(), true
 	}
 }
 
-// unquoteKey avoids the decoder for the usual key without escapes. The
-// string conversion does not allocate when the result is only compared.
-func unquoteKey(raw []byte) string {
+// unquoteKey avoids the decoder for the usual key without escapes.
+func unquoteKey(raw []byte) []byte {
 	if !hasEscape(raw) {
-		return string(raw[1 : len(raw)-1])
+		return raw[1 : len(raw)-1]
 	}
 	var k string
 	_ = json.Unmarshal(raw, &k) // raw is valid JSON, so this cannot fail
-	return k
+	return []byte(k)
 }
 
 func hasEscape(raw []byte) bool {
@@ -184,8 +177,9 @@ func parseEnvelope(body []byte) (env envelope, ok bool) {
 	if s.peek() != '{' {
 		return env, false
 	}
-	s.object(func(key string, val []byte) {
-		switch key {
+	s.enter()
+	for key, val, ok := s.member(); ok; key, val, ok = s.member() {
+		switch string(key) {
 		case "api_key":
 			env.apiKey = val
 		case "events":
@@ -193,58 +187,63 @@ func parseEnvelope(body []byte) (env envelope, ok bool) {
 		case "options":
 			env.options = val
 		}
-	})
+	}
 	return env, true
 }
 
-// parseEvents splits the events array. ok is false when events is not an
-// array of objects.
-func parseEvents(raw []byte, dst []event) ([]event, bool) {
+// parseEvents splits the events array into events, validating each as it
+// goes (see validate.go). ok is false when events is not an array of
+// objects.
+func parseEvents(raw []byte, minLen int, firstOnly bool, dst []checked) (_ []checked, _ validation, ok bool) {
+	var v validation
 	s := scanner{b: raw}
 	if s.peek() != '[' {
-		return dst, false
+		return dst, v, false
 	}
 	s.i++
 	for {
 		switch s.peek() {
 		case ']':
-			return dst, true
+			return dst, v, true
 		case ',':
 			s.i++
 			continue
 		case '{':
 		default:
-			return dst, false
+			return dst, v, false
 		}
 		start := s.i
-		var ev event
-		s.object(func(key string, val []byte) {
-			switch key {
-			case "event_type":
-				ev.eventType = val
-			case "user_id":
-				ev.userID = val
-			case "device_id":
-				ev.deviceID = val
-			case "insert_id":
-				ev.insertID = val
-			default:
-				for i := range typedFields {
-					if typedFields[i].name == key {
-						ev.typed[i] = val
-						break
-					}
-				}
-			}
-		})
-		ev.raw = raw[start:s.i]
-		dst = append(dst, ev)
+		var f fields
+		s.enter()
+		for key, val, ok := s.member(); ok; key, val, ok = s.member() {
+			f.set(key, val)
+		}
+		dst = append(dst, checked{})
+		c := &dst[len(dst)-1]
+		c.raw = raw[start:s.i]
+		v.check(len(dst)-1, &f, c, minLen, firstOnly)
 	}
 }
 
 // isNull reports an absent or null value.
 func isNull(v []byte) bool {
 	return v == nil || (len(v) == 4 && v[0] == 'n')
+}
+
+// strBytes returns the contents of a JSON string value, aliasing v unless
+// it has escapes. ok is false for non-strings.
+func strBytes(v []byte) ([]byte, bool) {
+	if len(v) < 2 || v[0] != '"' {
+		return nil, false
+	}
+	if !hasEscape(v) {
+		return v[1 : len(v)-1], true
+	}
+	var out string
+	if err := json.Unmarshal(v, &out); err != nil {
+		return nil, false
+	}
+	return []byte(out), true
 }
 
 // str decodes a JSON string value. ok is false for non-strings.
@@ -304,14 +303,21 @@ var invalidIDs = map[string]struct{}{
 }
 
 // validID reports whether an id passes the length and blocklist rules.
-func validID(id string, minLen int) bool {
-	if utf8.RuneCountInString(id) < minLen {
+func validID(id []byte, minLen int) bool {
+	if utf8.RuneCount(id) < minLen {
 		return false
 	}
 	if len(id) > len("00000000-0000-0000-0000-000000000000") {
 		return true
 	}
-	_, bad := invalidIDs[strings.ToLower(id)]
+	var lower [36]byte
+	for i, c := range id {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		lower[i] = c
+	}
+	_, bad := invalidIDs[string(lower[:len(id)])]
 	return !bad
 }
 
@@ -324,15 +330,16 @@ func minIDLength(options []byte) int {
 	}
 	n := def
 	s := scanner{b: options}
-	s.object(func(key string, val []byte) {
-		if key != "min_id_length" || !isInteger(val) || val[0] == '-' || len(val) > 6 {
-			return
+	s.enter()
+	for key, val, ok := s.member(); ok; key, val, ok = s.member() {
+		if string(key) != "min_id_length" || !isInteger(val) || val[0] == '-' || len(val) > 6 {
+			continue
 		}
 		v := 0
 		for _, c := range val {
 			v = v*10 + int(c-'0')
 		}
 		n = v
-	})
+	}
 	return n
 }
