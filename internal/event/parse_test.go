@@ -1,6 +1,7 @@
 package event
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -259,5 +260,32 @@ func TestInvalidError(t *testing.T) {
 	_, err = Parse([]byte(`{"a":"secret"x}`))
 	if err == nil || strings.Contains(err.Error(), "secret") {
 		t.Errorf("error %v", err)
+	}
+}
+
+func TestSkipPlainMatchesBytewise(t *testing.T) {
+	plain := func(c byte) bool { return c >= 0x20 && c != '"' && c != '\\' && c < 0x80 }
+	for c := 0; c < 256; c++ {
+		for pos := 0; pos < 20; pos++ {
+			for _, fill := range []byte{'a', 0x7f, ' '} {
+				buf := bytes.Repeat([]byte{fill}, 20)
+				buf[pos] = byte(c)
+				if pos+1 < len(buf) {
+					buf[pos+1] = 0 // a later special byte must not mask the first
+				}
+				want := 0
+				for want < len(buf) && plain(buf[want]) {
+					want++
+				}
+				got := skipPlain(buf, 0)
+				// skipPlain may stop early only within the last 8 bytes.
+				for got < len(buf) && plain(buf[got]) && got >= len(buf)-7 {
+					got++
+				}
+				if got != want {
+					t.Fatalf("byte %#x at %d (fill %q): skipPlain = %d, want %d", c, pos, fill, got, want)
+				}
+			}
+		}
 	}
 }

@@ -1,6 +1,8 @@
 package event
 
 import (
+	"encoding/binary"
+	"math/bits"
 	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -158,6 +160,31 @@ func isHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
+// skipPlain returns the index of the first byte at or after i that is not
+// printable ASCII other than '"' and '\\', looking at eight bytes per step
+// (SWAR). It may stop early, near the end of data, leaving the rest to the
+// byte loop.
+func skipPlain(data []byte, i int) int {
+	const (
+		lo = 0x0101010101010101
+		hi = 0x8080808080808080
+	)
+	for i+8 <= len(data) {
+		x := binary.LittleEndian.Uint64(data[i:])
+		q := x ^ (lo * '"')
+		b := x ^ (lo * '\\')
+		// Byte k of the mask has its high bit set if byte k of x is '"',
+		// '\\', < 0x20 or >= 0x80. Borrows can only flag bytes above the
+		// first special one, so the lowest flagged byte is exact.
+		mask := ((q - lo) &^ q) | ((b - lo) &^ b) | ((x - lo*0x20) &^ x) | x
+		if mask &= hi; mask != 0 {
+			return i + bits.TrailingZeros64(mask)>>3
+		}
+		i += 8
+	}
+	return i
+}
+
 // scanString validates the string starting at data[i] == '"' and returns the
 // index after the closing quote and whether it contains escapes.
 func (s *scanner) scanString(i int) (int, bool) {
@@ -165,7 +192,8 @@ func (s *scanner) scanString(i int) (int, bool) {
 	esc := false
 	i++
 	for {
-		// Fast path: plain printable ASCII.
+		// Fast path: plain printable ASCII, eight bytes at a time.
+		i = skipPlain(data, i)
 		for i < len(data) {
 			c := data[i]
 			if c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
