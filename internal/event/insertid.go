@@ -46,29 +46,37 @@ func AppendStableInsertID(dst []byte, topic string, partition int, offset int64)
 //
 // Any top-level insert_id member already in raw (such as "insert_id":null,
 // which Parse treats as absent) is removed, because Amplitude, like
-// encoding/json, would let a later duplicate win; the members are then
-// re-emitted compactly separated. id should be ASCII without characters that
-// need escaping; anything else is escaped so the result is still valid JSON.
-// If raw is not an object, WithInsertID returns an unchanged copy.
+// encoding/json, would let a later duplicate win; the remaining members are
+// then re-emitted with the whitespace between them dropped. id should be
+// ASCII without characters that need escaping; anything else is escaped
+// (invalid UTF-8 becomes U+FFFD) so the result is always valid JSON. If raw
+// is not an object, WithInsertID returns an unchanged copy.
 func WithInsertID(raw []byte, id string) []byte {
+	return AppendWithInsertID(make([]byte, 0, len(raw)+len(id)+len(`"insert_id":"",`)+8), raw, id)
+}
+
+// AppendWithInsertID is WithInsertID appending to dst, so a request body can
+// be built without an intermediate copy of the event.
+func AppendWithInsertID(dst, raw []byte, id string) []byte {
 	i := skipWS(raw, 0)
 	if i >= len(raw) || raw[i] != '{' {
-		return append([]byte(nil), raw...)
+		return append(dst, raw...)
 	}
-	out := make([]byte, 0, len(raw)+len(id)+len(`"insert_id":"",`)+8)
-	out = append(out, raw[:i+1]...)
-	out = append(out, `"insert_id":`...)
-	out = appendJSONString(out, id)
+	dst = append(dst, raw[:i+1]...)
+	dst = append(dst, `"insert_id":`...)
+	dst = appendJSONString(dst, id)
 	if mayHaveInsertID(raw) {
-		if o, ok := appendMembersWithout(out, raw, i, fInsertID); ok {
-			return o
+		if out, ok := appendMembersWithout(dst, raw, i, fInsertID); ok {
+			return out
 		}
+		// raw is malformed (it was not validated): fall back to plain
+		// insertion. Only bytes past len(dst) were written.
 	}
 	j := skipWS(raw, i+1)
 	if j >= len(raw) || raw[j] != '}' {
-		out = append(out, ',')
+		dst = append(dst, ',')
 	}
-	return append(out, raw[i+1:]...)
+	return append(dst, raw[i+1:]...)
 }
 
 // mayHaveInsertID is a cheap filter: an insert_id key is either spelled out

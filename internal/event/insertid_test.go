@@ -69,3 +69,23 @@ func TestWithInsertID(t *testing.T) {
 		t.Errorf("escaped id decodes to %q", m["insert_id"])
 	}
 }
+
+func TestAppendWithInsertID(t *testing.T) {
+	for _, raw := range []string{`{"a":1}`, `{"insert_id":null,"a":1}`, ` {} `} {
+		dst := []byte(`[`)
+		got := AppendWithInsertID(dst, []byte(raw), "id-1")
+		want := "[" + string(WithInsertID([]byte(raw), "id-1"))
+		if string(got) != want {
+			t.Errorf("AppendWithInsertID(%q) = %q, want %q", raw, got, want)
+		}
+	}
+	raw := []byte(`{"event_type":"e","device_id":"dev-1"}`)
+	buf := make([]byte, 0, 256)
+	if n := testing.AllocsPerRun(100, func() { buf = AppendWithInsertID(buf[:0], raw, "as-0-0") }); n != 0 {
+		t.Errorf("AppendWithInsertID allocs = %v", n)
+	}
+	// Not validated and malformed: still no panic, raw copied after the member.
+	for _, bad := range []string{`{"insert_id":`, `{"a":1,`, `{`, ``, `x`} {
+		_ = WithInsertID([]byte(bad), "id")
+	}
+}
