@@ -28,8 +28,16 @@
 //   - Duplicate top-level keys: the last one wins, as in encoding/json. Keys
 //     are matched after unescaping and case-sensitively.
 //
-// Validate then applies Amplitude's semantic rules (event_type present, an ID
-// present, minimum ID length in runes, blocklisted ID values).
+// Validate then applies Amplitude's semantic rules: event_type present and
+// non-empty; user_id or device_id present, where an empty string counts as
+// absent; each present ID neither blocklisted (ASCII case-insensitive; checked
+// first) nor shorter than min_id_length runes. Any int64 time is accepted,
+// including 0 and negative values; Amplitude only documents the type.
+//
+// Insert IDs: StableInsertID derives a deterministic insert_id from the Kafka
+// coordinates so redeliveries deduplicate, and WithInsertID/AppendWithInsertID
+// splice it into the raw event as the first member, removing any existing
+// top-level insert_id (e.g. null) so that a last-wins reader sees the new one.
 //
 // Aliasing: Parse does not copy. The byte slices in Fields point into raw and
 // stay valid only as long as raw is neither modified nor reused; a string that
