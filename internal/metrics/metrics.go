@@ -13,6 +13,7 @@ package metrics
 import (
 	"runtime"
 	"strconv"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -225,4 +226,33 @@ func (m *Metrics) DeletePartition(topic string, partition int) {
 	for _, v := range []*prometheus.GaugeVec{m.CommittedOffset, m.HighWatermark, m.Lag, m.LagSeconds, m.OldestUnackedTS, m.LastCommitTS} {
 		v.DeleteLabelValues(topic, p)
 	}
+}
+
+// Snapshot flattens the counters and gauges of g into name{label=value,...}
+// keys (labels in name order), for the status page and the demo summary.
+func Snapshot(g prometheus.Gatherer) map[string]float64 {
+	out := map[string]float64{}
+	mfs, err := g.Gather()
+	if err != nil {
+		return out
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			key := mf.GetName()
+			if lp := m.GetLabel(); len(lp) > 0 {
+				parts := make([]string, 0, len(lp))
+				for _, l := range lp {
+					parts = append(parts, l.GetName()+"="+l.GetValue())
+				}
+				key += "{" + strings.Join(parts, ",") + "}"
+			}
+			switch {
+			case m.Counter != nil:
+				out[key] = m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				out[key] = m.GetGauge().GetValue()
+			}
+		}
+	}
+	return out
 }

@@ -1,0 +1,136 @@
+// Command ampstream forwards Amplitude events from Kafka to Amplitude.
+//
+//	ampstream run       the service (configuration: flags, AMPSTREAM_* env, --config file)
+//	ampstream demo      everything in one process: Kafka, an Amplitude emulator, traffic
+//	ampstream emulate   the Amplitude API emulator, for testing your own pipelines
+//	ampstream version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/rs/zerolog"
+
+	"github.com/ampstream/ampstream/internal/app"
+	"github.com/ampstream/ampstream/internal/config"
+	"github.com/ampstream/ampstream/internal/demo"
+)
+
+// Set by -ldflags at build time.
+var (
+	version = "dev"
+	commit  = "unknown"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(os.Stderr, "ampstream:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `ampstream forwards Amplitude events from Kafka to Amplitude.
+
+Usage:
+  ampstream run [flags]       run the service (see --help for every setting)
+  ampstream demo [flags]      embedded demo: in-process Kafka + Amplitude emulator + traffic
+  ampstream emulate [flags]   run the Amplitude API emulator
+  ampstream version           print the version
+`
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return flag.ErrHelp
+	}
+	switch args[0] {
+	case "run":
+		return runService(ctx, args[1:], getenv, stdout, stderr)
+	case "demo":
+		return runDemo(ctx, args[1:], stdout, stderr)
+	case "emulate":
+		return runEmulate(ctx, args[1:], stdout, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintf(stdout, "ampstream %s (%s)\n", version, commit)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+func newLogger(w io.Writer, level, format string) zerolog.Logger {
+	if format == config.LogFormatConsole {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+	}
+	lvl, err := zerolog.ParseLevel(level)
+	if err != nil {
+		lvl = zerolog.InfoLevel
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger()
+}
+
+func runService(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, err := config.Load(args, getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		_ = config.Usage(stdout, "ampstream run")
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr, cfg.Log.Level, cfg.Log.Format)
+	for _, name := range config.UnknownEnv(os.Environ()) {
+		log.Warn().Str("env", name).Msg("unknown AMPSTREAM_ variable ignored; check its spelling")
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a, err := app.New(cfg, log, reg, app.Build{Version: version, Commit: commit})
+	if err != nil {
+		return err
+	}
+	log.Info().Str("version", version).Strs("brokers", cfg.Kafka.Brokers).Strs("topics", cfg.Kafka.Topics).
+		Str("group", cfg.Kafka.Group).Str("amplitude", cfg.Amplitude.BaseURL()).Msg("ampstream starting")
+	return a.Run(ctx)
+}
+
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("ampstream demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o demo.Options
+	fs.DurationVar(&o.Duration, "duration", 20*time.Second, "how long traffic is produced")
+	fs.IntVar(&o.Rate, "rate", 2000, "normal events per second")
+	fs.IntVar(&o.Devices, "devices", 5000, "number of normal (low-rate) devices")
+	fs.IntVar(&o.Bursters, "bursters", 5, "devices that burst")
+	fs.IntVar(&o.BurstSize, "burst-size", 2000, "events per burst")
+	fs.IntVar(&o.Backfill, "backfill", 5000, "backfill events (two days old)")
+	fs.IntVar(&o.Partitions, "partitions", 12, "partitions of the events topic")
+	level := fs.String("log-level", "warn", "log level of the pipeline (logs go to stderr)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	o.Out = stdout
+	o.Log = newLogger(stderr, *level, config.LogFormatConsole)
+	o.Build = app.Build{Version: version, Commit: commit}
+	_, err := demo.Run(ctx, o)
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	fmt.Fprintln(stdout, "\ndemo passed: every valid event accepted exactly once, in order; every invalid one dead-lettered; all offsets committed")
+	return nil
+}

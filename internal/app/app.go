@@ -1,0 +1,254 @@
+// Package app wires ampstream's data path from a validated config:
+// consume → route → deliver → commit, plus the DLQ writer and the admin
+// server. cmd/ampstream only parses configuration and calls Run; the
+// end-to-end tests and the demo run the very same code.
+//
+// Lifecycle: Run starts every component, blocks until ctx is cancelled, then
+// shuts down in order: the consumer stops fetching, drains (bounded by
+// shutdown.drain_timeout), commits and leaves the group; then delivery is cut
+// (in-flight requests cancelled), the DLQ writer stops, and the admin server
+// closes. Every goroutine started here is waited for.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/ampstream/ampstream/internal/admin"
+	"github.com/ampstream/ampstream/internal/amplitude"
+	"github.com/ampstream/ampstream/internal/config"
+	"github.com/ampstream/ampstream/internal/consume"
+	"github.com/ampstream/ampstream/internal/deliver"
+	"github.com/ampstream/ampstream/internal/dlq"
+	"github.com/ampstream/ampstream/internal/metrics"
+	"github.com/ampstream/ampstream/internal/route"
+)
+
+// Build identifies the binary.
+type Build struct {
+	Version string
+	Commit  string
+}
+
+// App is one running ampstream.
+type App struct {
+	cfg      config.Config
+	log      zerolog.Logger
+	reg      *prometheus.Registry
+	Metrics  *metrics.Metrics
+	client   *amplitude.Client
+	deliver  *deliver.Deliverer
+	dlq      *dlq.Writer
+	Consumer *consume.Consumer
+	started  time.Time
+
+	adminAddr chan string
+}
+
+// New builds an App. It does not connect to anything yet.
+func New(cfg config.Config, log zerolog.Logger, reg *prometheus.Registry, build Build) (*App, error) {
+	dialer, transport, err := kafkaClients(cfg.Kafka)
+	if err != nil {
+		return nil, err
+	}
+	m := metrics.New(reg)
+	m.SetBuildInfo(build.Version, build.Commit)
+
+	client := amplitude.New(amplitude.Options{
+		BaseURL:      cfg.Amplitude.BaseURL(),
+		APIKey:       cfg.Amplitude.APIKey.Reveal(),
+		MinIDLength:  cfg.Amplitude.MinIDLength,
+		Timeout:      cfg.Amplitude.Timeout,
+		GzipMinBytes: cfg.Amplitude.GzipMinBytes,
+		MaxConns:     cfg.Realtime.Concurrency + cfg.Batch.Concurrency,
+		Metrics:      m,
+	})
+	tracker := route.NewTracker(route.TrackerOptions{
+		Window:   cfg.Router.Window,
+		HotEPS:   cfg.Router.HotEPS,
+		CoolEPS:  cfg.Router.CoolEPS,
+		CoolHold: cfg.Router.CoolHold,
+		MaxKeys:  cfg.Router.MaxKeys,
+		BatchEPS: cfg.Batch.KeyEPSLimit,
+	})
+	policy := route.NewPolicy(tracker, route.PolicyOptions{
+		UserEPSMargin: cfg.Router.UserEPSMargin,
+		BackfillAge:   cfg.Router.BackfillAge,
+	})
+	lane := func(l config.Lane) deliver.LaneOptions {
+		return deliver.LaneOptions{MaxEvents: l.MaxEvents, MaxBytes: l.MaxBytes, Linger: l.Linger, Concurrency: l.Concurrency}
+	}
+	d := deliver.New(deliver.Options{
+		Realtime:          lane(cfg.Realtime),
+		Batch:             lane(cfg.Batch.Lane),
+		ThrottlePause:     cfg.Amplitude.ThrottlePause,
+		RetryInitial:      cfg.Amplitude.RetryInitialBackoff,
+		RetryMax:          cfg.Amplitude.RetryMaxBackoff,
+		EventsPerSecond:   cfg.Budget.EventsPerSecond,
+		RequestsPerSecond: cfg.Budget.RequestsPerSecond,
+	}, client, policy, tracker, m, log)
+
+	dw := dlq.New(&kafka.Writer{
+		Addr:                   kafka.TCP(cfg.Kafka.Brokers...),
+		Topic:                  cfg.DLQ.Topic,
+		Transport:              transport,
+		Balancer:               &kafka.Murmur2Balancer{Consistent: true},
+		RequiredAcks:           kafka.RequireAll,
+		AllowAutoTopicCreation: true,
+		BatchTimeout:           5 * time.Millisecond,
+		BatchSize:              500,
+	}, m, log)
+
+	start := kafka.FirstOffset
+	if cfg.Kafka.StartOffset == config.StartOffsetLatest {
+		start = kafka.LastOffset
+	}
+	c := consume.New(consume.Options{
+		Brokers:                    cfg.Kafka.Brokers,
+		Topics:                     cfg.Kafka.Topics,
+		Group:                      cfg.Kafka.Group,
+		Dialer:                     dialer,
+		StartOffset:                start,
+		SessionTimeout:             cfg.Kafka.SessionTimeout,
+		HeartbeatInterval:          cfg.Kafka.HeartbeatInterval,
+		RebalanceTimeout:           cfg.Kafka.RebalanceTimeout,
+		CommitInterval:             cfg.Kafka.CommitInterval,
+		FetchMaxBytes:              cfg.Kafka.FetchMaxBytes,
+		FetchMaxWait:               cfg.Kafka.FetchMaxWait,
+		DrainTimeout:               cfg.Shutdown.DrainTimeout,
+		MinIDLength:                cfg.Amplitude.MinIDLength,
+		LagThreshold:               cfg.Router.LagThreshold,
+		MaxInflightEvents:          cfg.Limits.MaxInflightEvents,
+		MaxInflightBytes:           cfg.Limits.MaxInflightBytes,
+		PartitionMaxInflightEvents: cfg.Limits.PartitionMaxInflightEvents,
+	}, d, dw, m, log)
+
+	return &App{
+		cfg: cfg, log: log, reg: reg, Metrics: m, client: client, deliver: d, dlq: dw, Consumer: c,
+		adminAddr: make(chan string, 1),
+	}, nil
+}
+
+// AdminAddr returns the admin server's address once it listens (useful
+// with admin.addr ":0").
+func (a *App) AdminAddr(ctx context.Context) (string, error) {
+	select {
+	case addr := <-a.adminAddr:
+		a.adminAddr <- addr
+		return addr, nil
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+// Run serves until ctx is cancelled, then shuts down cleanly (see the
+// package doc). It returns nil after a clean shutdown.
+func (a *App) Run(ctx context.Context) error {
+	a.started = time.Now()
+	a.deliver.Start()
+	a.dlq.Start()
+
+	var srv *admin.Server
+	if a.cfg.Admin.Addr != "" {
+		h := admin.Handler(a.reg, admin.Probes{Live: a.live, Ready: a.ready}, admin.StatusPage(a.status))
+		s, err := admin.Start(a.cfg.Admin.Addr, h, a.log)
+		if err != nil {
+			a.deliver.Stop()
+			a.dlq.Stop()
+			return err
+		}
+		srv = s
+		a.adminAddr <- s.Addr()
+		a.log.Info().Str("addr", s.Addr()).Msg("admin server listening: /metrics /healthz /readyz /")
+	}
+
+	runErr := a.Consumer.Run(ctx)
+	a.deliver.Stop()
+	a.dlq.Stop()
+	a.client.Close()
+	if srv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}
+	return runErr
+}
+
+// live: the consume loop shows signs of life. It beats on every fetch and
+// every commit tick, so an idle topic stays live; Amplitude is irrelevant.
+func (a *App) live() error {
+	limit := max(10*a.cfg.Kafka.CommitInterval, 30*time.Second)
+	if since := time.Since(a.Consumer.LastBeat()); since > limit {
+		return fmt.Errorf("consume loop silent for %s", since.Round(time.Second))
+	}
+	return nil
+}
+
+func (a *App) ready() error {
+	var errs []error
+	if !a.Consumer.Ready() {
+		errs = append(errs, errors.New("not a member of a consumer group generation"))
+	}
+	if err := a.deliver.Healthy(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := a.dlq.Healthy(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func kafkaClients(k config.Kafka) (*kafka.Dialer, *kafka.Transport, error) {
+	tlsCfg, err := k.TLS.ClientConfig()
+	if err != nil {
+		return nil, nil, fmt.Errorf("kafka TLS: %w", err)
+	}
+	mech, err := k.SASL.KafkaMechanism()
+	if err != nil {
+		return nil, nil, fmt.Errorf("kafka SASL: %w", err)
+	}
+	dialer := &kafka.Dialer{
+		ClientID:      k.ClientID,
+		Timeout:       10 * time.Second,
+		DualStack:     true,
+		TLS:           tlsCfg,
+		SASLMechanism: mech,
+		Resolver:      &net.Resolver{},
+	}
+	transport := &kafka.Transport{
+		ClientID:    k.ClientID,
+		TLS:         tlsCfg,
+		SASL:        mech,
+		DialTimeout: 10 * time.Second,
+	}
+	return dialer, transport, nil
+}
+
+// status gathers what the status page shows.
+func (a *App) status() admin.Status {
+	s := admin.Status{
+		Started:   a.started,
+		Ready:     a.ready(),
+		Brokers:   strings.Join(a.cfg.Kafka.Brokers, ","),
+		Group:     a.cfg.Kafka.Group,
+		Topics:    strings.Join(a.cfg.Kafka.Topics, ","),
+		Amplitude: a.cfg.Amplitude.BaseURL(),
+	}
+	for _, p := range a.Consumer.Status() {
+		s.Partitions = append(s.Partitions, admin.PartitionRow{
+			Topic: p.Topic, Partition: p.Partition, Committed: p.Committed, HighWatermark: p.HighWatermark,
+			Lag: p.Lag, LagSeconds: p.LagSeconds, Inflight: p.Inflight,
+		})
+	}
+	s.InflightEvents, s.InflightBytes = a.Consumer.Inflight()
+	s.Counters = metrics.Snapshot(a.reg)
+	return s
+}

@@ -1,0 +1,162 @@
+package consume
+
+import (
+	"sync"
+)
+
+// acks tracks one partition's fetched offsets until each is resolved
+// (accepted by Amplitude or written to the DLQ), and yields the contiguous
+// watermark: the smallest offset not yet resolved, which is the offset to
+// commit (Kafka commits "the next offset to read").
+//
+// Offsets are added in fetch order; they may be resolved in any order.
+// Offsets need not be contiguous (compaction, transaction markers): the
+// watermark only ever moves to an offset that was fetched, or one past the
+// last fetched.
+type acks struct {
+	mu        sync.Mutex
+	ents      []ackEnt // ents[head:] are live, in offset order
+	head      int
+	base      uint64 // sequence number of ents[head]
+	next      int64  // watermark when nothing is pending
+	live      int    // entries added but neither resolved nor abandoned
+	abandoned int    // entries that will never be resolved by this owner
+	idle      chan struct{}
+	space     chan struct{}
+	limit     int
+}
+
+type ackEnt struct {
+	off  int64
+	ts   int64 // Kafka timestamp, Unix ms
+	size int32 // budget bytes held
+	done bool
+	lost bool
+}
+
+func newAcks(start int64, limit int) *acks {
+	return &acks{
+		next:  start,
+		idle:  make(chan struct{}, 1),
+		space: make(chan struct{}, 1),
+		limit: limit,
+	}
+}
+
+// add records a fetched offset and returns its sequence number.
+func (a *acks) add(off, tsMS int64, size int) uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.head > 1024 && a.head > len(a.ents)/2 {
+		// Compact: drop the resolved prefix so the slice does not grow forever.
+		n := copy(a.ents, a.ents[a.head:])
+		clear(a.ents[n:])
+		a.ents = a.ents[:n]
+		a.head = 0
+	}
+	seq := a.base + uint64(len(a.ents)-a.head)
+	a.ents = append(a.ents, ackEnt{off: off, ts: tsMS, size: int32(size)})
+	a.live++
+	return seq
+}
+
+// resolve marks seq as accepted or dead-lettered. It returns the budget
+// bytes the event held, and false if it was already resolved or released.
+func (a *acks) resolve(seq uint64) (int, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	i := a.head + int(seq-a.base)
+	if seq < a.base || i >= len(a.ents) || a.ents[i].done {
+		return 0, false // resolved twice, or released: the first one counted
+	}
+	size := int(a.ents[i].size)
+	a.ents[i].done = true
+	if !a.ents[i].lost {
+		a.live--
+	} else {
+		a.abandoned--
+	}
+	a.advance()
+	a.signal()
+	return size, true
+}
+
+// releaseAll gives up every unresolved event (the partition was released):
+// it returns how many there were and the budget bytes they held. Late
+// answers for them are ignored. The watermark no longer matters.
+func (a *acks) releaseAll() (events, bytes int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for i := a.head; i < len(a.ents); i++ {
+		if !a.ents[i].done {
+			a.ents[i].done = true
+			events++
+			bytes += int(a.ents[i].size)
+		}
+	}
+	return events, bytes
+}
+
+// abandon marks seq as never to be resolved here (it was never handed to
+// delivery): the watermark cannot pass it, but draining does not wait for it.
+func (a *acks) abandon(seq uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	i := a.head + int(seq-a.base)
+	if seq < a.base || i >= len(a.ents) || a.ents[i].done || a.ents[i].lost {
+		return
+	}
+	a.ents[i].lost = true
+	a.live--
+	a.abandoned++
+	a.signal()
+}
+
+func (a *acks) advance() {
+	for a.head < len(a.ents) && a.ents[a.head].done {
+		a.next = a.ents[a.head].off + 1
+		a.ents[a.head] = ackEnt{}
+		a.head++
+		a.base++
+	}
+}
+
+func (a *acks) signal() {
+	if a.live == 0 {
+		select {
+		case a.idle <- struct{}{}:
+		default:
+		}
+	}
+	if a.live < a.limit {
+		select {
+		case a.space <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// watermark returns the offset to commit and the Kafka timestamp (Unix ms)
+// of the oldest unresolved event, 0 when none.
+func (a *acks) watermark() (commit int64, oldestTS int64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.head < len(a.ents) {
+		return a.ents[a.head].off, a.ents[a.head].ts
+	}
+	return a.next, 0
+}
+
+// pending returns how many events are awaiting resolution.
+func (a *acks) pending() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.live
+}
+
+// full reports whether the partition reached its in-flight cap.
+func (a *acks) full() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.live >= a.limit
+}

@@ -1,0 +1,335 @@
+package consume
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/ampstream/ampstream/internal/deliver"
+	"github.com/ampstream/ampstream/internal/dlq"
+	"github.com/ampstream/ampstream/internal/event"
+	"github.com/ampstream/ampstream/internal/route"
+)
+
+// HeaderLane is the message header that forces a lane: "batch" or "realtime".
+const HeaderLane = "amplitude-api"
+
+// partition is one assigned partition of one generation. It is the Owner of
+// the items it submits.
+type partition struct {
+	c     *Consumer
+	gen   *kafka.Generation
+	topic string
+	id    int
+	label string // partition number as a label value
+
+	acks    *acks
+	revoked atomic.Bool
+
+	mu            sync.Mutex
+	committed     int64 // last committed offset; -1 none
+	lastSubmitted int64 // last watermark handed to a commit
+	hwm           int64
+}
+
+// message is what an Item points back to.
+type message struct {
+	item deliver.Item
+	msg  kafka.Message
+}
+
+var _ deliver.Owner = (*partition)(nil)
+
+func (p *partition) Accepted(it *deliver.Item) {
+	p.resolve(it.Seq)
+}
+
+func (p *partition) Rejected(it *deliver.Item, reason, detail string) {
+	m := it.Ref.(*message)
+	p.deadLetter(m, it.Seq, reason, detail)
+}
+
+func (p *partition) Revoked() bool { return p.revoked.Load() }
+
+func (p *partition) resolve(seq uint64) {
+	// A late answer after the partition was released finds its entry gone
+	// (releaseAll): its offset is no longer ours and its budget was returned.
+	if size, ok := p.acks.resolve(seq); ok {
+		p.c.budget.release(size)
+	}
+}
+
+func (p *partition) deadLetter(m *message, seq uint64, reason, detail string) {
+	p.c.dlq.Write(dlq.Record{
+		Msg:    m.msg,
+		Reason: reason,
+		Detail: detail,
+		Done:   func() { p.resolve(seq) },
+	})
+}
+
+// runPartition is the partition's owned goroutine (started by gen.Start).
+func (c *Consumer) runPartition(ctx context.Context, gen *kafka.Generation, topic string, id int, offset int64) {
+	log := c.log.With().Str("topic", topic).Int("partition", id).Logger()
+	start := offset
+	if start < 0 {
+		start = c.opts.StartOffset
+	}
+	p := &partition{
+		c: c, gen: gen, topic: topic, id: id, label: strconv.Itoa(id),
+		committed: offset, lastSubmitted: offset, hwm: -1,
+	}
+	// Until the first fetch resolves FirstOffset/LastOffset, the watermark is
+	// the assigned offset; a negative one is never committed (see toCommit).
+	p.acks = newAcks(offset, c.opts.PartitionMaxInflightEvents)
+	c.statusMu.Lock()
+	c.parts[partKey{topic, id}] = p
+	c.statusMu.Unlock()
+	c.m.CommittedOffset.WithLabelValues(topic, p.label).Set(float64(offset))
+
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:   c.opts.Brokers,
+		Topic:     topic,
+		Partition: id,
+		Dialer:    c.opts.Dialer,
+		MinBytes:  1,
+		MaxBytes:  c.opts.FetchMaxBytes,
+		MaxWait:   c.opts.FetchMaxWait,
+		// 10k prefetched messages per partition: enough to keep a fetch in
+		// flight while we process; the budget bounds what we hold beyond it.
+		QueueCapacity: 10_000,
+		ErrorLogger:   kafka.LoggerFunc(func(msg string, args ...any) { log.Warn().Msgf(msg, args...) }),
+	})
+	if err := r.SetOffset(start); err != nil {
+		log.Error().Err(err).Msg("set start offset")
+	}
+	log.Info().Int64("offset", offset).Msg("partition assigned")
+
+	c.fetchLoop(ctx, p, r)
+
+	// Drain: fetching has stopped; wait for what is in flight.
+	drained := p.drain(c.opts.DrainTimeout)
+	p.finalCommit(log)
+	p.revoked.Store(true)
+	// Return the budget held by events that will now never be resolved here.
+	unresolved, bytes := p.acks.releaseAll()
+	c.budget.releaseN(unresolved, bytes)
+	if err := r.Close(); err != nil {
+		log.Debug().Err(err).Msg("close reader")
+	}
+	c.statusMu.Lock()
+	if c.parts[partKey{topic, id}] == p {
+		delete(c.parts, partKey{topic, id})
+	}
+	c.statusMu.Unlock()
+	c.m.DeletePartition(topic, id)
+	ev := log.Info()
+	if !drained {
+		ev = log.Warn()
+	}
+	ev.Bool("drained", drained).Int("unresolved", unresolved).Msg("partition released")
+}
+
+func (c *Consumer) fetchLoop(ctx context.Context, p *partition, r *kafka.Reader) {
+	var keyBuf []byte
+	for {
+		msg, err := r.FetchMessage(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			c.log.Warn().Err(err).Str("topic", p.topic).Int("partition", p.id).Msg("fetch failed; retrying")
+			if !sleepCtx(ctx, time.Second) {
+				return
+			}
+			continue
+		}
+		c.heartbeat()
+		c.m.EventsConsumed.Inc()
+		p.setHWM(msg.HighWaterMark)
+
+		size := len(msg.Value) + len(msg.Key) + 64
+		if p.acks.full() {
+			c.m.FetchBlocked.Inc()
+			if !p.waitSpace(ctx) {
+				return // not added: never committed, redelivered
+			}
+		}
+		if waited, err := c.budget.acquire(ctx, size); err != nil {
+			return
+		} else if waited {
+			c.m.FetchBlocked.Inc()
+		}
+		seq := p.acks.add(msg.Offset, msg.Time.UnixMilli(), size)
+		m := &message{msg: msg}
+		it := &m.item
+		it.Ref, it.Owner, it.Seq = m, p, seq
+
+		f, perr := event.Parse(msg.Value)
+		if perr == nil {
+			perr = f.Validate(c.opts.MinIDLength)
+		}
+		if perr != nil {
+			reason, detail := string(event.ReasonMalformedJSON), perr.Error()
+			var inv *event.Invalid
+			if errors.As(perr, &inv) {
+				reason = string(inv.Reason)
+			}
+			p.deadLetter(m, seq, reason, detail)
+			continue
+		}
+		it.Raw = msg.Value
+		if len(f.InsertID) == 0 {
+			it.Raw = event.WithInsertID(msg.Value, event.StableInsertID(p.topic, p.id, msg.Offset))
+		}
+		if len(f.DeviceID) > 0 {
+			it.Key = f.DeviceID
+		} else {
+			keyBuf = f.KeyBytes(keyBuf[:0])
+			it.Key = append([]byte(nil), keyBuf...)
+		}
+		it.DeviceID, it.UserID = f.DeviceID, f.UserID
+		if f.HasTime {
+			it.TimeMS = f.Time
+		}
+		for _, h := range msg.Headers {
+			if h.Key == HeaderLane {
+				it.Override = route.ParseLane(h.Value)
+			}
+		}
+		if lt := c.opts.LagThreshold; lt > 0 && time.Since(msg.Time) > lt {
+			it.Lagging = true
+		}
+		if err := c.deliv.Submit(ctx, it); err != nil {
+			p.acks.abandon(seq)
+			return
+		}
+	}
+}
+
+func (p *partition) waitSpace(ctx context.Context) bool {
+	for p.acks.full() {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-p.acks.space:
+		}
+	}
+	return true
+}
+
+// drain waits until every submitted event is resolved or the timeout passes.
+func (p *partition) drain(timeout time.Duration) bool {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for p.acks.pending() > 0 {
+		select {
+		case <-p.acks.idle:
+		case <-t.C:
+			return p.acks.pending() == 0
+		}
+	}
+	return true
+}
+
+// toCommit returns the watermark if it moved since the last commit.
+func (p *partition) toCommit() (int64, bool) {
+	wm, _ := p.acks.watermark()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if wm < 0 || wm == p.lastSubmitted {
+		return 0, false
+	}
+	return wm, true
+}
+
+func (p *partition) committedOK(off int64) {
+	p.mu.Lock()
+	p.lastSubmitted, p.committed = off, off
+	hwm := p.hwm
+	p.mu.Unlock()
+	m := p.c.m
+	m.CommittedOffset.WithLabelValues(p.topic, p.label).Set(float64(off))
+	m.LastCommitTS.WithLabelValues(p.topic, p.label).Set(float64(time.Now().UnixNano()) / 1e9)
+	if hwm >= 0 {
+		m.Lag.WithLabelValues(p.topic, p.label).Set(float64(max(hwm-off, 0)))
+	}
+}
+
+// finalCommit commits the watermark before the generation's function
+// returns: kafka-go rejects commits on an ended generation afterwards.
+func (p *partition) finalCommit(log zerolog.Logger) {
+	off, ok := p.toCommit()
+	if !ok {
+		return
+	}
+	err := p.gen.CommitOffsets(map[string]map[int]int64{p.topic: {p.id: off}})
+	if err != nil {
+		p.c.m.Commits.WithLabelValues("error").Inc()
+		log.Warn().Err(err).Int64("offset", off).Msg("final offset commit failed; the next owner starts from the previous commit")
+		return
+	}
+	p.c.m.Commits.WithLabelValues("success").Inc()
+	p.committedOK(off)
+	log.Info().Int64("offset", off).Msg("final offset committed")
+}
+
+func (p *partition) setHWM(h int64) {
+	p.mu.Lock()
+	p.hwm = h
+	p.mu.Unlock()
+}
+
+// updateLag refreshes the lag-in-seconds gauges: now minus the Kafka
+// timestamp of the oldest unresolved event, 0 when nothing is pending.
+func (p *partition) updateLag() {
+	_, oldest := p.acks.watermark()
+	m := p.c.m
+	if oldest == 0 {
+		m.LagSeconds.WithLabelValues(p.topic, p.label).Set(0)
+		m.OldestUnackedTS.WithLabelValues(p.topic, p.label).Set(0)
+	} else {
+		m.LagSeconds.WithLabelValues(p.topic, p.label).Set(max(float64(time.Now().UnixMilli()-oldest)/1000, 0))
+		m.OldestUnackedTS.WithLabelValues(p.topic, p.label).Set(float64(oldest) / 1000)
+	}
+	p.mu.Lock()
+	hwm, committed := p.hwm, p.committed
+	p.mu.Unlock()
+	if hwm >= 0 {
+		m.HighWatermark.WithLabelValues(p.topic, p.label).Set(float64(hwm))
+		if committed >= 0 {
+			m.Lag.WithLabelValues(p.topic, p.label).Set(float64(max(hwm-committed, 0)))
+		}
+	}
+}
+
+func (p *partition) status() PartitionStatus {
+	_, oldest := p.acks.watermark()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := PartitionStatus{Topic: p.topic, Partition: p.id, Committed: p.committed, HighWatermark: p.hwm, Inflight: p.acks.pending()}
+	if p.hwm >= 0 && p.committed >= 0 {
+		s.Lag = max(p.hwm-p.committed, 0)
+	}
+	if oldest > 0 {
+		s.LagSeconds = float64(time.Now().UnixMilli()-oldest) / 1000
+	}
+	return s
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
