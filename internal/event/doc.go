@@ -42,7 +42,8 @@
 // Aliasing: Parse does not copy. The byte slices in Fields point into raw and
 // stay valid only as long as raw is neither modified nor reused; a string that
 // contained escape sequences is the exception and is returned as a freshly
-// allocated, unescaped copy. Parse allocates nothing for an event whose
+// allocated, unescaped copy. Aliasing slices have their capacity capped, so
+// appending to them never writes into raw. Parse allocates nothing for an event whose
 // extracted strings have no escapes, except on the error path.
 //
 // Concurrency: every function in this package is pure (no shared state), so
