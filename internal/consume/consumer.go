@@ -208,6 +208,9 @@ func (c *Consumer) commitLoop(ctx context.Context, gen *kafka.Generation) {
 		case <-t.C:
 		}
 		c.heartbeat()
+		ev, by := c.budget.usage()
+		c.m.InflightEvents.Set(float64(ev))
+		c.m.InflightBytes.Set(float64(by))
 		offsets := map[string]map[int]int64{}
 		var moved []*partition
 		c.statusMu.Lock()

@@ -154,13 +154,15 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 
 	var produced atomic.Int64
 	var wg sync.WaitGroup
-	stopProgress := make(chan struct{})
+	progressDone := make(chan struct{})
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		progress(o.Out, a, reg, emu, &produced, stopProgress)
+		progress(o.Out, a, reg, emu, &produced, progressDone)
 	}()
-	defer func() { close(stopProgress); wg.Wait() }()
+	var once sync.Once
+	stopProgress := func() { once.Do(func() { close(progressDone); wg.Wait() }) }
+	defer stopProgress()
 
 	prodErr := produce(ctx, w, gen, o, &produced, &sum)
 	if prodErr != nil {
@@ -184,6 +186,7 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 	}
 
 	// SIGTERM path: drain, commit, leave.
+	stopProgress()
 	stopApp()
 	if err := <-appDone; err != nil {
 		return sum, fmt.Errorf("ampstream: %w", err)
