@@ -151,9 +151,15 @@ func (c *Cluster) produce(topic string, balancer kafka.Balancer, msgs []kafka.Me
 		m.Topic = "" // the Writer rejects a topic set both on it and on the message
 		out[i] = m
 	}
-	// A Writer with no Transport owns one and closes it in Close. BatchSize = all messages and a
-	// tiny BatchTimeout: WriteMessages otherwise waits up to 1 s for a batch to fill.
+	// A Writer with no Transport uses the shared kafka.DefaultTransport, whose metadata cache
+	// (refreshed every 6 s) does not know a topic created since: the write fails at once with
+	// UNKNOWN_TOPIC_OR_PARTITION, and its goroutines outlive the Writer. So: a transport per
+	// call, closed here. BatchSize = all messages and a tiny BatchTimeout: WriteMessages
+	// otherwise waits up to 1 s for a batch to fill.
+	tr := &kafka.Transport{ClientID: "kafkatest"}
+	defer tr.CloseIdleConnections()
 	w := &kafka.Writer{
+		Transport:    tr,
 		Addr:         kafka.TCP(c.Brokers...),
 		Topic:        topic,
 		Balancer:     balancer,
