@@ -36,15 +36,25 @@ func newGroup(t *testing.T, cfg kafka.ConsumerGroupConfig) *kafka.ConsumerGroup 
 	return cg
 }
 
+// nextGen loops on Next like a real consumer must: Next also hands out the group's join errors.
+// On a broker that has just started, the first join gets GROUP_COORDINATOR_NOT_AVAILABLE while
+// __consumer_offsets is created; kafka-go retries by itself after JoinGroupBackoff (5 s), but
+// only once the error has been taken from Next.
 func nextGen(t *testing.T, cg *kafka.ConsumerGroup) *kafka.Generation {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	gen, err := cg.Next(ctx)
-	if err != nil {
-		t.Fatalf("consumer group Next: %v", err)
+	for {
+		gen, err := cg.Next(ctx)
+		if err == nil {
+			return gen
+		}
+		var kerr kafka.Error
+		if !errors.As(err, &kerr) || !kerr.Temporary() {
+			t.Fatalf("consumer group Next: %v", err)
+		}
+		t.Logf("consumer group Next: %v (temporary, waiting for the next generation)", err)
 	}
-	return gen
 }
 
 func partitionReader(c *Cluster, topic string, partition int, offset int64) (*kafka.Reader, error) {

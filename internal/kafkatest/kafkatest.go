@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
@@ -56,14 +57,21 @@ func Start(t testing.TB) *Cluster {
 		if err := probe(brokers); err != nil {
 			t.Fatalf("kafkatest: KAFKA_BROKERS=%s is set but no broker answers: %v", strings.Join(brokers, ","), err)
 		}
+		c := &Cluster{Brokers: brokers, Provider: ProviderExternal}
+		if err := c.waitForGroupCoordinator(); err != nil {
+			t.Fatalf("kafkatest: %v", err)
+		}
 		t.Logf("kafkatest: provider external, brokers %s", strings.Join(brokers, ","))
-		return &Cluster{Brokers: brokers, Provider: ProviderExternal}
+		return c
 	} else if forced == ProviderExternal {
 		t.Fatalf("kafkatest: KAFKATEST_PROVIDER=external needs KAFKA_BROKERS")
 	}
 
 	if forced == "" || forced == ProviderTestcontainers {
 		c, err := startContainer(t)
+		if err == nil {
+			err = c.waitForGroupCoordinator()
+		}
 		if err == nil {
 			t.Logf("kafkatest: provider testcontainers (%s), brokers %s", containerImage(), strings.Join(c.Brokers, ","))
 			return c
@@ -124,4 +132,26 @@ func probe(brokers []string) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// waitForGroupCoordinator returns once the broker has a group coordinator. A freshly started
+// Apache Kafka creates __consumer_offsets on the first FindCoordinator and answers
+// GROUP_COORDINATOR_NOT_AVAILABLE until it is loaded; a kafka-go ConsumerGroup then hands that
+// error to Next and retries only after JoinGroupBackoff (5 s). Warming up here keeps the first
+// group test of a CI run from paying (or, if it treats the error as fatal, failing on) that.
+func (c *Cluster) waitForGroupCoordinator() error {
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	cl, closeFn := c.client()
+	defer closeFn()
+	return retryTemporary(ctx, func() error {
+		resp, err := cl.FindCoordinator(ctx, &kafka.FindCoordinatorRequest{Key: "kafkatest-warmup", KeyType: kafka.CoordinatorKeyTypeConsumer})
+		if err != nil {
+			return fmt.Errorf("find group coordinator: %w", err)
+		}
+		if resp.Error != nil {
+			return fmt.Errorf("find group coordinator: %w", resp.Error)
+		}
+		return nil
+	})
 }
