@@ -1,0 +1,268 @@
+package route
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// t0 is a whole second, so t0.Add(n*time.Second) is the n-th bucket.
+var t0 = time.Unix(1_800_000_000, 0)
+
+func sec(n int) time.Time { return t0.Add(time.Duration(n) * time.Second) }
+
+func testTracker(o TrackerOptions) *Tracker {
+	if o.Window == 0 {
+		o.Window = 10 * time.Second
+	}
+	if o.HotEPS == 0 {
+		o.HotEPS = 25
+	}
+	if o.CoolEPS == 0 {
+		o.CoolEPS = 15
+	}
+	if o.CoolHold == 0 {
+		o.CoolHold = 10 * time.Second
+	}
+	return NewTracker(o)
+}
+
+// observeN counts n events for key within second s and returns the last observation
+// and how many times the hot state changed.
+func observeN(tr *Tracker, key string, s, n int, hotEPS float64) (last Observation, changes int) {
+	for i := range n {
+		// Spread the events over the second; the bucket is the same.
+		now := sec(s).Add(time.Duration(i) * time.Second / time.Duration(n+1))
+		last = tr.Observe([]byte(key), now, hotEPS)
+		if last.Changed {
+			changes++
+		}
+	}
+	return last, changes
+}
+
+func TestTrackerMarksAKeyHotOnTheFirstEventAboveHotEPSWithinTheFirstSecond(t *testing.T) {
+	tr := testTracker(TrackerOptions{})
+	k := []byte("device-1")
+	for i := range 25 {
+		o := tr.Observe(k, sec(0), 25)
+		require.False(t, o.Hot, "event %d: 25 events/s is not above HotEPS 25", i+1)
+		require.False(t, o.Changed)
+	}
+	o := tr.Observe(k, sec(0), 25)
+	require.True(t, o.Hot, "the 26th event in the first second makes the key hot, without waiting for the window")
+	require.True(t, o.Changed)
+	o = tr.Observe(k, sec(0), 25)
+	require.True(t, o.Hot)
+	require.False(t, o.Changed, "Changed reports the transition only once")
+
+	tracked, hot := tr.Stats(sec(0))
+	require.Equal(t, 1, tracked)
+	require.Equal(t, 1, hot)
+}
+
+func TestTrackerKeepsASteadyKeyJustBelowHotEPSCool(t *testing.T) {
+	tr := testTracker(TrackerOptions{})
+	for s := range 60 {
+		o, changes := observeN(tr, "steady", s, 25, 25)
+		require.False(t, o.Hot, "second %d", s)
+		require.Zero(t, changes)
+	}
+}
+
+func TestTrackerCoolsAKeyOnlyAfterCoolHoldBelowCoolEPS(t *testing.T) {
+	tr := testTracker(TrackerOptions{}) // window 10 s, cool below 15 for 10 s
+	o, _ := observeN(tr, "k", 0, 26, 25)
+	require.True(t, o.Hot)
+	// One event per second from second 1: the window average is (26+s)/10 < 15,
+	// so the key starts cooling at second 1 and is cool at second 1+10.
+	for s := 1; s <= 10; s++ {
+		o, changes := observeN(tr, "k", s, 1, 25)
+		require.True(t, o.Hot, "second %d: still inside CoolHold", s)
+		require.Zero(t, changes, "second %d", s)
+	}
+	o, changes := observeN(tr, "k", 11, 1, 25)
+	require.False(t, o.Hot, "CoolHold (10 s) has passed below CoolEPS")
+	require.Equal(t, 1, changes)
+}
+
+func TestTrackerDoesNotFlapBetweenCoolEPSAndHotEPS(t *testing.T) {
+	tr := testTracker(TrackerOptions{})
+	total := 0
+	o, c := observeN(tr, "k", 0, 40, 25)
+	require.True(t, o.Hot)
+	total += c
+	// Between CoolEPS (15) and HotEPS (25), alternating 16 and 25 events/s
+	// for a minute: the key stays hot and never changes state.
+	for s := 1; s <= 60; s++ {
+		n := 16
+		if s%2 == 0 {
+			n = 25
+		}
+		o, c = observeN(tr, "k", s, n, 25)
+		require.True(t, o.Hot, "second %d", s)
+		total += c
+	}
+	require.Equal(t, 1, total, "exactly one transition (to hot)")
+}
+
+func TestTrackerRestartsCoolHoldWhenTheRateRisesAboveCoolEPSAgain(t *testing.T) {
+	tr := testTracker(TrackerOptions{Window: time.Second, CoolHold: 5 * time.Second})
+	o, _ := observeN(tr, "k", 0, 30, 25)
+	require.True(t, o.Hot)
+	// Cool (1/s) for 4 s: cooling started at second 1, 4 s < 5 s hold.
+	for s := 1; s <= 4; s++ {
+		o, _ = observeN(tr, "k", s, 1, 25)
+		require.True(t, o.Hot)
+	}
+	// One second at 20/s (above CoolEPS 15, below HotEPS 25) resets the hold.
+	o, _ = observeN(tr, "k", 5, 20, 25)
+	require.True(t, o.Hot)
+	// Cooling restarts at second 6 and needs 5 full seconds again.
+	for s := 6; s <= 10; s++ {
+		o, _ = observeN(tr, "k", s, 1, 25)
+		require.True(t, o.Hot, "second %d: the hold restarted at second 6", s)
+	}
+	o, c := observeN(tr, "k", 11, 1, 25)
+	require.False(t, o.Hot)
+	require.Equal(t, 1, c)
+}
+
+func TestTrackerScalesTheCoolThresholdWithALowerHotThreshold(t *testing.T) {
+	// A user key uses HotEPS×margin; its cool threshold scales with it
+	// (CoolEPS×margin), or a user key could never cool below CoolEPS.
+	tr := testTracker(TrackerOptions{Window: time.Second, CoolHold: 2 * time.Second})
+	o, _ := observeN(tr, "U\x00u", 0, 13, 12.5) // hot above 12.5
+	require.True(t, o.Hot)
+	// 10/s is above CoolEPS×0.5 = 7.5: stays hot however long.
+	for s := 1; s <= 10; s++ {
+		o, _ = observeN(tr, "U\x00u", s, 10, 12.5)
+		require.True(t, o.Hot, "second %d", s)
+	}
+	// 7/s is below 7.5: cools after the 2 s hold.
+	for s := 11; s <= 12; s++ {
+		o, _ = observeN(tr, "U\x00u", s, 7, 12.5)
+		require.True(t, o.Hot, "second %d", s)
+	}
+	o, _ = observeN(tr, "U\x00u", 13, 7, 12.5)
+	require.False(t, o.Hot)
+}
+
+func TestTrackerSeesAWindowAverageAboveHotEPSEvenWithoutABurstySecond(t *testing.T) {
+	// The rate is max(current second, window average): a key that sent 300
+	// events in the previous seconds of the window is hot on a quiet second.
+	tr := testTracker(TrackerOptions{Window: 10 * time.Second, HotEPS: 25})
+	for s := range 9 {
+		observeN(tr, "k", s, 25, 1e9) // count with a huge threshold: never hot
+	}
+	o := tr.Observe([]byte("k"), sec(9), 25)
+	require.False(t, o.Hot, "226 events / 10 s = 22.6/s")
+	tr2 := testTracker(TrackerOptions{Window: 10 * time.Second, HotEPS: 25})
+	for s := range 9 {
+		observeN(tr2, "k", s, 28, 1e9)
+	}
+	o = tr2.Observe([]byte("k"), sec(9), 25)
+	require.True(t, o.Hot, "253 events / 10 s = 25.3/s, although this second has 1")
+}
+
+func TestTrackerForgetsBucketsOlderThanTheRing(t *testing.T) {
+	tr := testTracker(TrackerOptions{Window: 10 * time.Second})
+	observeN(tr, "k", 0, 200, 1e9)
+	// 32 s later the ring wrapped: the old second must not alias the new one.
+	o := tr.Observe([]byte("k"), sec(numBuckets), 25)
+	require.False(t, o.Hot)
+	o = tr.Observe([]byte("k"), sec(numBuckets+10), 25)
+	require.False(t, o.Hot)
+}
+
+func TestTrackerEvictionBoundsTheKeysAtMaxKeys(t *testing.T) {
+	const maxKeys = 640
+	tr := testTracker(TrackerOptions{MaxKeys: maxKeys})
+	for i := range 100_000 {
+		tr.Observe(fmt.Appendf(nil, "device-%d", i), sec(i/1000), 25)
+	}
+	tracked, _ := tr.Stats(sec(100))
+	// Each of the 64 shards holds at most MaxKeys/64+1 keys.
+	require.LessOrEqual(t, tracked, maxKeys+len(tr.shards))
+	require.Greater(t, tracked, maxKeys/2, "eviction drops one key per insert, not whole shards")
+}
+
+func TestTrackerEvictsIdleKeysBeforeActiveOnes(t *testing.T) {
+	tr := testTracker(TrackerOptions{MaxKeys: 640})
+	active := []byte("active-device")
+	// One new key per second; the active key is seen every second too, so
+	// it is always the most recently seen key of its shard and never the
+	// least recently seen of a sample.
+	for i := 1; i <= 20_000; i++ {
+		tr.Observe(active, sec(i), 1e9)
+		tr.Observe(fmt.Appendf(nil, "idle-%d", i), sec(i), 25)
+	}
+	sh, h := tr.shard(active)
+	sh.mu.Lock()
+	e := sh.m[h]
+	sh.mu.Unlock()
+	require.NotNil(t, e, "the active key survived 20000 evictions")
+	require.Equal(t, sec(20_000).Unix(), e.last, "and kept its state")
+}
+
+func TestTrackerStatsDropsKeysIdleLongerThanWindowPlusCoolHold(t *testing.T) {
+	tr := testTracker(TrackerOptions{Window: 10 * time.Second, CoolHold: 5 * time.Second})
+	observeN(tr, "hot", 0, 30, 25)
+	observeN(tr, "cool", 0, 1, 25)
+	observeN(tr, "recent", 10, 1, 25)
+
+	tracked, hot := tr.Stats(sec(16)) // idle 16 s = window + hold + 1: kept
+	require.Equal(t, 3, tracked)
+	require.Equal(t, 1, hot)
+
+	tracked, hot = tr.Stats(sec(17))
+	require.Equal(t, 1, tracked, "only the key seen at second 10 is left")
+	require.Zero(t, hot)
+
+	// A dropped key starts again from nothing.
+	o := tr.Observe([]byte("hot"), sec(17), 25)
+	require.False(t, o.Hot)
+}
+
+func TestTrackerSetLaneReportsSwitchesOnly(t *testing.T) {
+	tr := testTracker(TrackerOptions{})
+	k := []byte("k")
+	require.False(t, tr.SetLane(k, uint8(Realtime)), "an untracked key has no lane")
+	tr.Observe(k, sec(0), 25)
+	require.False(t, tr.SetLane(k, uint8(Realtime)), "the first lane is not a switch")
+	require.False(t, tr.SetLane(k, uint8(Realtime)))
+	require.True(t, tr.SetLane(k, uint8(Batch)))
+	require.False(t, tr.SetLane(k, uint8(Batch)))
+	require.True(t, tr.SetLane(k, uint8(Realtime)))
+}
+
+func TestTrackerBatchDelayPacesAKeyAtBatchEPS(t *testing.T) {
+	tr := testTracker(TrackerOptions{BatchEPS: 10}) // bucket of 300 tokens
+	k := []byte("k")
+	require.Zero(t, tr.BatchDelay(k, 1, sec(0)), "an untracked key is not paced")
+	tr.Observe(k, sec(0), 25)
+
+	require.Zero(t, tr.BatchDelay(k, 300, sec(0)), "a full bucket holds 30 s worth")
+	require.Equal(t, 100*time.Millisecond, tr.BatchDelay(k, 1, sec(0)))
+	require.Equal(t, time.Second, tr.BatchDelay(k, 10, sec(0)))
+	// A refused request takes no tokens: after 1 s, 10 tokens are there.
+	require.Zero(t, tr.BatchDelay(k, 10, sec(1)))
+	require.Equal(t, 100*time.Millisecond, tr.BatchDelay(k, 1, sec(1)))
+	require.Zero(t, tr.BatchDelay(k, 1, sec(1).Add(100*time.Millisecond)))
+	// The bucket refills to its cap and no further.
+	require.Zero(t, tr.BatchDelay(k, 300, sec(100)))
+	require.Greater(t, tr.BatchDelay(k, 1, sec(100)), time.Duration(0))
+
+	off := testTracker(TrackerOptions{})
+	off.Observe(k, sec(0), 25)
+	require.Zero(t, off.BatchDelay(k, 1_000_000, sec(0)), "BatchEPS 0 disables pacing")
+}
+
+func TestNewTrackerBoundsTheWindowToTheRing(t *testing.T) {
+	tr := NewTracker(TrackerOptions{Window: time.Hour, HotEPS: 1, CoolEPS: 1})
+	require.Equal(t, int64(numBuckets-1), tr.win)
+	tr = NewTracker(TrackerOptions{Window: 100 * time.Millisecond, HotEPS: 1, CoolEPS: 1})
+	require.Equal(t, int64(1), tr.win)
+}
