@@ -200,6 +200,10 @@ type member struct {
 	c     *Cluster
 	topic string
 	gen   *kafka.Generation
+	// release, when set, holds every partition function after the generation ended until it
+	// is closed: a stand-in for slow in-flight work.
+	release chan struct{}
+	stopped chan struct{} // one send per partition function that saw the generation end
 
 	mu         sync.Mutex
 	ended      time.Time // when the first partition function saw ctx.Done
@@ -208,8 +212,8 @@ type member struct {
 	wg         sync.WaitGroup
 }
 
-func startMember(t *testing.T, c *Cluster, topic string, gen *kafka.Generation) *member {
-	m := &member{t: t, c: c, topic: topic, gen: gen}
+func startMember(t *testing.T, c *Cluster, topic string, gen *kafka.Generation, release chan struct{}) *member {
+	m := &member{t: t, c: c, topic: topic, gen: gen, release: release, stopped: make(chan struct{}, len(gen.Assignments[topic]))}
 	for _, a := range gen.Assignments[topic] {
 		m.wg.Add(1)
 		gen.Start(func(ctx context.Context) {
@@ -228,6 +232,9 @@ func startMember(t *testing.T, c *Cluster, topic string, gen *kafka.Generation) 
 					// chance to commit in this generation.
 					cerr := gen.CommitOffsets(map[string]map[int]int64{topic: {a.ID: next}})
 					m.record(err, cerr)
+					if m.release != nil {
+						<-m.release
+					}
 					return
 				}
 				next = msg.Offset + 1
@@ -245,6 +252,7 @@ func (m *member) record(fetchErr, commitErr error) {
 	}
 	m.fetchErrs = append(m.fetchErrs, fetchErr)
 	m.lateCommit = append(m.lateCommit, commitErr)
+	m.stopped <- struct{}{}
 }
 
 // TestGroupRebalanceTwoMembers: a second member joining ends the first member's generation
@@ -270,7 +278,8 @@ func TestGroupRebalanceTwoMembers(t *testing.T) {
 	if err := genA1.CommitOffsets(map[string]map[int]int64{topic: {0: 0}}); err != nil {
 		t.Fatalf("commit in a live generation: %v", err)
 	}
-	a1 := startMember(t, c, topic, genA1)
+	release := make(chan struct{})
+	a1 := startMember(t, c, topic, genA1, release)
 
 	joinStart := time.Now()
 	cgB := newGroup(t, groupConfig(c, group, topic))
@@ -285,8 +294,22 @@ func TestGroupRebalanceTwoMembers(t *testing.T) {
 		genB <- g
 	}()
 
-	// A's partition functions all return once the generation ends; the group waits for them
-	// before A rejoins.
+	// A's partition functions all see the generation end ...
+	for range 4 {
+		select {
+		case <-a1.stopped:
+		case <-time.After(time.Minute):
+			t.Fatal("first member's generation did not end within a minute of a second member joining")
+		}
+	}
+	// ... but while they have not returned, kafka-go does not rejoin, so the broker keeps the
+	// rebalance open and the second member gets no generation either.
+	select {
+	case <-genB:
+		t.Fatal("second member got a generation while the first member's functions were still running")
+	case <-time.After(time.Second):
+	}
+	close(release)
 	waitDone := make(chan struct{})
 	go func() { a1.wg.Wait(); close(waitDone) }()
 	select {
@@ -345,7 +368,7 @@ func TestGroupRebalanceTwoMembers(t *testing.T) {
 	t.Logf("commit on an ended generation: %v (ErrGenerationEnded: %v)", err, errors.Is(err, kafka.ErrGenerationEnded))
 
 	// Graceful leave: B closes, A gets everything back.
-	a2 := startMember(t, c, topic, genA2)
+	a2 := startMember(t, c, topic, genA2, nil)
 	leaveStart := time.Now()
 	if err := cgB.Close(); err != nil {
 		t.Fatalf("close second member: %v", err)
