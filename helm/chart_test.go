@@ -534,11 +534,15 @@ func TestFullValues(t *testing.T) {
 	}, tr.Metadata)
 	require.NotNil(t, tr.AuthenticationRef)
 	ta := m.get(t, "TriggerAuthentication", tr.AuthenticationRef.Name).(*triggerAuthentication)
+	var refs []string
 	for _, ref := range ta.Spec.SecretTargetRef {
-		assert.Equal(t, "ampstream-kafka-user", ref.Name)
-		assert.Equal(t, ref.Parameter, ref.Key)
+		refs = append(refs, ref.Parameter+"="+ref.Name+"/"+ref.Key)
 	}
-	assert.Len(t, ta.Spec.SecretTargetRef, 2)
+	assert.ElementsMatch(t, []string{
+		"username=ampstream-kafka-user/username",
+		"password=ampstream-kafka-user/password",
+		"ca=kafka-cluster-ca-cert/ca.crt",
+	}, refs, "KEDA reuses ampstream's SASL Secret and the brokers' CA")
 
 	// ServiceMonitor selects the Service and scrapes its admin port.
 	svc := m.get(t, "Service", fullname).(*corev1.Service)
