@@ -55,6 +55,7 @@ func TestCrashMemberHelper(t *testing.T) {
 // TestGroupCrashedMemberExpires: a member that dies without leaving holds its partitions until
 // its session times out; only then does the rebalance a new member started complete.
 func TestGroupCrashedMemberExpires(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("waits for a consumer group session timeout")
 	}

@@ -85,6 +85,7 @@ func assigned(gen *kafka.Generation, topic string) []int {
 // TestGroupCommitAndResume: commits are "next offset to read" (last processed + 1), and a
 // member of a new incarnation of the group starts exactly there.
 func TestGroupCommitAndResume(t *testing.T) {
+	t.Parallel()
 	c := Start(t)
 	topic := c.CreateTopic(t, t.Name(), 3)
 	for p := range 3 {
@@ -259,6 +260,7 @@ func (m *member) record(fetchErr, commitErr error) {
 // (reads fail with ErrGenerationEnded, commits before returning still succeed), the partitions
 // are split, a commit on the ended generation fails, and a graceful leave hands everything back.
 func TestGroupRebalanceTwoMembers(t *testing.T) {
+	t.Parallel()
 	c := Start(t)
 	topic := c.CreateTopic(t, t.Name(), 4)
 	group := UniqueName("rebalance")

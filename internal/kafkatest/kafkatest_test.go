@@ -9,6 +9,7 @@ import (
 )
 
 func TestHelpersRoundTrip(t *testing.T) {
+	t.Parallel()
 	c := Start(t)
 	topic := c.CreateTopic(t, t.Name(), 3)
 	if !strings.HasPrefix(topic, "TestHelpersRoundTrip-") {
@@ -94,6 +95,7 @@ func TestHelpersRoundTrip(t *testing.T) {
 }
 
 func TestUniqueNameIsLegal(t *testing.T) {
+	t.Parallel()
 	for _, prefix := range []string{"", "Test/sub case #1", strings.Repeat("x", 300)} {
 		n := UniqueName(prefix)
 		if len(n) > 249 {
