@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/ampstream/ampstream/internal/bench"
+	"github.com/ampstream/ampstream/internal/config"
+)
+
+// runBench runs the end-to-end benchmark (internal/bench): progress on
+// stderr, details as JSON to --out, one BENCH summary line on stdout.
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("ampstream bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o bench.Options
+	fs.IntVar(&o.Events, "events", 0, "events of the baseline and batch-heavy runs (default 1000000; 20000 with --quick)")
+	fs.IntVar(&o.RealtimeEvents, "realtime-events", 0, "events of the realtime-heavy runs (default 500000; 20000 with --quick)")
+	fs.BoolVar(&o.Quick, "quick", false, "CI smoke mode: small runs, finishes in well under a minute")
+	fs.IntVar(&o.Partitions, "partitions", 12, "partitions of every benchmark topic")
+	fs.BoolVar(&o.SkipBaseline, "skip-baseline", false, "skip the baseline forwarder")
+	fs.BoolVar(&o.SkipEmulator, "skip-emulator", false, "skip the runs against the Amplitude emulator")
+	fs.BoolVar(&o.SkipRealtime, "skip-realtime", false, "skip the realtime-heavy throughput runs")
+	fs.BoolVar(&o.SkipLatency, "skip-latency", false, "skip the realtime-lane latency run")
+	fs.BoolVar(&o.SkipCost, "skip-cost", false, "skip the cost run (ampstream as a child process)")
+	fs.BoolVar(&o.CountEvents, "count-events", false, "let the trivial sink inflate gzip bodies to count events (costs CPU)")
+	fs.IntVar(&o.LatencyRate, "latency-rate", 5000, "events/s of the latency run")
+	fs.DurationVar(&o.LatencyDuration, "latency-duration", 0, "length of the latency run (default 12s; 3s with --quick)")
+	inproc := fs.Bool("in-process-cost", false, "measure cost in-process instead of running ampstream as a child process")
+	out := fs.String("out", "bin/bench.json", "where to write the detailed results (JSON)")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the in-process batch-heavy run (trivial sink) to this file")
+	// error, not warn: every dead-lettered event is a warning, and the mixes carry 0.2 % invalid input.
+	level := fs.String("log-level", "error", "log level of the pipeline (logs go to stderr)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("bench: unexpected arguments %q", fs.Args())
+	}
+	o.Brokers = os.Getenv("KAFKA_BROKERS")
+	o.Progress = stderr
+	o.Log = newLogger(stderr, *level, config.LogFormatConsole)
+	if !*inproc {
+		// This very binary is ampstream: the cost run starts it with "run".
+		if exe, err := os.Executable(); err == nil {
+			o.Binary = exe
+		}
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		defer func() { _ = f.Close() }()
+		o.CPUProfile = f
+	}
+
+	res, runErr := bench.Run(ctx, o)
+	if err := writeJSON(*out, res); err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	fmt.Fprintf(stderr, "\ndetails: %s\n", *out)
+	if runErr != nil {
+		return fmt.Errorf("bench: %w", runErr)
+	}
+	fmt.Fprintln(stdout, res.Summary.Line())
+	return nil
+}
+
+func writeJSON(path string, v any) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}

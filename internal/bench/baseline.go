@@ -1,0 +1,207 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/segmentio/kafka-go"
+)
+
+// baselineBodyEvents is the baseline's fixed request size, the Batch API's
+// limit, which is also what ampstream's Batch lane sends.
+const baselineBodyEvents = 2000
+
+// baseline is the least a Kafka-to-HTTP forwarder can do, built like
+// ampstream's consumer (kafka-go ConsumerGroup, one Reader per partition,
+// commits through the generation once a second): it copies raw message
+// bytes into 2000-event bodies, POSTs each to the sink, and commits what was
+// answered 200. No validation, routing, gzip, ordering, retries or metrics.
+// It is the yardstick ampstream's throughput is divided by.
+type baseline struct {
+	brokers  []string
+	topic    string
+	group    string
+	url      string
+	log      zerolog.Logger
+	dialer   *kafka.Dialer
+	http     *http.Client
+	joined   atomic.Int64 // unix ns when the first generation started
+	resolved atomic.Int64 // events answered 200
+
+	mu     sync.Mutex
+	offs   map[int]int64 // next offset to commit per partition
+	dirty  bool
+	errs   []error
+	errsMu sync.Mutex
+}
+
+func newBaseline(brokers []string, topic, group, url string, log zerolog.Logger) *baseline {
+	return &baseline{
+		brokers: brokers, topic: topic, group: group, url: url + "/batch", log: log,
+		dialer: &kafka.Dialer{ClientID: "ampstream-bench-baseline", Timeout: 10 * time.Second, DualStack: true},
+		http: &http.Client{Transport: &http.Transport{
+			MaxIdleConns: 32, MaxIdleConnsPerHost: 32, IdleConnTimeout: 90 * time.Second, DisableCompression: true,
+		}},
+		offs: map[int]int64{},
+	}
+}
+
+func (b *baseline) fail(err error) {
+	b.errsMu.Lock()
+	b.errs = append(b.errs, err)
+	b.errsMu.Unlock()
+}
+
+// run consumes until ctx ends.
+func (b *baseline) run(ctx context.Context) error {
+	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
+		ID: b.group, Brokers: b.brokers, Dialer: b.dialer, Topics: []string{b.topic},
+		HeartbeatInterval: time.Second, SessionTimeout: 10 * time.Second, RebalanceTimeout: 15 * time.Second,
+		StartOffset: kafka.FirstOffset,
+	})
+	if err != nil {
+		return err
+	}
+	for {
+		gen, err := cg.Next(ctx)
+		if err != nil {
+			break
+		}
+		b.joined.CompareAndSwap(0, time.Now().UnixNano())
+		for _, a := range gen.Assignments[b.topic] {
+			gen.Start(func(ctx context.Context) { b.partition(ctx, gen, a.ID, a.Offset) })
+		}
+		gen.Start(func(ctx context.Context) {
+			t := time.NewTicker(time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+				b.commit(gen)
+			}
+		})
+	}
+	err = cg.Close()
+	b.http.CloseIdleConnections()
+	b.errsMu.Lock()
+	defer b.errsMu.Unlock()
+	return errors.Join(append(b.errs, err)...)
+}
+
+func (b *baseline) commit(gen *kafka.Generation) {
+	b.mu.Lock()
+	if !b.dirty {
+		b.mu.Unlock()
+		return
+	}
+	offs := make(map[int]int64, len(b.offs))
+	for p, o := range b.offs {
+		offs[p] = o
+	}
+	b.dirty = false
+	b.mu.Unlock()
+	if err := gen.CommitOffsets(map[string]map[int]int64{b.topic: offs}); err != nil {
+		b.mu.Lock()
+		b.dirty = true
+		b.mu.Unlock()
+	}
+}
+
+func (b *baseline) partition(ctx context.Context, gen *kafka.Generation, id int, offset int64) {
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers: b.brokers, Topic: b.topic, Partition: id, Dialer: b.dialer,
+		MinBytes: 1, MaxBytes: 10 << 20, MaxWait: 250 * time.Millisecond, QueueCapacity: 10_000,
+	})
+	defer func() { _ = r.Close() }()
+	if offset < 0 {
+		offset = kafka.FirstOffset
+	}
+	if err := r.SetOffset(offset); err != nil {
+		b.fail(err)
+		return
+	}
+	prefix := []byte(`{"api_key":"k","events":[`)
+	body := bytes.NewBuffer(make([]byte, 0, 1<<20))
+	n, last := 0, int64(-1)
+	flush := func() bool {
+		if n == 0 {
+			return true
+		}
+		body.WriteString(`]}`)
+		for {
+			if err := b.post(ctx, body.Bytes()); err == nil {
+				break
+			} else if ctx.Err() != nil {
+				return false
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		b.resolved.Add(int64(n))
+		b.mu.Lock()
+		b.offs[id], b.dirty = last+1, true
+		b.mu.Unlock()
+		n = 0
+		body.Reset()
+		return true
+	}
+	for {
+		// Linger like ampstream's Batch lane: a partial body leaves after 200 ms without news.
+		fctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		m, err := r.FetchMessage(fctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			if errors.Is(err, context.DeadlineExceeded) {
+				if !flush() {
+					break
+				}
+				continue
+			}
+			b.fail(fmt.Errorf("baseline fetch %s/%d: %w", b.topic, id, err))
+			break
+		}
+		if n == 0 {
+			body.Write(prefix)
+		} else {
+			body.WriteByte(',')
+		}
+		body.Write(m.Value)
+		n++
+		last = m.Offset
+		if n == baselineBodyEvents && !flush() {
+			break
+		}
+	}
+	b.commit(gen) // before returning: kafka-go refuses commits on an ended generation
+}
+
+func (b *baseline) post(ctx context.Context, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, b.url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := b.http.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("sink answered %d", resp.StatusCode)
+	}
+	return nil
+}

@@ -1,0 +1,801 @@
+// Package bench is ampstream's reproducible end-to-end benchmark (make
+// bench). In one run it measures, on the same machine and broker:
+//
+//   - a baseline: the least a Kafka-to-HTTP forwarder can do (baseline.go);
+//   - ampstream's throughput, in-process with every feature on, for a
+//     batch-heavy and a realtime-heavy mix, against a trivial sink and
+//     against the Amplitude emulator;
+//   - realtime-lane latency, produce → acceptance, at a fixed rate;
+//   - cost: peak RSS and CPU seconds per million events of an ampstream
+//     child process, and allocations per event in-process.
+//
+// Every throughput run pre-produces its events into a fresh 12-partition
+// topic before the forwarder starts, so it measures consume + deliver. Its
+// clock starts when the consumer group generation is joined (the join itself
+// takes about a heartbeat and is reported apart) and stops when every event
+// is resolved (accepted by the sink or dead-lettered); the run then waits
+// until the group's committed offsets equal the topic's end offsets, which
+// is its completion condition.
+//
+// The machine is shared and noisy, so the headline number is the ratio of
+// ampstream's throughput to the baseline measured in the same run.
+//
+// Concurrency: Run owns every goroutine, server and child process it starts
+// and stops them before returning.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/ampstream/ampstream/internal/app"
+	"github.com/ampstream/ampstream/internal/config"
+	"github.com/ampstream/ampstream/internal/emulator"
+	"github.com/ampstream/ampstream/internal/metrics"
+)
+
+// Options configure a benchmark run. Zero values take the defaults.
+type Options struct {
+	// Events is the size of the baseline and batch-heavy runs (default 1M).
+	Events int
+	// RealtimeEvents is the size of the realtime-heavy runs (default 500k).
+	RealtimeEvents int
+	// Quick is the CI smoke mode: 20k events per run, a 3 s latency run,
+	// the trivial sink inflates and counts every body.
+	Quick bool
+	// Partitions of every benchmark topic (default 12).
+	Partitions int
+	// Brokers, when set (KAFKA_BROKERS), replaces the in-process kfake broker.
+	Brokers string
+
+	SkipBaseline bool
+	SkipEmulator bool
+	SkipRealtime bool // the realtime-heavy throughput runs
+	SkipLatency  bool
+	SkipCost     bool
+
+	// LatencyRate (events/s, default 5000) and LatencyDuration (default
+	// 12 s) shape the latency run.
+	LatencyRate     int
+	LatencyDuration time.Duration
+
+	// Binary is an ampstream executable; the cost run starts it as a child
+	// ("run" with flags) to measure its own RSS and CPU. Empty: the cost is
+	// the whole benchmark process's during the in-process batch-heavy run.
+	Binary string
+	// CPUProfile, when set, receives a pprof CPU profile of the in-process
+	// batch-heavy run against the trivial sink.
+	CPUProfile io.Writer
+	// CountEvents makes the trivial sink inflate gzip bodies to count
+	// events (always on in Quick mode). It costs CPU the forwarder then
+	// lacks.
+	CountEvents bool
+	// PhaseTimeout bounds each run (default 3 min).
+	PhaseTimeout time.Duration
+	Seed         uint64
+
+	// Progress receives human-readable progress lines.
+	Progress io.Writer
+	Log      zerolog.Logger
+}
+
+func (o *Options) defaults() {
+	if o.Quick {
+		if o.Events <= 0 {
+			o.Events = 20_000
+		}
+		if o.RealtimeEvents <= 0 {
+			o.RealtimeEvents = 20_000
+		}
+		if o.LatencyDuration <= 0 {
+			o.LatencyDuration = 3 * time.Second
+		}
+		o.CountEvents = true
+	}
+	if o.Events <= 0 {
+		o.Events = 1_000_000
+	}
+	if o.RealtimeEvents <= 0 {
+		o.RealtimeEvents = 500_000
+	}
+	if o.Partitions <= 0 {
+		o.Partitions = 12
+	}
+	if o.LatencyRate <= 0 {
+		o.LatencyRate = 5000
+	}
+	if o.LatencyDuration <= 0 {
+		o.LatencyDuration = 12 * time.Second
+	}
+	if o.PhaseTimeout <= 0 {
+		o.PhaseTimeout = 3 * time.Minute
+	}
+	if o.Seed == 0 {
+		o.Seed = 20261127
+	}
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+}
+
+// Result is the whole benchmark, as written to the JSON file.
+type Result struct {
+	Started   time.Time `json:"started"`
+	Seconds   float64   `json:"seconds"`
+	GoVersion string    `json:"go_version"`
+	NumCPU    int       `json:"num_cpu"`
+	MaxProcs  int       `json:"gomaxprocs"`
+	Broker    string    `json:"broker"`
+	Quick     bool      `json:"quick"`
+
+	Baseline         *Throughput `json:"baseline,omitempty"`
+	BatchTrivial     *Throughput `json:"batch_trivial,omitempty"`
+	BatchEmulator    *Throughput `json:"batch_emulator,omitempty"`
+	RealtimeTrivial  *Throughput `json:"realtime_trivial,omitempty"`
+	RealtimeEmulator *Throughput `json:"realtime_emulator,omitempty"`
+	Latency          *LatencyRun `json:"latency,omitempty"`
+	Cost             *Cost       `json:"cost,omitempty"`
+
+	Summary Summary `json:"summary"`
+}
+
+// Summary holds the numbers of the BENCH line; 0 means not measured.
+type Summary struct {
+	E2EEPS      float64 `json:"e2e_eps"`      // ampstream, batch-heavy mix, trivial sink
+	BaselineEPS float64 `json:"baseline_eps"` // the baseline on the same mix
+	Ratio       float64 `json:"ratio"`        // e2e_eps / baseline_eps
+	EmuEPS      float64 `json:"emu_eps"`      // ampstream, batch-heavy mix, emulator
+	RTP99MS     float64 `json:"rt_p99_ms"`    // realtime lane produce→acceptance p99
+	RSSMB       float64 `json:"rss_mb"`       // peak RSS, see Cost.Method
+	CPUSPerM    float64 `json:"cpu_s_per_M"`  // CPU seconds per million events, see Cost.Method
+}
+
+// Line is the one-line summary printed on stdout.
+func (s Summary) Line() string {
+	return fmt.Sprintf("BENCH e2e_eps=%.0f baseline_eps=%.0f ratio=%.2f emu_eps=%.0f rt_p99_ms=%.1f rss_mb=%.0f cpu_s_per_M=%.2f",
+		s.E2EEPS, s.BaselineEPS, s.Ratio, s.EmuEPS, s.RTP99MS, s.RSSMB, s.CPUSPerM)
+}
+
+// Throughput is one throughput run.
+type Throughput struct {
+	Name     string   `json:"name"`
+	Forward  string   `json:"forwarder"` // "baseline" or "ampstream"
+	Sink     string   `json:"sink"`      // "trivial" or "emulator"
+	Produced Produced `json:"produced"`
+	// JoinSeconds: forwarder start → consumer group generation joined.
+	JoinSeconds float64 `json:"join_seconds"`
+	// Seconds: joined → every event resolved (accepted or dead-lettered).
+	Seconds float64 `json:"seconds"`
+	// EPS is Produced.Events / Seconds.
+	EPS float64 `json:"eps"`
+	// MBPerSecond is produced value bytes / Seconds.
+	MBPerSecond float64 `json:"mb_per_second"`
+	// CommitSeconds: joined → committed offsets == end offsets (commits
+	// happen once a second, so this trails Seconds by up to ~1 s).
+	CommitSeconds float64 `json:"commit_seconds"`
+	Resolved      int64   `json:"resolved"`
+	// Accepted and DeadLettered come from ampstream's metrics.
+	Accepted     map[string]int64   `json:"accepted_by_lane,omitempty"`
+	DeadLettered int64              `json:"dead_lettered"`
+	Requests     map[string]int64   `json:"requests,omitempty"` // ampstream_amplitude_requests_total by lane/code
+	Counters     map[string]float64 `json:"counters,omitempty"` // other ampstream counters of interest
+	SinkStats    *SinkStats         `json:"sink_stats,omitempty"`
+	EmuStats     *emulator.Stats    `json:"emulator_stats,omitempty"`
+	Process      ProcessCost        `json:"process"`
+	Profiled     bool               `json:"cpu_profiled,omitempty"`
+}
+
+// LatencyRun is the realtime-lane latency run.
+type LatencyRun struct {
+	Rate         int     `json:"rate_eps"`
+	Seconds      float64 `json:"produce_seconds"`
+	Produced     int     `json:"produced"`
+	AchievedRate float64 `json:"achieved_rate_eps"`
+	Realtime     Latency `json:"realtime_lane"`
+	Batch        Latency `json:"batch_lane"`
+}
+
+// Cost is the resource use of ampstream on the batch-heavy mix.
+type Cost struct {
+	// Method is "child-process" (an ampstream process of its own; its
+	// rusage after exit: peak RSS and user+system CPU over its whole life,
+	// join and shutdown included) or "in-process" (the whole benchmark
+	// process during the in-process batch-heavy run: the broker, the sink
+	// and the broker's copy of the topic included, so an upper bound).
+	Method         string  `json:"method"`
+	Events         int     `json:"events"`
+	Seconds        float64 `json:"seconds,omitempty"`
+	PeakRSSMB      float64 `json:"peak_rss_mb"`
+	CPUSeconds     float64 `json:"cpu_seconds"`
+	CPUSecondsPerM float64 `json:"cpu_s_per_million_events"`
+	// MallocsPerEvent is the in-process batch-heavy run's whole-process
+	// count minus the baseline's (same broker, same sink, same events), an
+	// estimate of what ampstream itself allocates per event.
+	MallocsPerEvent float64 `json:"mallocs_per_event_over_baseline"`
+}
+
+type runner struct {
+	o   Options
+	c   *cluster
+	out io.Writer
+	log zerolog.Logger
+	res *Result
+}
+
+// Run executes the benchmark. It returns the results gathered so far with
+// an error if a run failed to complete.
+func Run(ctx context.Context, o Options) (*Result, error) {
+	o.defaults()
+	res := &Result{
+		Started: time.Now().UTC(), GoVersion: runtime.Version(), NumCPU: runtime.NumCPU(),
+		MaxProcs: runtime.GOMAXPROCS(0), Quick: o.Quick,
+	}
+	c, err := startCluster(o.Brokers)
+	if err != nil {
+		return res, err
+	}
+	defer c.close()
+	res.Broker = c.kind()
+	r := &runner{o: o, c: c, out: o.Progress, log: o.Log, res: res}
+	fmt.Fprintf(r.out, "ampstream bench: broker %s %v, %d partitions, %d events (batch-heavy), %d (realtime-heavy), GOMAXPROCS=%d\n",
+		res.Broker, c.brokers, o.Partitions, o.Events, o.RealtimeEvents, res.MaxProcs)
+	err = r.all(ctx)
+	res.Seconds = time.Since(res.Started).Seconds()
+	r.summarize()
+	return res, err
+}
+
+func (r *runner) all(ctx context.Context) error {
+	o := r.o
+	var err error
+	if !o.SkipBaseline {
+		if r.res.Baseline, err = r.baseline(ctx); err != nil {
+			return fmt.Errorf("baseline: %w", err)
+		}
+	}
+	if r.res.BatchTrivial, err = r.ampstream(ctx, "batch_trivial", MixBatch, o.Events, false, o.CPUProfile); err != nil {
+		return fmt.Errorf("batch-heavy, trivial sink: %w", err)
+	}
+	if !o.SkipEmulator {
+		if r.res.BatchEmulator, err = r.ampstream(ctx, "batch_emulator", MixBatch, o.Events, true, nil); err != nil {
+			return fmt.Errorf("batch-heavy, emulator: %w", err)
+		}
+	}
+	if !o.SkipRealtime {
+		if r.res.RealtimeTrivial, err = r.ampstream(ctx, "realtime_trivial", MixRealtime, o.RealtimeEvents, false, nil); err != nil {
+			return fmt.Errorf("realtime-heavy, trivial sink: %w", err)
+		}
+		if !o.SkipEmulator {
+			if r.res.RealtimeEmulator, err = r.ampstream(ctx, "realtime_emulator", MixRealtime, o.RealtimeEvents, true, nil); err != nil {
+				return fmt.Errorf("realtime-heavy, emulator: %w", err)
+			}
+		}
+	}
+	if !o.SkipLatency {
+		if r.res.Latency, err = r.latency(ctx); err != nil {
+			return fmt.Errorf("latency: %w", err)
+		}
+	}
+	if !o.SkipCost {
+		if r.res.Cost, err = r.cost(ctx); err != nil {
+			return fmt.Errorf("cost: %w", err)
+		}
+	}
+	return nil
+}
+
+func (r *runner) summarize() {
+	s := &r.res.Summary
+	if t := r.res.BatchTrivial; t != nil {
+		s.E2EEPS = t.EPS
+	}
+	if t := r.res.Baseline; t != nil {
+		s.BaselineEPS = t.EPS
+	}
+	if s.BaselineEPS > 0 {
+		s.Ratio = s.E2EEPS / s.BaselineEPS
+	}
+	if t := r.res.BatchEmulator; t != nil {
+		s.EmuEPS = t.EPS
+	}
+	if l := r.res.Latency; l != nil {
+		s.RTP99MS = l.Realtime.P99MS
+	}
+	if c := r.res.Cost; c != nil {
+		s.RSSMB, s.CPUSPerM = c.PeakRSSMB, c.CPUSecondsPerM
+	}
+}
+
+// phaseCtx bounds one run.
+func (r *runner) phaseCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, r.o.PhaseTimeout)
+}
+
+func (r *runner) baseline(ctx context.Context) (*Throughput, error) {
+	ctx, cancel := r.phaseCtx(ctx)
+	defer cancel()
+	fmt.Fprintf(r.out, "\n[baseline] producing %d batch-heavy events…\n", r.o.Events)
+	p, err := r.c.produce(ctx, "bench-baseline", MixBatch, r.o.Seed, r.o.Events, r.o.Partitions)
+	defer r.c.deleteTopics(context.WithoutCancel(ctx), p.Topic)
+	if err != nil {
+		return nil, err
+	}
+	r.produced(p)
+	s, err := startSink(r.o.CountEvents, false)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = s.close() }()
+	group := uniqueName("bench-baseline")
+	b := newBaseline(r.c.brokers, p.Topic, group, s.url(), r.log)
+	runtime.GC()
+	before := takeUsage()
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- b.run(runCtx) }()
+	t := &Throughput{Name: "baseline", Forward: "baseline", Sink: "trivial", Produced: p}
+	joined, err := waitFor(ctx, time.Millisecond*5, func() bool { return b.joined.Load() != 0 })
+	if err == nil {
+		t.JoinSeconds = joined.Sub(before.at).Seconds()
+		var resolvedAt time.Time
+		resolvedAt, err = r.track(ctx, "baseline", p.Events, joined, func() int64 { return b.resolved.Load() })
+		t.Seconds = resolvedAt.Sub(joined).Seconds()
+	}
+	if err == nil {
+		var committedAt time.Time
+		committedAt, err = r.c.waitCommitted(ctx, group, p.Topic, p.end)
+		t.CommitSeconds = committedAt.Sub(joined).Seconds()
+	}
+	after := takeUsage()
+	stop()
+	if rerr := <-done; err == nil && rerr != nil && ctx.Err() == nil {
+		err = rerr
+	}
+	if err != nil {
+		return t, err
+	}
+	t.Resolved = b.resolved.Load()
+	ss := s.stats()
+	t.SinkStats = &ss
+	r.finish(t, before, after)
+	return t, nil
+}
+
+func (r *runner) produced(p Produced) {
+	fmt.Fprintf(r.out, "  produced %d events (%d invalid, %.0f MB) into %s in %.1fs\n",
+		p.Events, p.Invalid, float64(p.Bytes)/1e6, p.Topic, p.Seconds)
+}
+
+func (r *runner) finish(t *Throughput, before, after usage) {
+	if t.Seconds > 0 {
+		t.EPS = float64(t.Produced.Events) / t.Seconds
+		t.MBPerSecond = float64(t.Produced.Bytes) / 1e6 / t.Seconds
+	}
+	t.Process = costBetween(before, after, t.Produced.Events)
+	fmt.Fprintf(r.out, "  => %s: %.0f events/s (%.1f MB/s) over %.2fs after a %.1fs join; committed at %.2fs; process CPU %.2fs (%.2f s/M events), %.1f mallocs/event\n",
+		t.Name, t.EPS, t.MBPerSecond, t.Seconds, t.JoinSeconds, t.CommitSeconds, t.Process.CPUSeconds, t.Process.CPUSecondsPerM, t.Process.MallocsPerEvent)
+}
+
+// waitFor polls cond every period until it holds, and returns when it did.
+func waitFor(ctx context.Context, period time.Duration, cond func() bool) (time.Time, error) {
+	for {
+		if cond() {
+			return time.Now(), nil
+		}
+		select {
+		case <-ctx.Done():
+			return time.Time{}, ctx.Err()
+		case <-time.After(period):
+		}
+	}
+}
+
+// track polls resolved until it reaches n, printing progress once a second,
+// and returns when it did.
+func (r *runner) track(ctx context.Context, name string, n int, since time.Time, resolved func() int64) (time.Time, error) {
+	next := time.Now().Add(time.Second)
+	at, err := waitFor(ctx, 10*time.Millisecond, func() bool {
+		v := resolved()
+		if now := time.Now(); now.After(next) {
+			next = next.Add(time.Second)
+			el := now.Sub(since).Seconds()
+			fmt.Fprintf(r.out, "  [%s %4.1fs] resolved %8d / %d (%.0f/s)\n", name, el, v, n, float64(v)/el)
+		}
+		return v >= int64(n)
+	})
+	if err != nil {
+		return at, fmt.Errorf("%d of %d events resolved: %w", resolved(), n, err)
+	}
+	return at, nil
+}
+
+// appConfig is config.Default() pointed at the benchmark's broker, topic and
+// sink. Everything else keeps its default: all features stay on.
+func (r *runner) appConfig(topic, group, dlq, url string) config.Config {
+	cfg := config.Default()
+	cfg.Kafka.Brokers = r.c.brokers
+	cfg.Kafka.Topics = []string{topic}
+	cfg.Kafka.Group = group
+	// A faster join than kafka-go's defaults; the join is not measured.
+	cfg.Kafka.HeartbeatInterval = time.Second
+	cfg.Kafka.SessionTimeout = 10 * time.Second
+	cfg.Kafka.RebalanceTimeout = 15 * time.Second
+	cfg.Amplitude.APIKey = "bench-api-key-0123456789abcdef"
+	cfg.Amplitude.URL = url
+	cfg.DLQ.Topic = dlq
+	// Serves /metrics and the status page while the run lasts; idle otherwise.
+	cfg.Admin.Addr = "127.0.0.1:0"
+	cfg.Shutdown.DrainTimeout = 10 * time.Second
+	cfg.Log.Level = "warn"
+	return cfg
+}
+
+// benchEmulator returns the emulator with Amplitude's documented limits and
+// bounded memory: no raw events, a one-entry inspection log. Its limits are
+// not raised: the mixes stay below them (see burstPerDevice), and any 429
+// shows in the run's emulator stats.
+func benchEmulator(log zerolog.Logger) *emulator.Emulator {
+	ec := emulator.DefaultConfig()
+	ec.KeepRaw = false
+	ec.MaxLogEvents = 1
+	return emulator.New(ec, log)
+}
+
+// ampstream runs the real pipeline in-process on a pre-produced topic.
+func (r *runner) ampstream(ctx context.Context, name string, mix Mix, n int, emu bool, profile io.Writer) (*Throughput, error) {
+	ctx, cancel := r.phaseCtx(ctx)
+	defer cancel()
+	sinkName := "trivial"
+	if emu {
+		sinkName = "emulator"
+	}
+	fmt.Fprintf(r.out, "\n[%s] ampstream, %s mix, %s sink: producing %d events…\n", name, mix, sinkName, n)
+	p, err := r.c.produce(ctx, "bench-"+strings.ReplaceAll(name, "_", "-"), mix, r.o.Seed, n, r.o.Partitions)
+	dlq := uniqueName("bench-dlq")
+	defer r.c.deleteTopics(context.WithoutCancel(ctx), p.Topic, dlq)
+	if err != nil {
+		return nil, err
+	}
+	r.produced(p)
+	if err := r.c.createTopic(ctx, dlq, 1); err != nil {
+		return nil, err
+	}
+
+	var url string
+	var s *sink
+	var e *emulator.Emulator
+	if emu {
+		e = benchEmulator(r.log)
+		srv, err := emulator.Start(context.WithoutCancel(ctx), "127.0.0.1:0", e)
+		if err != nil {
+			return nil, err
+		}
+		defer func() { _ = srv.Close() }()
+		url = srv.URL()
+	} else {
+		if s, err = startSink(r.o.CountEvents, false); err != nil {
+			return nil, err
+		}
+		defer func() { _ = s.close() }()
+		url = s.url()
+	}
+
+	group := uniqueName("bench-" + name)
+	cfg := r.appConfig(p.Topic, group, dlq, url)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	reg := prometheus.NewRegistry()
+	a, err := app.New(cfg, r.log, reg, app.Build{Version: "bench", Commit: "bench"})
+	if err != nil {
+		return nil, err
+	}
+	t := &Throughput{Name: name, Forward: "ampstream", Sink: sinkName, Produced: p, Profiled: profile != nil}
+	runtime.GC()
+	before := takeUsage()
+	if profile != nil {
+		if err := pprof.StartCPUProfile(profile); err != nil {
+			return nil, fmt.Errorf("start CPU profile: %w", err)
+		}
+	}
+	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- a.Run(runCtx) }()
+
+	resolved := func() int64 {
+		snap := metrics.Snapshot(reg)
+		var v float64
+		for k, x := range snap {
+			if strings.HasPrefix(k, "ampstream_dlq_events_total{") ||
+				(strings.HasPrefix(k, "ampstream_events_forwarded_total{") && strings.HasSuffix(k, ",outcome=accepted}")) {
+				v += x
+			}
+		}
+		return int64(v)
+	}
+	joined, err := waitFor(ctx, 5*time.Millisecond, a.Consumer.Ready)
+	if err == nil {
+		t.JoinSeconds = joined.Sub(before.at).Seconds()
+		var resolvedAt time.Time
+		resolvedAt, err = r.track(ctx, name, p.Events, joined, resolved)
+		t.Seconds = resolvedAt.Sub(joined).Seconds()
+	}
+	if err == nil {
+		var committedAt time.Time
+		committedAt, err = r.c.waitCommitted(ctx, group, p.Topic, p.end)
+		t.CommitSeconds = committedAt.Sub(joined).Seconds()
+	}
+	if profile != nil {
+		pprof.StopCPUProfile()
+	}
+	after := takeUsage()
+	stop()
+	if rerr := <-done; err == nil && rerr != nil {
+		err = fmt.Errorf("ampstream: %w", rerr)
+	}
+	t.Resolved = resolved()
+	r.collect(t, metrics.Snapshot(reg))
+	if s != nil {
+		ss := s.stats()
+		t.SinkStats = &ss
+	}
+	if e != nil {
+		st := e.Stats()
+		t.EmuStats = &st
+	}
+	if err != nil {
+		return t, err
+	}
+	r.finish(t, before, after)
+	r.lanes(t)
+	return t, nil
+}
+
+// collect copies the interesting ampstream counters.
+func (r *runner) collect(t *Throughput, snap map[string]float64) {
+	t.Accepted, t.Requests, t.Counters = map[string]int64{}, map[string]int64{}, map[string]float64{}
+	for k, v := range snap {
+		switch {
+		case strings.HasPrefix(k, "ampstream_events_forwarded_total{"):
+			if lane, ok := strings.CutSuffix(strings.TrimPrefix(k, "ampstream_events_forwarded_total{lane="), ",outcome=accepted}"); ok {
+				t.Accepted[lane] = int64(v)
+			} else {
+				t.Counters[k] = v
+			}
+		case strings.HasPrefix(k, "ampstream_dlq_events_total{"):
+			t.DeadLettered += int64(v)
+		case strings.HasPrefix(k, "ampstream_amplitude_requests_total{"):
+			l := strings.TrimSuffix(strings.TrimPrefix(k, "ampstream_amplitude_requests_total{"), "}")
+			t.Requests[l] = int64(v)
+		case strings.HasPrefix(k, "ampstream_lane_switches_total"), strings.HasPrefix(k, "ampstream_fetch_blocked_total"),
+			strings.HasPrefix(k, "ampstream_throttled_events_total"), strings.HasPrefix(k, "ampstream_commits_total"),
+			strings.HasPrefix(k, "ampstream_events_consumed_total"), strings.HasPrefix(k, "ampstream_dlq_write_errors_total"):
+			t.Counters[k] = v
+		}
+	}
+}
+
+func (r *runner) lanes(t *Throughput) {
+	fmt.Fprintf(r.out, "     lanes: realtime %d, batch %d accepted; %d dead-lettered; requests %v\n",
+		t.Accepted["realtime"], t.Accepted["batch"], t.DeadLettered, t.Requests)
+	if t.EmuStats != nil {
+		fmt.Fprintf(r.out, "     emulator: ingested %d, duplicates %d, throttled %d, invalid %d, statuses %v\n",
+			t.EmuStats.Ingested, t.EmuStats.Duplicates, t.EmuStats.Throttled, t.EmuStats.Invalid, t.EmuStats.ByStatus)
+	}
+}
+
+// latency produces a realtime-heavy mix at a fixed rate while ampstream
+// consumes it, and summarises produce→acceptance per lane. The producer
+// stamps each event's "time" field at generation (ms); the sink subtracts
+// it from the arrival time of the request that carried the event.
+func (r *runner) latency(ctx context.Context) (*LatencyRun, error) {
+	ctx, cancel := r.phaseCtx(ctx)
+	defer cancel()
+	o := r.o
+	fmt.Fprintf(r.out, "\n[latency] ampstream, realtime-heavy mix at %d events/s for %s, trivial sink\n", o.LatencyRate, o.LatencyDuration)
+	topic, dlq := uniqueName("bench-latency"), uniqueName("bench-dlq")
+	defer r.c.deleteTopics(context.WithoutCancel(ctx), topic, dlq)
+	if err := r.c.createTopic(ctx, topic, o.Partitions); err != nil {
+		return nil, err
+	}
+	if err := r.c.createTopic(ctx, dlq, 1); err != nil {
+		return nil, err
+	}
+	s, err := startSink(true, true)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = s.close() }()
+	cfg := r.appConfig(topic, uniqueName("bench-latency"), dlq, s.url())
+	reg := prometheus.NewRegistry()
+	a, err := app.New(cfg, r.log, reg, app.Build{Version: "bench", Commit: "bench"})
+	if err != nil {
+		return nil, err
+	}
+	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- a.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+	if _, err := waitFor(ctx, 5*time.Millisecond, a.Consumer.Ready); err != nil {
+		return nil, err
+	}
+	// Let every partition reader make its first fetch before the clock runs.
+	select {
+	case <-time.After(time.Second):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+
+	w := r.c.writer(topic)
+	w.BatchSize, w.BatchTimeout = 100, time.Millisecond
+	defer func() { _ = w.Close() }()
+	total := int(float64(o.LatencyRate) * o.LatencyDuration.Seconds())
+	gen := newGenerator(MixRealtime, o.Seed+1, total)
+	lr := &LatencyRun{Rate: o.LatencyRate}
+	start := time.Now()
+	tick := time.NewTicker(10 * time.Millisecond)
+	var batch []kafka.Message
+	for lr.Produced < total {
+		select {
+		case <-ctx.Done():
+			tick.Stop()
+			return nil, ctx.Err()
+		case <-tick.C:
+		}
+		due := min(int(float64(o.LatencyRate)*time.Since(start).Seconds()), total) - lr.Produced
+		batch = batch[:0]
+		for range due {
+			batch = append(batch, gen.next())
+		}
+		if len(batch) == 0 {
+			continue
+		}
+		if err := w.WriteMessages(ctx, batch...); err != nil {
+			tick.Stop()
+			return nil, writeErr(err)
+		}
+		lr.Produced += len(batch)
+	}
+	tick.Stop()
+	lr.Seconds = time.Since(start).Seconds()
+	lr.AchievedRate = float64(lr.Produced) / lr.Seconds
+	_, err = waitFor(ctx, 10*time.Millisecond, func() bool {
+		snap := metrics.Snapshot(reg)
+		var v float64
+		for k, x := range snap {
+			if strings.HasPrefix(k, "ampstream_dlq_events_total{") ||
+				(strings.HasPrefix(k, "ampstream_events_forwarded_total{") && strings.HasSuffix(k, ",outcome=accepted}")) {
+				v += x
+			}
+		}
+		return int(v) >= lr.Produced
+	})
+	if err != nil {
+		return nil, fmt.Errorf("latency run did not resolve its %d events: %w", lr.Produced, err)
+	}
+	lr.Realtime, lr.Batch = s.latencies()
+	fmt.Fprintf(r.out, "  => produced %d at %.0f/s; realtime lane (%d events) p50 %.0f ms, p90 %.0f ms, p99 %.0f ms, max %.0f ms; batch lane (%d events) p50 %.0f ms, p99 %.0f ms\n",
+		lr.Produced, lr.AchievedRate, lr.Realtime.Events, lr.Realtime.P50MS, lr.Realtime.P90MS, lr.Realtime.P99MS, lr.Realtime.MaxMS,
+		lr.Batch.Events, lr.Batch.P50MS, lr.Batch.P99MS)
+	return lr, nil
+}
+
+// cost measures ampstream's own RSS and CPU on the batch-heavy mix: as a
+// child process when a binary is known, else from the in-process run.
+func (r *runner) cost(ctx context.Context) (*Cost, error) {
+	c := &Cost{}
+	if b, bt := r.res.Baseline, r.res.BatchTrivial; b != nil && bt != nil {
+		c.MallocsPerEvent = bt.Process.MallocsPerEvent - b.Process.MallocsPerEvent
+	}
+	if r.o.Binary == "" {
+		bt := r.res.BatchTrivial
+		c.Method = "in-process"
+		c.Events = bt.Produced.Events
+		c.Seconds = bt.Seconds
+		c.PeakRSSMB = vmHWM("self")
+		c.CPUSeconds = bt.Process.CPUSeconds
+		c.CPUSecondsPerM = bt.Process.CPUSecondsPerM
+		fmt.Fprintf(r.out, "\n[cost] in-process (whole benchmark process, broker and sink included): peak RSS %.0f MB, %.2f CPU s per million events\n",
+			c.PeakRSSMB, c.CPUSecondsPerM)
+		return c, nil
+	}
+	ctx, cancel := r.phaseCtx(ctx)
+	defer cancel()
+	c.Method = "child-process"
+	n := r.o.Events
+	fmt.Fprintf(r.out, "\n[cost] ampstream as a child process (%s run), batch-heavy mix, trivial sink: producing %d events…\n", r.o.Binary, n)
+	p, err := r.c.produce(ctx, "bench-cost", MixBatch, r.o.Seed, n, r.o.Partitions)
+	dlq := uniqueName("bench-dlq")
+	defer r.c.deleteTopics(context.WithoutCancel(ctx), p.Topic, dlq)
+	if err != nil {
+		return nil, err
+	}
+	r.produced(p)
+	if err := r.c.createTopic(ctx, dlq, 1); err != nil {
+		return nil, err
+	}
+	s, err := startSink(r.o.CountEvents, false)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = s.close() }()
+	group := uniqueName("bench-cost")
+	cfg := r.appConfig(p.Topic, group, dlq, s.url())
+	args := []string{"run",
+		"--kafka.brokers=" + strings.Join(cfg.Kafka.Brokers, ","),
+		"--kafka.topics=" + p.Topic,
+		"--kafka.group=" + group,
+		"--kafka.heartbeat_interval=" + cfg.Kafka.HeartbeatInterval.String(),
+		"--kafka.session_timeout=" + cfg.Kafka.SessionTimeout.String(),
+		"--kafka.rebalance_timeout=" + cfg.Kafka.RebalanceTimeout.String(),
+		"--amplitude.api_key=" + cfg.Amplitude.APIKey.Reveal(),
+		"--amplitude.url=" + cfg.Amplitude.URL,
+		"--dlq.topic=" + dlq,
+		"--admin.addr=127.0.0.1:0",
+		"--shutdown.drain_timeout=" + cfg.Shutdown.DrainTimeout.String(),
+		"--log.level=warn",
+	}
+	cmd := exec.Command(r.o.Binary, args...)
+	// Only the child's own settings: no AMPSTREAM_* from our environment.
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "AMPSTREAM_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Stdout, cmd.Stderr = io.Discard, r.out
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", r.o.Binary, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	var doneAt time.Time
+	waitErr := make(chan error, 1)
+	go func() {
+		var err error
+		doneAt, err = r.c.waitCommitted(ctx, group, p.Topic, p.end)
+		waitErr <- err
+	}()
+	select {
+	case err = <-waitErr:
+		c.PeakRSSMB = vmHWM(strconv.Itoa(cmd.Process.Pid))
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		if werr := <-exited; err == nil && werr != nil {
+			err = fmt.Errorf("ampstream child: %w", werr)
+		}
+	case werr := <-exited:
+		cancel()
+		<-waitErr
+		err = fmt.Errorf("ampstream child exited before committing everything: %v", werr)
+	}
+	if err != nil {
+		return c, err
+	}
+	ps := cmd.ProcessState
+	c.Events = n
+	c.Seconds = doneAt.Sub(start).Seconds()
+	c.CPUSeconds = (ps.UserTime() + ps.SystemTime()).Seconds()
+	c.CPUSecondsPerM = c.CPUSeconds / (float64(n) / 1e6)
+	if ru, ok := ps.SysUsage().(*syscall.Rusage); ok && ru.Maxrss > 0 {
+		c.PeakRSSMB = max(c.PeakRSSMB, float64(ru.Maxrss)/1024)
+	}
+	fmt.Fprintf(r.out, "  => child: %d events committed %.1fs after start (join included); peak RSS %.0f MB; %.2f CPU s (%.2f s per million events)\n",
+		n, c.Seconds, c.PeakRSSMB, c.CPUSeconds, c.CPUSecondsPerM)
+	return c, nil
+}

@@ -1,0 +1,69 @@
+package bench
+
+import (
+	"bufio"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// usage is a snapshot of this process's resource counters.
+type usage struct {
+	at      time.Time
+	cpu     time.Duration // user + system
+	mallocs uint64
+	gcs     uint32
+}
+
+func takeUsage() usage {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return usage{
+		at:      time.Now(),
+		cpu:     time.Duration(ru.Utime.Nano() + ru.Stime.Nano()),
+		mallocs: ms.Mallocs,
+		gcs:     ms.NumGC,
+	}
+}
+
+// ProcessCost is what the whole benchmark process spent during a run: the
+// forwarder under test and also the in-process broker, the sink and (for
+// the emulator runs) the emulator, which share its CPU and heap.
+type ProcessCost struct {
+	CPUSeconds      float64 `json:"cpu_seconds"`
+	CPUSecondsPerM  float64 `json:"cpu_s_per_million_events"`
+	MallocsPerEvent float64 `json:"mallocs_per_event"`
+	GCCycles        uint32  `json:"gc_cycles"`
+}
+
+func costBetween(a, b usage, events int) ProcessCost {
+	c := ProcessCost{CPUSeconds: (b.cpu - a.cpu).Seconds(), GCCycles: b.gcs - a.gcs}
+	if events > 0 {
+		c.CPUSecondsPerM = c.CPUSeconds / (float64(events) / 1e6)
+		c.MallocsPerEvent = float64(b.mallocs-a.mallocs) / float64(events)
+	}
+	return c
+}
+
+// vmHWM reads a /proc/<pid>/status peak-RSS line in MB; 0 when unavailable.
+func vmHWM(pid string) float64 {
+	f, err := os.Open("/proc/" + pid + "/status")
+	if err != nil {
+		return 0
+	}
+	defer func() { _ = f.Close() }()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
