@@ -3,6 +3,7 @@
 //	ampstream run       the service (configuration: flags, AMPSTREAM_* env, --config file)
 //	ampstream demo      everything in one process: Kafka, an Amplitude emulator, traffic
 //	ampstream emulate   the Amplitude API emulator, for testing your own pipelines
+//	ampstream replay    re-drive dead-lettered events once their cause is fixed
 //	ampstream version
 package main
 
@@ -48,6 +49,7 @@ Usage:
   ampstream run [flags]       run the service (see --help for every setting)
   ampstream demo [flags]      embedded demo: in-process Kafka + Amplitude emulator + traffic
   ampstream emulate [flags]   run the Amplitude API emulator
+  ampstream replay [flags]    re-drive dead-lettered events (--dry-run, --reason, --since)
   ampstream version           print the version
 `
 
@@ -63,6 +65,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runDemo(ctx, args[1:], stdout, stderr)
 	case "emulate":
 		return runEmulate(ctx, args[1:], stdout, stderr)
+	case "replay":
+		return runReplay(ctx, args[1:], getenv, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "ampstream %s (%s)\n", version, commit)
 		return nil

@@ -14,7 +14,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"time"
 
@@ -55,7 +54,7 @@ type App struct {
 
 // New builds an App. It does not connect to anything yet.
 func New(cfg config.Config, log zerolog.Logger, reg *prometheus.Registry, build Build) (*App, error) {
-	dialer, transport, err := kafkaClients(cfg.Kafka)
+	dialer, transport, err := KafkaClients(cfg.Kafka)
 	if err != nil {
 		return nil, err
 	}
@@ -206,7 +205,8 @@ func (a *App) ready() error {
 	return errors.Join(errs...)
 }
 
-func kafkaClients(k config.Kafka) (*kafka.Dialer, *kafka.Transport, error) {
+// KafkaClients builds the kafka-go dialer and transport (TLS, SASL) of k.
+func KafkaClients(k config.Kafka) (*kafka.Dialer, *kafka.Transport, error) {
 	tlsCfg, err := k.TLS.ClientConfig()
 	if err != nil {
 		return nil, nil, fmt.Errorf("kafka TLS: %w", err)
@@ -221,7 +221,6 @@ func kafkaClients(k config.Kafka) (*kafka.Dialer, *kafka.Transport, error) {
 		DualStack:     true,
 		TLS:           tlsCfg,
 		SASLMechanism: mech,
-		Resolver:      &net.Resolver{},
 	}
 	transport := &kafka.Transport{
 		ClientID:    k.ClientID,

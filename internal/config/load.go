@@ -30,6 +30,19 @@ const (
 // and exit 0. Every other error wraps ErrInvalid, ErrMissing, ErrUnknownKey or
 // ErrFile; several problems are joined with errors.Join.
 func Load(args []string, getenv func(string) string) (Config, error) {
+	c, err := Parse(args, getenv)
+	if err != nil {
+		return Config{}, err
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// Parse is Load without Validate, for tools that need only part of the
+// configuration (ampstream replay needs the Kafka settings, not the API key).
+func Parse(args []string, getenv func(string) string) (Config, error) {
 	table := settings()
 
 	fs := flag.NewFlagSet("ampstream", flag.ContinueOnError)
@@ -84,9 +97,6 @@ func Load(args []string, getenv func(string) string) (Config, error) {
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		return Config{}, err
-	}
-	if err := c.Validate(); err != nil {
 		return Config{}, err
 	}
 	return c, nil
