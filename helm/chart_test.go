@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -35,6 +36,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/ampstream/ampstream/internal/config"
 	"github.com/ampstream/ampstream/internal/metrics"
 )
 
@@ -938,4 +940,97 @@ func TestMetricNamesExist(t *testing.T) {
 		found := used[n] || used[n+"_bucket"] || used[n+"_sum"] || used[n+"_count"]
 		assert.Truef(t, found, "%s is exported but neither charted, alerted on nor documented", n)
 	}
+}
+
+// TestRenderedConfigIsAccepted loads the rendered config file with the service's own loader,
+// with the environment the pod gets (secret references filled with stand-ins), and validates
+// it: the chart can only produce configurations ampstream starts with.
+func TestRenderedConfigIsAccepted(t *testing.T) {
+	for name, tc := range map[string]struct {
+		vals  map[string]any
+		drain time.Duration
+	}{
+		"default":     {values(t, "", "amplitude.apiKey=stand-in-key"), 20 * time.Second},
+		"full":        {values(t, fullValues), 30 * time.Second},
+		"sasl-inline": {values(t, "", "config.kafka.sasl.mechanism=scram-sha-256,kafkaSasl.username=u,kafkaSasl.password=p"), 20 * time.Second},
+		"drain-45s":   {values(t, "", "shutdown.drainTimeoutSeconds=45,config.kafka.rebalance_timeout=60s"), 45 * time.Second},
+	} {
+		t.Run(name, func(t *testing.T) {
+			m := render(t, tc.vals)
+			cm := m.get(t, "ConfigMap", fullname).(*corev1.ConfigMap)
+			path := filepath.Join(t.TempDir(), "config.yaml")
+			require.NoError(t, os.WriteFile(path, []byte(cm.Data["config.yaml"]), 0o600))
+
+			env := map[string]string{}
+			for _, e := range m.deployment(t).Spec.Template.Spec.Containers[0].Env {
+				switch {
+				case e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil:
+					env[e.Name] = "stand-in-" + e.ValueFrom.SecretKeyRef.Key
+				default:
+					env[e.Name] = e.Value
+				}
+			}
+			cfg, err := config.Load([]string{"--config", path}, func(k string) string { return env[k] })
+			require.NoError(t, err)
+			assert.Equal(t, tc.drain, cfg.Shutdown.DrainTimeout)
+			assert.Equal(t, ":9090", cfg.Admin.Addr)
+			grace := time.Duration(*m.deployment(t).Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second
+			assert.Greater(t, grace, cfg.Shutdown.DrainTimeout)
+		})
+	}
+}
+
+// TestSchemaCoversSettings keeps values.schema.json's config section in step with the
+// service's settings: every setting can be given (except the secrets and the two keys the
+// chart writes itself, which the schema refuses), and the schema knows no setting the
+// service does not.
+func TestSchemaCoversSettings(t *testing.T) {
+	b, err := os.ReadFile("ampstream/values.schema.json")
+	require.NoError(t, err)
+	var schema map[string]any
+	require.NoError(t, json.Unmarshal(b, &schema))
+	cfg := schema["properties"].(map[string]any)["config"].(map[string]any)
+
+	allowed, refused := map[string]bool{}, map[string]bool{}
+	var walk func(prefix string, node map[string]any)
+	walk = func(prefix string, node map[string]any) {
+		if _, ok := node["not"]; ok {
+			refused[prefix] = true
+			return
+		}
+		props, ok := node["properties"].(map[string]any)
+		if !ok || node["type"] != "object" {
+			allowed[prefix] = true
+			return
+		}
+		assert.Equalf(t, false, node["additionalProperties"], "%s: unknown keys are refused", prefix)
+		for k, v := range props {
+			key := k
+			if prefix != "" {
+				key = prefix + "." + k
+			}
+			walk(key, v.(map[string]any))
+		}
+	}
+	walk("", cfg)
+
+	settings := map[string]bool{}
+	for _, e := range config.Default().Entries() {
+		settings[e.Key] = true
+		covered := allowed[e.Key] || refused[e.Key] || refused[strings.Split(e.Key, ".")[0]]
+		assert.Truef(t, covered, "setting %s is missing from values.schema.json (config.%s)", e.Key, e.Key)
+	}
+	for k := range allowed {
+		assert.Truef(t, settings[k], "values.schema.json allows config.%s, which is not an ampstream setting", k)
+	}
+	assert.ElementsMatch(t, []string{"amplitude.api_key", "kafka.sasl.username", "kafka.sasl.password", "shutdown.drain_timeout", "admin"},
+		keys(refused), "secrets and chart-owned keys are refused in config")
+}
+
+func keys(m map[string]bool) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
 }
