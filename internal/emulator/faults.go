@@ -1,8 +1,10 @@
 package emulator
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -247,17 +249,27 @@ func (e *Emulator) serveFault(w http.ResponseWriter, r *http.Request, route stri
 		real, processed = e.handle(route, r), true
 	}
 	if f.Delay > 0 {
+		if !processed {
+			// net/http notices a client hanging up only once the body has
+			// been read to the end, so read it now and keep it for later.
+			b, err := io.ReadAll(io.LimitReader(r.Body, int64(max(e.cfg.HTTPAPI.MaxBytes, e.cfg.Batch.MaxBytes))*2+1))
+			if err != nil {
+				panic(http.ErrAbortHandler) // the client is gone already
+			}
+			r.Body = io.NopCloser(bytes.NewReader(b))
+		}
 		t := time.NewTimer(f.Delay)
 		defer t.Stop()
 		select {
 		case <-t.C:
 		case <-r.Context().Done():
-			// The client gave up or the server is shutting down: nobody is
-			// left to answer.
+			// The client gave up or the server is shutting down. Returning
+			// normally would send an empty 200 to a client still there;
+			// aborting closes the connection instead.
 			e.mu.Lock()
 			e.store.stats.Abandoned++
 			e.mu.Unlock()
-			return
+			panic(http.ErrAbortHandler)
 		}
 	}
 	if f.Reset {
