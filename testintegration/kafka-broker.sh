@@ -93,10 +93,11 @@ num.io.threads=4
 PROPS
 }
 
-java_cmd() {
-	# The classpath wildcard is expanded by the JVM, not the shell.
-	java $heap -Djava.awt.headless=true -Dlog4j2.configurationFile="$here/broker/log4j2.properties" \
-		-cp "$lib/*" "$@"
+# java_args builds the JVM command line; the classpath wildcard is expanded by the JVM, not the
+# shell, and $heap is split into flags on purpose.
+java_args() {
+	# shellcheck disable=SC2206
+	jargs=(java $heap -Djava.awt.headless=true -Dlog4j2.configurationFile="$here/broker/log4j2.properties" -cp "$lib/*" "$@")
 }
 
 start() {
@@ -120,16 +121,17 @@ start() {
 	# prints); generating it here saves one JVM start.
 	local cluster_id
 	cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
-	if ! java_cmd kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" >"$logfile" 2>&1; then
+	java_args kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties"
+	if ! "${jargs[@]}" >"$logfile" 2>&1; then
 		cat "$logfile" >&2
 		log "formatting storage failed"
 		return 1
 	fi
 	log "starting Apache Kafka $version on $bootstrap (controller $host:$cport), log $logfile"
 	# setsid: the broker must outlive this script and not get the caller's terminal signals.
-	setsid bash -c 'exec "$@"' _ java $heap -Djava.awt.headless=true \
-		-Dlog4j2.configurationFile="$here/broker/log4j2.properties" \
-		-cp "$lib/*" kafka.Kafka "$dir/server.properties" >>"$logfile" 2>&1 </dev/null &
+	# bash -c 'exec …' keeps the recorded pid the JVM's own (setsid alone may fork).
+	java_args kafka.Kafka "$dir/server.properties"
+	setsid bash -c 'exec "$@"' _ "${jargs[@]}" >>"$logfile" 2>&1 </dev/null &
 	echo $! >"$pidfile"
 	local pid=$! deadline=$((SECONDS + timeout))
 	until port_open "$port" && grep -q "Kafka Server started" "$logfile"; do
