@@ -82,6 +82,7 @@ type ruleGroups struct {
 	Groups []struct {
 		Name  string `json:"name"`
 		Rules []struct {
+			Record      string            `json:"record"`
 			Alert       string            `json:"alert"`
 			Expr        string            `json:"expr"`
 			For         string            `json:"for"`
@@ -718,7 +719,9 @@ func TestRunbookURLOverride(t *testing.T) {
 	pr := m.get(t, "PrometheusRule", fullname).(*prometheusRule)
 	for _, g := range pr.Spec.Groups {
 		for _, r := range g.Rules {
-			assert.Equal(t, "https://wiki.example.com/ampstream#"+strings.ToLower(r.Alert), r.Annotations["runbook_url"])
+			if r.Alert != "" {
+				assert.Equal(t, "https://wiki.example.com/ampstream#"+strings.ToLower(r.Alert), r.Annotations["runbook_url"])
+			}
 		}
 	}
 }
@@ -751,9 +754,16 @@ func TestAlertRules(t *testing.T) {
 	require.NoError(t, err)
 	anchors := markdownAnchors(string(runbook))
 
-	var alerts []string
+	var alerts, records []string
 	for _, g := range rg.Groups {
 		for _, r := range g.Rules {
+			if r.Record != "" {
+				records = append(records, r.Record)
+				assert.Empty(t, r.Alert, r.Record)
+				assert.Regexp(t, `^[a-z_]+:[a-z_]+:[a-z0-9_]+$`, r.Record, "level:metric:operations")
+				assert.NotEmpty(t, strings.TrimSpace(r.Expr), r.Record)
+				continue
+			}
 			alerts = append(alerts, r.Alert)
 			require.NotEmpty(t, r.Alert, "group %s has a rule without alert name", g.Name)
 			assert.NotEmpty(t, strings.TrimSpace(r.Expr), r.Alert)
@@ -773,10 +783,21 @@ func TestAlertRules(t *testing.T) {
 		"AmpstreamLagHigh", "AmpstreamPartitionStalled", "AmpstreamLagNotDecreasing", "AmpstreamUnauthorized",
 		"AmpstreamThrottling", "AmpstreamDLQ", "AmpstreamAmplitudeErrors", "AmpstreamRebalanceStorm",
 		"AmpstreamMetricsAbsent", "AmpstreamNoPartitions",
+		"AmpstreamFreshnessBudgetBurn", "AmpstreamFreshnessBudgetBurnSlow",
 	} {
 		assert.Contains(t, alerts, want)
 	}
 	assert.Len(t, alerts, len(uniq(alerts)), "alert names are unique")
+	assert.Len(t, records, len(uniq(records)), "recording rule names are unique")
+	// Every recorded series an alert reads is recorded.
+	recorded := regexp.MustCompile(`\b[a-z_]+:[a-z_]+:[a-z0-9_]+\b`)
+	for _, g := range rg.Groups {
+		for _, r := range g.Rules {
+			for _, name := range recorded.FindAllString(r.Expr, -1) {
+				assert.Containsf(t, records, name, "%s%s reads %s", r.Alert, r.Record, name)
+			}
+		}
+	}
 }
 
 func uniq(s []string) []string {
@@ -907,7 +928,8 @@ func exportedNames(t *testing.T) map[string]bool {
 // chart (KEDA query, NOTES) and the operator docs is one the service registers.
 func TestMetricNamesExist(t *testing.T) {
 	exported := exportedNames(t)
-	seriesName := regexp.MustCompile(`\bampstream_[a-z0-9_]+`)
+	// A name right after a colon is part of a recording rule's level:metric:operations name.
+	seriesName := regexp.MustCompile(`(^|[^:a-zA-Z0-9_])(ampstream_[a-z0-9_]+)`)
 	used := map[string]bool{}
 	for _, f := range []string{
 		dashboardFile, rulesFile, chartDashboard, chartRules, runbookFile, operatingFile,
@@ -915,11 +937,12 @@ func TestMetricNamesExist(t *testing.T) {
 	} {
 		b, err := os.ReadFile(f)
 		require.NoError(t, err)
-		names := seriesName.FindAllString(string(b), -1)
+		matches := seriesName.FindAllStringSubmatch(string(b), -1)
 		if f == dashboardFile || f == rulesFile {
-			require.NotEmpty(t, names, f)
+			require.NotEmpty(t, matches, f)
 		}
-		for _, n := range names {
+		for _, match := range matches {
+			n := match[2]
 			used[n] = true
 			name := n
 			if !exported[name] {
