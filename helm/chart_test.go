@@ -697,13 +697,19 @@ func TestChecksumAnnotations(t *testing.T) {
 
 func TestGracePeriodCoversDrainTimeout(t *testing.T) {
 	for _, drain := range []int{1, 20, 45, 120} {
-		m := render(t, values(t, "", fmt.Sprintf("shutdown.drainTimeoutSeconds=%d", drain)))
+		m := render(t, values(t, "", fmt.Sprintf("shutdown.drainTimeoutSeconds=%d,config.kafka.rebalance_timeout=%ds", drain, drain+30)))
 		grace := *m.deployment(t).Spec.Template.Spec.TerminationGracePeriodSeconds
 		assert.GreaterOrEqualf(t, grace, int64(drain+5), "drain %d s", drain)
 		assert.Equal(t, map[string]any{"drain_timeout": fmt.Sprintf("%ds", drain)}, configFile(t, m)["shutdown"])
 	}
 	_, err := renderRaw(t, values(t, "", "shutdown.gracePeriodMarginSeconds=0"))
 	assert.Error(t, err, "a margin below 5 s leaves no time to commit and leave the group")
+
+	// ampstream refuses rebalance_timeout <= drain_timeout; with the 30 s default the chart
+	// says so at install time instead of in a crash loop.
+	_, err = renderRaw(t, values(t, "", "shutdown.drainTimeoutSeconds=30"))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "set config.kafka.rebalance_timeout above it")
 }
 
 func TestImage(t *testing.T) {
