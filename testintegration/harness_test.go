@@ -90,7 +90,8 @@ type running struct {
 	App  *app.App
 	Reg  *prometheus.Registry
 	stop context.CancelFunc
-	done chan error
+	done chan struct{} // closed when Run returned
+	err  error         // Run's result, valid after done
 }
 
 // Stop sends the SIGTERM path (context cancellation) and waits for Run.
@@ -98,9 +99,9 @@ func (r *running) Stop(t *testing.T) {
 	t.Helper()
 	r.stop()
 	select {
-	case err := <-r.done:
-		if err != nil {
-			t.Errorf("app.Run returned %v after shutdown, want nil", err)
+	case <-r.done:
+		if r.err != nil {
+			t.Errorf("app.Run returned %v after shutdown, want nil", r.err)
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("app.Run did not return within 30s of shutdown")
@@ -119,8 +120,8 @@ func (h *harness) start(cfg config.Config) *running {
 		h.t.Fatalf("app.New: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{App: a, Reg: reg, stop: cancel, done: make(chan error, 1)}
-	go func() { r.done <- a.Run(ctx) }()
+	r := &running{App: a, Reg: reg, stop: cancel, done: make(chan struct{})}
+	go func() { r.err = a.Run(ctx); close(r.done) }()
 	h.t.Cleanup(func() {
 		cancel()
 		select {
