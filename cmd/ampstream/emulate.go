@@ -62,13 +62,13 @@ func runEmulate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("emulate: %w", err)
 	}
 	fmt.Fprintf(stdout, "listening on %s\n", srv.URL())
-	log.Info().Str("url", srv.URL()).Int("httpapi_eps", cfg.HTTPAPI.EPS).Dur("httpapi_window", cfg.HTTPAPI.Window).
-		Int("batch_eps", cfg.Batch.EPS).Dur("batch_window", cfg.Batch.Window).Int("batch_daily_quota", cfg.Batch.DailyQuota).
+	log.Info().Str("url", srv.URL()).Int("httpapi_eps", cfg.HTTPAPI.EPS).Stringer("httpapi_window", cfg.HTTPAPI.Window).
+		Int("batch_eps", cfg.Batch.EPS).Stringer("batch_window", cfg.Batch.Window).Int("batch_daily_quota", cfg.Batch.DailyQuota).
 		Float64("fault_rate", cfg.FaultRate).Msg("emulator serving POST /2/httpapi, POST /batch and /debug/")
 	start := time.Now()
 	err = srv.Wait() // returns once ctx is cancelled and the server has stopped
 	st := emu.Stats()
-	log.Info().Dur("uptime", time.Since(start)).Int64("requests", st.Requests).Int64("ingested", st.Ingested).
+	log.Info().Stringer("uptime", time.Since(start).Round(time.Second)).Int64("requests", st.Requests).Int64("ingested", st.Ingested).
 		Int64("duplicates", st.Duplicates).Int64("throttled", st.Throttled).Msg("emulator stopped")
 	if err != nil {
 		return fmt.Errorf("emulate: %w", err)

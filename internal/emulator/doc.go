@@ -44,7 +44,7 @@
 //
 //	curl -s localhost:8080/2/httpapi -H 'Content-Type: application/json' \
 //	  -d '{"api_key":"test-key","events":[{"event_type":"play","device_id":"device-1","insert_id":"a1"}]}'
-//	{"code":200,"events_ingested":1,"payload_size_bytes":103,"server_upload_time":1764257000000}
+//	{"code":200,"events_ingested":1,"payload_size_bytes":95,"server_upload_time":1764257000000}
 //
 //	curl -s 'localhost:8080/debug/events?device_id=device-1'
 //	curl -s localhost:8080/debug/stats

@@ -140,7 +140,11 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	e.write(w, e.handle(route, r))
+	resp := e.handle(route, r)
+	if resp.status != http.StatusOK {
+		e.logger.Debug().Str("path", r.URL.Path).Int("status", resp.status).RawJSON("answer", resp.body).Msg("request refused")
+	}
+	e.write(w, resp)
 }
 
 // response is an answer not yet written.
