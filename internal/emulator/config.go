@@ -71,7 +71,7 @@ type Config struct {
 	// device). Amplitude documents 7 days. 0 disables deduplication.
 	DedupWindow time.Duration
 	// MaxDedupKeys caps the remembered insert_ids; the oldest are forgotten
-	// first. About 100 bytes each. 0 means no cap.
+	// first. About 50 bytes each. 0 means no cap.
 	MaxDedupKeys int
 	// FirstIndexOnly lists only the first failing event index per field in
 	// 400 bodies, as the HTTP V2 doc's wording suggests. The default lists

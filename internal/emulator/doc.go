@@ -21,8 +21,9 @@
 //     client retrying sooner than the window keeps getting 429.
 //   - An event with neither ID is listed under MissingIDField; blocklisted
 //     IDs ("null", "0", ...) under events_with_invalid_id_lengths.
-//   - The 413 byte limit applies after gzip decompression; payload_size_bytes
-//     is the body length as received.
+//   - The 413 limits are inclusive: 2000 events, and 1,000,000 bytes (HTTP V2)
+//     or 20,000,000 (Batch) measured after gzip decompression.
+//     payload_size_bytes is the body length as received.
 //   - Duplicates are answered 200 and counted in events_ingested, but stored
 //     once, under (api_key, device_id or UserDeviceID(user_id), insert_id).
 //
@@ -51,8 +52,22 @@
 //	curl -s localhost:8080/debug/faults -d '{"next":[{"count":2,"fault":{"status":503}}]}'
 //	curl -s localhost:8080/debug/faults -d '{"rate":0.05,"seed":1}'   # random faults
 //	curl -s localhost:8080/debug/faults -d '{"clear":true}'
+//	curl -s localhost:8080/debug/reset -X POST
 //
-// A fault is {"route","status","ingest","body":"empty"|"html","delay":"15s","reset"}.
+// A fault (see Fault) is written as
+//
+//	{"route":"httpapi"|"batch", "status":502, "ingest":true, "body":"empty"|"html", "delay":"15s", "reset":true}
+//
+// with every key optional: {"status":500,"ingest":true} is a 500 after the
+// events were stored, {"delay":"30s"} a slow but real answer, {"reset":true}
+// a dropped connection.
+//
+// # Memory
+//
+// Everything is kept in memory. For long or fast runs set KeepRaw false (no
+// event JSON in the log), MaxLogEvents (log length) and MaxDedupKeys
+// (remembered insert_ids, about 50 bytes each); rate and quota counters
+// follow the active IDs on their own.
 //
 // # Concurrency
 //
