@@ -238,6 +238,11 @@ func (d *Deliverer) Healthy() error {
 // Submit routes it to a lane and hands it to its key's shard. It blocks
 // while the shard's queue is full, until ctx ends.
 func (d *Deliverer) Submit(ctx context.Context, it *Item) error {
+	if d.ctx.Err() != nil {
+		// Checked first: the select below picks at random among ready
+		// cases, and a shard's buffer may have room after Stop.
+		return ErrStopped
+	}
 	now := d.opts.Now()
 	dec := d.policy.Decide(route.Input{
 		Device: it.Key, User: it.UserID, TimeMS: it.TimeMS, Override: it.Override, Lagging: it.Lagging,

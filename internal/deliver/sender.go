@@ -28,6 +28,9 @@ type job struct {
 	res      []result
 	deferred int
 	until    time.Time // end of the hold for deferred items
+	// deferredKeys are the keys with deferred items: their later events in
+	// this job are deferred too, whichever segment they are in.
+	deferredKeys map[*keyState]bool
 }
 
 func (d *Deliverer) laneOpts(l route.Lane) LaneOptions {
@@ -80,6 +83,15 @@ func (d *Deliverer) execute(ctx context.Context, j *job) {
 		if len(seg) == 0 {
 			segs = segs[1:]
 			continue
+		}
+		if len(j.deferredKeys) > 0 {
+			// A segment queued behind a throttled one (a 413 half) must not
+			// carry a deferred key's later events ahead of its deferred ones.
+			if seg = d.deferKeys(j, seg); len(seg) == 0 {
+				segs = segs[1:]
+				continue
+			}
+			segs[0] = seg
 		}
 		if ctx.Err() != nil {
 			break
@@ -190,7 +202,7 @@ func (d *Deliverer) splitListed(j *job, seg []int, res amplitude.Result) []int {
 	for u := range res.ThrottledUsers {
 		d.holdUser(u, now.Add(pause))
 	}
-	var deferredKeys map[*keyState]bool
+	deferredBefore := j.deferred
 	rest := make([]int, 0, len(seg))
 	for k, i := range seg {
 		it := j.items[i]
@@ -203,25 +215,45 @@ func (d *Deliverer) splitListed(j *job, seg []int, res amplitude.Result) []int {
 			d.reject(j, i, amplitude.ReasonDailyQuota, "id over Amplitude's daily quota")
 			continue
 		}
-		if throttled[k] || deferredKeys[it.ks] {
+		if throttled[k] || j.deferredKeys[it.ks] {
 			if throttled[k] {
 				d.m.ThrottledEvents.WithLabelValues(lane, "eps").Inc()
 			}
-			if deferredKeys == nil {
-				deferredKeys = map[*keyState]bool{}
+			if j.deferredKeys == nil {
+				j.deferredKeys = map[*keyState]bool{}
 			}
-			deferredKeys[it.ks] = true
-			j.res[i] = resDeferred
-			j.deferred++
-			d.m.EventsForwarded.WithLabelValues(lane, metrics.OutcomeThrottled).Inc()
+			j.deferredKeys[it.ks] = true
+			d.deferItem(j, i)
 			continue
 		}
 		rest = append(rest, i)
 	}
-	if j.deferred > 0 {
-		j.until = now.Add(pause)
+	// The hold covers the longest pause of the job's 429s, so a shorter
+	// pause of a later segment does not release an earlier deferred key early.
+	if until := now.Add(pause); j.deferred > deferredBefore && until.After(j.until) {
+		j.until = until
 	}
 	return rest
+}
+
+// deferKeys defers the events of seg whose key already has deferred events
+// in j, and returns the others.
+func (d *Deliverer) deferKeys(j *job, seg []int) []int {
+	rest := make([]int, 0, len(seg))
+	for _, i := range seg {
+		if j.deferredKeys[j.items[i].ks] {
+			d.deferItem(j, i)
+			continue
+		}
+		rest = append(rest, i)
+	}
+	return rest
+}
+
+func (d *Deliverer) deferItem(j *job, i int) {
+	j.res[i] = resDeferred
+	j.deferred++
+	d.m.EventsForwarded.WithLabelValues(j.lane.String(), metrics.OutcomeThrottled).Inc()
 }
 
 func overQuota(it *Item, res amplitude.Result) bool {

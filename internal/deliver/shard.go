@@ -237,10 +237,17 @@ func (s *shard) releaseQuarantine() {
 		return
 	}
 	now := s.d.opts.Now()
-	kept := s.quarantined[:0]
-	for _, ks := range s.quarantined {
+	// drain may hold the key it releases again (Batch pacing ran out of
+	// tokens, or its user is still held), and hold appends to
+	// s.quarantined: so the list is rebuilt in place as it is walked, never
+	// replaced afterwards, or such a key would stay listed but unlisted and
+	// never be released. Each step appends at most one key (the one it
+	// visits), so the writes never overtake the reads.
+	list := s.quarantined
+	s.quarantined = list[:0]
+	for _, ks := range list {
 		if now.Before(ks.until) {
-			kept = append(kept, ks)
+			s.quarantined = append(s.quarantined, ks)
 			continue
 		}
 		ks.listed = false
@@ -250,8 +257,7 @@ func (s *shard) releaseQuarantine() {
 		}
 		s.drain(ks, now)
 	}
-	clear(s.quarantined[len(kept):])
-	s.quarantined = kept
+	clear(list[len(s.quarantined):])
 }
 
 // drain moves a key's waiting events into open requests, in order, until one

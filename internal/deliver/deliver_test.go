@@ -1,0 +1,625 @@
+package deliver
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/ampstream/ampstream/internal/amplitude"
+	"github.com/ampstream/ampstream/internal/route"
+)
+
+// Timers (linger, backoff, holds) run in fake time: every test but the Stop
+// test runs in a synctest bubble, where time.Now is the bubble's clock and
+// time advances only when every goroutine of the bubble is blocked.
+
+func TestDeliversManyKeysOnBothLanesInSubmitOrder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, testOptions(), route.TrackerOptions{}, always200)
+		defer h.d.Stop()
+		const producers, keysPer, perKey = 8, 8, 60
+		var wg sync.WaitGroup
+		for p := range producers {
+			wg.Go(func() {
+				// A producer owns its keys, as a partition does.
+				for n := range perKey {
+					for k := range keysPer {
+						lane := route.Realtime
+						if k%2 == 1 {
+							lane = route.Batch
+						}
+						h.submit(fmt.Sprintf("p%d-k%d", p, k), lane)
+						_ = n
+					}
+				}
+			})
+		}
+		wg.Wait()
+		total := producers * keysPer * perKey
+		h.waitResolved(total)
+		require.Empty(t, h.check(false))
+
+		for _, r := range h.amp.requests() {
+			lane := route.Realtime
+			if r.route == amplitude.Batch {
+				lane = route.Batch
+			}
+			require.LessOrEqual(t, len(r.evs), h.d.laneOpts(lane).MaxEvents)
+			for _, e := range r.evs {
+				var k int
+				fmt.Sscanf(e.Key[len(e.Key)-1:], "%d", &k)
+				require.Equal(t, k%2 == 1, r.route == amplitude.Batch, "%s went on the lane its override named", e.Key)
+			}
+		}
+		require.Equal(t, total/2, h.events(route.Realtime))
+		require.Equal(t, total/2, h.events(route.Batch))
+		require.InDelta(t, float64(total/2), testutil.ToFloat64(h.d.acceptedCtr[route.Realtime]), 0)
+		require.InDelta(t, float64(total/2), testutil.ToFloat64(h.d.acceptedCtr[route.Batch]), 0)
+	})
+}
+
+func TestSealsARequestAfterLingerWhenItIsNotFull(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		opts := testOptions()
+		opts.Shards = 1
+		opts.Realtime.Linger = 250 * time.Millisecond
+		h := newHarness(t, opts, route.TrackerOptions{}, always200)
+		defer h.d.Stop()
+		start := time.Now()
+		h.submit("a", route.Realtime)
+		h.submit("b", route.Realtime)
+		h.waitResolved(2)
+		reqs := h.amp.requests()
+		require.Len(t, reqs, 1, "both events in one request")
+		require.Len(t, reqs[0].evs, 2)
+		require.Equal(t, 250*time.Millisecond, reqs[0].at.Sub(start), "sent when the linger ran out")
+	})
+}
+
+func TestSplits413RecursivelyAndRejectsTheOneTooLargeEvent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// Amplitude takes at most 4 events per request and no event over 500 bytes.
+		h := newHarness(t, testOptions(), route.TrackerOptions{}, func(_ context.Context, _ int, _ amplitude.Route, evs []ev) amplitude.Result {
+			if len(evs) > 4 || len(indexes(evs, func(e ev) bool { return e.size > 500 })) > 0 {
+				return answer(413, `{"code":413,"error":"Payload too large"}`)
+			}
+			return ok200(evs)
+		})
+		defer h.d.Stop()
+		var big *Item
+		for n := range 15 {
+			for _, k := range []string{"a", "b", "c"} {
+				pad := 0
+				if k == "b" && n == 7 {
+					pad = 600
+				}
+				it := h.submitItem(h.item(k, "", route.Batch, pad, false))
+				if pad > 0 {
+					big = it
+				}
+			}
+		}
+		h.waitResolved(45)
+		rej := h.check(false)
+		require.Equal(t, map[*Item]string{big: amplitude.ReasonTooLarge}, rej)
+		for _, r := range h.amp.requests() {
+			if r.res.Class == amplitude.Accepted {
+				require.LessOrEqual(t, len(r.evs), 4)
+			}
+		}
+	})
+}
+
+func TestRejectsTheEventsA400ListsAndResendsTheRest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, testOptions(), route.TrackerOptions{}, func(_ context.Context, _ int, _ amplitude.Route, evs []ev) amplitude.Result {
+			bad := indexes(evs, func(e ev) bool { return e.Bad })
+			if len(bad) > 0 {
+				return answer(400, `{"code":400,"error":"Request missing required field","events_with_invalid_fields":{"time":`+jsonList(bad)+`}}`)
+			}
+			return ok200(evs)
+		})
+		defer h.d.Stop()
+		want := map[*Item]string{}
+		for n := range 30 {
+			for _, k := range []string{"a", "b"} {
+				bad := n%7 == 3 && k == "a" || n == 12 && k == "b"
+				it := h.submitItem(h.item(k, "", route.Realtime, 0, bad))
+				if bad {
+					want[it] = amplitude.ReasonInvalidField
+				}
+			}
+		}
+		h.waitResolved(60)
+		require.Equal(t, want, h.check(false))
+		// Every rejected event was sent exactly once: rejection is final.
+		sent := map[string]int{}
+		for _, r := range h.amp.requests() {
+			for _, e := range r.evs {
+				if e.Bad {
+					sent[fmt.Sprint(e.Key, e.N)]++
+				}
+			}
+		}
+		for k, n := range sent {
+			require.Equal(t, 1, n, k)
+		}
+	})
+}
+
+func TestRejectsAWhole400WithoutListsAndNeverResendsIt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, testOptions(), route.TrackerOptions{}, func(_ context.Context, _ int, _ amplitude.Route, evs []ev) amplitude.Result {
+			if len(indexes(evs, func(e ev) bool { return e.Key == "doomed" })) > 0 {
+				return answer(400, `{"code":400,"error":"Invalid request body"}`)
+			}
+			return ok200(evs)
+		})
+		defer h.d.Stop()
+		var doomed []*Item
+		for range 25 {
+			doomed = append(doomed, h.submit("doomed", route.Realtime))
+		}
+		h.submit("fine", route.Batch)
+		h.waitResolved(26)
+		rej := h.check(false)
+		require.Len(t, rej, 25)
+		for _, it := range doomed {
+			require.Equal(t, amplitude.ReasonRejected, rej[it])
+		}
+		// 25 events at 10 per request: 3 requests for "doomed", each sent once.
+		n := 0
+		for _, r := range h.amp.requests() {
+			if r.has("doomed") {
+				n++
+			}
+		}
+		require.Equal(t, 3, n, "a 400 that names no event is not retried")
+	})
+}
+
+func TestHolds429dDeviceForThrottlePauseWhileOthersFlow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const pause = 30 * time.Second
+		var throttledAt time.Time
+		var mu sync.Mutex
+		h := newHarness(t, testOptions(), route.TrackerOptions{}, func(_ context.Context, _ int, _ amplitude.Route, evs []ev) amplitude.Result {
+			mu.Lock()
+			defer mu.Unlock()
+			// Amplitude throttles "hot" for the first call it sees it in
+			// and for 30 s after (the fake checks the deliverer waited).
+			if slices := indexes(evs, func(e ev) bool { return e.Key == "hot" }); len(slices) > 0 {
+				if throttledAt.IsZero() {
+					throttledAt = time.Now()
+					return throttle429(evs, "hot")
+				}
+				if time.Since(throttledAt) < pause {
+					return throttle429(evs, "hot")
+				}
+			}
+			return ok200(evs)
+		})
+		defer h.d.Stop()
+
+		// Round 1: "hot" and two cold devices interleaved in the same requests.
+		for range 6 {
+			for _, k := range []string{"cold1", "hot", "cold2"} {
+				h.submit(k, route.Realtime)
+			}
+		}
+		h.waitResolved(12) // the cold devices, resent at once without "hot"
+		start := time.Now()
+		mu.Lock()
+		require.False(t, throttledAt.IsZero())
+		require.Less(t, start.Sub(throttledAt), time.Second, "the cold devices did not wait for the pause")
+		mu.Unlock()
+		for _, it := range h.own.byKey["hot"] {
+			require.Zero(t, h.own.fate(it), "hot is held")
+		}
+
+		// Round 2, during the hold: new events of "hot" queue behind the
+		// held ones; the cold devices keep flowing.
+		for range 6 {
+			for _, k := range []string{"cold1", "hot", "cold2"} {
+				h.submit(k, route.Realtime)
+			}
+		}
+		h.waitResolved(24)
+		require.Less(t, time.Since(start), pause, "round 2's cold events did not wait for hot")
+
+		h.waitResolved(36)
+		h.check(false)
+		for _, it := range h.own.byKey["hot"] {
+			f := h.own.fate(it)
+			require.False(t, f.at.Before(throttledAt.Add(pause)), "hot#%d accepted inside the pause", it.Seq)
+		}
+		for _, r := range h.amp.requests() {
+			if r.has("hot") && r.at.After(throttledAt) {
+				require.False(t, r.at.Before(throttledAt.Add(pause)), "hot resent inside the pause")
+			}
+		}
+		// The 429 answered once (the first call), "hot" then went through in one go.
+		n := 0
+		for _, r := range h.amp.requests() {
+			if r.res.Status == 429 {
+				n++
+			}
+		}
+		require.Equal(t, 1, n)
+	})
+}
+
+func TestRetryAfterOverridesTheThrottlePause(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var first time.Time
+		h := newHarness(t, testOptions(), route.TrackerOptions{}, func(_ context.Context, call int, _ amplitude.Route, evs []ev) amplitude.Result {
+			if call == 0 {
+				first = time.Now()
+				r := throttle429(evs, "hot")
+				r.RetryAfter = 90 * time.Second
+				return r
+			}
+			return ok200(evs)
+		})
+		defer h.d.Stop()
+		h.submit("hot", route.Realtime)
+		h.waitResolved(1)
+		h.check(false)
+		reqs := h.amp.requests()
+		require.Len(t, reqs, 2)
+		// Holds are released on the shard's 50 ms tick.
+		require.GreaterOrEqual(t, reqs[1].at.Sub(first), 90*time.Second)
+		require.Less(t, reqs[1].at.Sub(first), 90*time.Second+100*time.Millisecond)
+	})
+}
+
+func TestRejectsDailyQuotaEventsAndDefersOnlyTheThrottledOnes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, testOptions(), route.TrackerOptions{}, func(_ context.Context, call int, _ amplitude.Route, evs []ev) amplitude.Result {
+			spam := indexes(evs, func(e ev) bool { return e.Key == "spam" })
+			if len(spam) > 0 {
+				return answer(429, `{"code":429,"error":"Too many requests for some devices and users","throttled_devices":{"spam":1200},`+
+					`"exceeded_daily_quota_devices":{"spam":500900},"throttled_events":`+jsonList(spam)+`}`)
+			}
+			return ok200(evs)
+		})
+		defer h.d.Stop()
+		for range 5 {
+			h.submit("spam", route.Batch)
+			h.submit("ok", route.Batch)
+		}
+		h.waitResolved(10)
+		rej := h.check(false)
+		require.Len(t, rej, 5)
+		for _, it := range h.own.byKey["spam"] {
+			require.Equal(t, amplitude.ReasonDailyQuota, rej[it])
+		}
+	})
+}
+
+func TestRetriesThe5xxRequestInOrderUntilItSucceeds(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const failures = 3
+		h := newHarness(t, testOptions(), route.TrackerOptions{}, func(_ context.Context, call int, _ amplitude.Route, evs []ev) amplitude.Result {
+			if call < failures {
+				return answer(503, `<html>Service Unavailable</html>`)
+			}
+			return ok200(evs)
+		})
+		defer h.d.Stop()
+		for range 10 {
+			h.submit("a", route.Realtime)
+		}
+		h.waitResolved(10)
+		h.check(false)
+		reqs := h.amp.requests()
+		require.Len(t, reqs, failures+1, "the same request, resent until the 200")
+		for i, r := range reqs {
+			require.Equal(t, reqs[0].evs, r.evs, "call %d resent the same events in the same order", i)
+		}
+		for i := 1; i < len(reqs); i++ {
+			gap := reqs[i].at.Sub(reqs[i-1].at)
+			require.GreaterOrEqual(t, gap, h.d.opts.RetryInitial<<(i-1)/2, "backoff before call %d", i)
+			require.LessOrEqual(t, gap, h.d.opts.RetryMax)
+		}
+	})
+}
+
+func TestHoldsAWholeRequestForThrottlePauseOnA429ThatNamesNoEvent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		opts := testOptions()
+		opts.Shards = 1
+		h := newHarness(t, opts, route.TrackerOptions{}, func(_ context.Context, call int, _ amplitude.Route, evs []ev) amplitude.Result {
+			if call == 0 {
+				return answer(429, `{"code":429,"error":"Rate limit exceeded"}`)
+			}
+			return ok200(evs)
+		})
+		defer h.d.Stop()
+		h.submit("a", route.Realtime)
+		h.submit("b", route.Realtime)
+		h.waitResolved(2)
+		h.check(false)
+		reqs := h.amp.requests()
+		require.Len(t, reqs, 2)
+		require.Equal(t, reqs[0].evs, reqs[1].evs)
+		require.GreaterOrEqual(t, reqs[1].at.Sub(reqs[0].at), h.d.opts.ThrottlePause)
+	})
+}
+
+func TestALaneSwitchWaitsForTheKeysEventsOnTheOtherLane(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// Realtime answers 503 twice, then 200: the key's realtime events
+		// stay unresolved for a while; its Batch events must wait (the fake
+		// reports any request sent before the key's earlier events resolved).
+		var rtCalls atomic.Int32
+		h := newHarness(t, testOptions(), route.TrackerOptions{}, func(_ context.Context, _ int, r amplitude.Route, evs []ev) amplitude.Result {
+			if r == amplitude.HTTPAPI && rtCalls.Add(1) <= 2 {
+				return answer(503, ``)
+			}
+			return ok200(evs)
+		})
+		defer h.d.Stop()
+		for _, k := range []string{"a", "b", "c"} {
+			for range 5 {
+				h.submit(k, route.Realtime)
+			}
+			for range 5 {
+				h.submit(k, route.Batch)
+			}
+			for range 3 {
+				h.submit(k, route.Realtime)
+			}
+		}
+		h.waitResolved(39)
+		h.check(false)
+		// Each key: realtime, then batch, then realtime again.
+		for _, k := range []string{"a", "b", "c"} {
+			var lanes []amplitude.Route
+			for _, r := range h.amp.requests() {
+				if r.has(k) && r.res.Class == amplitude.Accepted && (len(lanes) == 0 || lanes[len(lanes)-1] != r.route) {
+					lanes = append(lanes, r.route)
+				}
+			}
+			require.Equal(t, []amplitude.Route{amplitude.HTTPAPI, amplitude.Batch, amplitude.HTTPAPI}, lanes, k)
+		}
+	})
+}
+
+func TestPausesOnFatalAnswersWithoutAHotLoopAndRecovers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const fatalCalls = 5
+		var healthDuring error
+		var h *harness
+		opts := testOptions()
+		opts.RetryMax = 3 * time.Second
+		h = newHarness(t, opts, route.TrackerOptions{}, func(_ context.Context, call int, _ amplitude.Route, evs []ev) amplitude.Result {
+			if call < fatalCalls {
+				if call == fatalCalls-1 {
+					healthDuring = h.d.Healthy()
+				}
+				return answer(401, `{"code":401,"error":"Invalid API key"}`)
+			}
+			return ok200(evs)
+		})
+		defer h.d.Stop()
+		require.NoError(t, h.d.Healthy())
+		for range 5 {
+			h.submit("a", route.Realtime)
+		}
+		h.waitResolved(5)
+		require.Error(t, healthDuring, "unhealthy while Amplitude refuses the key")
+		require.NoError(t, h.d.Healthy(), "healthy again after the first 200")
+		require.Empty(t, h.check(false), "nothing dead-lettered for a fatal answer")
+		reqs := h.amp.requests()
+		require.Len(t, reqs, fatalCalls+1)
+		for i := 1; i < len(reqs); i++ {
+			require.GreaterOrEqual(t, reqs[i].at.Sub(reqs[i-1].at), opts.RetryMax, "call %d came too soon: a hot loop", i)
+		}
+	})
+}
+
+func TestStopReturnsPromptlyWithARequestBlockedAndLeavesItsItemsUnresolved(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	started := make(chan struct{}, 1)
+	h := newHarness(t, testOptions(), route.TrackerOptions{}, func(ctx context.Context, _ int, _ amplitude.Route, _ []ev) amplitude.Result {
+		select {
+		case started <- struct{}{}:
+		default:
+		}
+		<-ctx.Done()
+		return amplitude.Result{Class: amplitude.Retryable, Code: "timeout", Message: ctx.Err().Error()}
+	})
+	for range 5 {
+		h.submit("a", route.Realtime)
+	}
+	h.submit("b", route.Batch)
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no request reached Amplitude")
+	}
+	stopped := make(chan struct{})
+	go func() { h.d.Stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(2 * time.Second):
+		t.Fatal("Stop is blocked behind an in-flight request")
+	}
+	require.Zero(t, h.own.resolvedCount(), "nothing accepted, nothing dead-lettered: Kafka redelivers")
+	h.check(true)
+	require.ErrorIs(t, h.d.Submit(context.Background(), h.item("c", "", route.Realtime, 0, false)), ErrStopped)
+}
+
+func TestSubmitAfterStopAlwaysReturnsErrStopped(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, testOptions(), route.TrackerOptions{}, always200)
+		h.d.Stop()
+		for range 50 {
+			require.ErrorIs(t, h.d.Submit(context.Background(), h.item("a", "", route.Realtime, 0, false)), ErrStopped)
+		}
+	})
+}
+
+func TestDropsRevokedItemsUnsentAndUnresolved(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, testOptions(), route.TrackerOptions{}, always200)
+		defer h.d.Stop()
+		h.own.mu.Lock()
+		h.own.revoked = true
+		h.own.mu.Unlock()
+		for range 5 {
+			h.submit("a", route.Realtime)
+		}
+		synctest.Wait()
+		time.Sleep(time.Minute) // fake time: every linger has passed
+		synctest.Wait()
+		require.Empty(t, h.amp.requests())
+		require.Zero(t, h.own.resolvedCount())
+	})
+}
+
+func TestRoutesAnEventTooLargeForRealtimeToBatchAndRejectsOneTooLargeForBatch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		opts := testOptions()
+		opts.Realtime.MaxBytes = 1000
+		opts.Batch.MaxBytes = 5000
+		h := newHarness(t, opts, route.TrackerOptions{}, always200)
+		defer h.d.Stop()
+		small := h.submitItem(h.item("a", "", route.Realtime, 0, false))
+		mid := h.submitItem(h.item("a", "", route.Realtime, 2000, false))
+		huge := h.submitItem(h.item("a", "", route.Realtime, 6000, false))
+		last := h.submitItem(h.item("a", "", route.Realtime, 0, false))
+		h.waitResolved(4)
+		require.Equal(t, map[*Item]string{huge: amplitude.ReasonTooLarge}, h.check(false))
+		require.Equal(t, route.Realtime, small.Lane())
+		require.Equal(t, route.Batch, mid.Lane())
+		require.Equal(t, route.Realtime, last.Lane())
+	})
+}
+
+func TestPacesABatchKeyAtBatchEPSAndDeliversEveryEventInOrder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// 2 events/s into a bucket of 60: 100 events need ≈ 20 s more.
+		h := newHarness(t, testOptions(), route.TrackerOptions{BatchEPS: 2}, always200)
+		defer h.d.Stop()
+		start := time.Now()
+		for range 100 {
+			h.submit("paced", route.Batch)
+		}
+		h.submit("other", route.Batch)
+		h.waitResolved(101)
+		h.check(false)
+		last := h.own.fate(h.own.byKey["paced"][99]).at
+		require.GreaterOrEqual(t, last.Sub(start), 19*time.Second, "paced at BatchEPS")
+		require.Less(t, h.own.fate(h.own.byKey["other"][0]).at.Sub(start), time.Second, "other keys are not paced")
+	})
+}
+
+func TestHoldsEveryEventOfAThrottledUser(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var first time.Time
+		h := newHarness(t, testOptions(), route.TrackerOptions{}, func(_ context.Context, call int, _ amplitude.Route, evs []ev) amplitude.Result {
+			if call == 0 {
+				first = time.Now()
+				idx := indexes(evs, func(e ev) bool { return e.User == "alice" })
+				return answer(429, `{"code":429,"error":"Too many requests for some devices and users","throttled_users":{"alice":31},"throttled_events":`+jsonList(idx)+`}`)
+			}
+			return ok200(evs)
+		})
+		defer h.d.Stop()
+		h.submitItem(h.item("d1", "alice", route.Realtime, 0, false))
+		h.waitCalls(1)
+		synctest.Wait() // the deliverer has read the 429
+		// alice's other devices are held too, until the pause ends.
+		late := h.submitItem(h.item("d2", "alice", route.Realtime, 0, false))
+		bob := h.submitItem(h.item("d3", "bob", route.Realtime, 0, false))
+		h.waitResolved(3)
+		h.check(false)
+		require.Less(t, h.own.fate(bob).at.Sub(first), time.Second)
+		require.GreaterOrEqual(t, h.own.fate(late).at.Sub(first), h.d.opts.ThrottlePause)
+	})
+}
+
+func TestDefersAThrottledKeysEventsInTheOther413HalfToo(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// One request [a0 b0 a1 b1 a2 b2 a3 b3]: 413, then a 429 for "a" in
+		// the first half. a2 and a3, in the second half, must wait behind
+		// a0 and a1 instead of going out with b2 and b3.
+		opts := testOptions()
+		opts.Shards = 1
+		opts.Batch.MaxEvents = 8
+		h := newHarness(t, opts, route.TrackerOptions{}, func(_ context.Context, call int, _ amplitude.Route, evs []ev) amplitude.Result {
+			switch {
+			case len(evs) > 4:
+				return answer(413, `{"code":413,"error":"Payload too large"}`)
+			case call == 1:
+				return throttle429(evs, "a")
+			}
+			return ok200(evs)
+		})
+		defer h.d.Stop()
+		for range 4 {
+			h.submit("a", route.Batch)
+			h.submit("b", route.Batch)
+		}
+		h.waitResolved(8)
+		h.check(false)
+		var sent [][]string
+		for _, r := range h.amp.requests() {
+			var evs []string
+			for _, e := range r.evs {
+				evs = append(evs, fmt.Sprint(e.Key, e.N))
+			}
+			sent = append(sent, evs)
+		}
+		require.Equal(t, [][]string{
+			{"a0", "b0", "a1", "b1", "a2", "b2", "a3", "b3"}, // 413
+			{"a0", "b0", "a1", "b1"},                         // 429 for a
+			{"b0", "b1"},
+			{"b2", "b3"}, // a2 and a3 deferred with a0 and a1
+			{"a0", "a1", "a2", "a3"},
+		}, sent)
+	})
+}
+
+func TestKeepsTheLongestPauseWhenTwo429sOfOneRequestDeferKeys(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// 413 splits [a b c d] into [a b] and [c d]; the first half's 429
+		// says Retry-After 120 s for a, the second's the default 30 s for c.
+		// a must not come back after 30 s.
+		opts := testOptions()
+		opts.Shards = 1
+		opts.Batch.MaxEvents = 4
+		var first time.Time
+		h := newHarness(t, opts, route.TrackerOptions{}, func(_ context.Context, call int, _ amplitude.Route, evs []ev) amplitude.Result {
+			switch call {
+			case 0:
+				first = time.Now()
+				return answer(413, `{"code":413,"error":"Payload too large"}`)
+			case 1:
+				r := throttle429(evs, "a")
+				r.RetryAfter = 120 * time.Second
+				return r
+			case 3:
+				return throttle429(evs, "c")
+			}
+			return ok200(evs)
+		})
+		defer h.d.Stop()
+		for _, k := range []string{"a", "b", "c", "d"} {
+			h.submit(k, route.Batch)
+		}
+		h.waitResolved(4)
+		h.check(false)
+		require.GreaterOrEqual(t, h.own.fate(h.own.byKey["a"][0]).at.Sub(first), 120*time.Second)
+	})
+}
