@@ -35,6 +35,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	out := fs.String("out", "bin/bench.json", "where to write the detailed results (JSON)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the in-process batch-heavy run (trivial sink) to this file")
 	// error, not warn: every dead-lettered event is a warning, and the mixes carry 0.2 % invalid input.
+	memprofile := fs.String("memprofile", "", "write the allocation profile, taken right after that run, to this file")
 	level := fs.String("log-level", "error", "log level of the pipeline (logs go to stderr)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -58,6 +59,15 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		defer func() { _ = f.Close() }()
 		o.CPUProfile = f
+	}
+
+	if *memprofile != "" {
+		f, err := os.Create(*memprofile)
+		if err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		defer func() { _ = f.Close() }()
+		o.MemProfile = f
 	}
 
 	res, runErr := bench.Run(ctx, o)

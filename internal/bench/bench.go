@@ -79,6 +79,9 @@ type Options struct {
 	// CPUProfile, when set, receives a pprof CPU profile of the in-process
 	// batch-heavy run against the trivial sink.
 	CPUProfile io.Writer
+	// MemProfile, when set, receives the allocation profile ("allocs",
+	// cumulative since the process started) right after that run.
+	MemProfile io.Writer
 	// CountEvents makes the trivial sink inflate gzip bodies to count
 	// events (always on in Quick mode). It costs CPU the forwarder then
 	// lacks.
@@ -142,6 +145,7 @@ type Result struct {
 	Quick     bool      `json:"quick"`
 
 	Baseline         *Throughput `json:"baseline,omitempty"`
+	BaselineAfter    *Throughput `json:"baseline_after,omitempty"` // the same, after batch_trivial
 	BatchTrivial     *Throughput `json:"batch_trivial,omitempty"`
 	BatchEmulator    *Throughput `json:"batch_emulator,omitempty"`
 	RealtimeTrivial  *Throughput `json:"realtime_trivial,omitempty"`
@@ -155,7 +159,7 @@ type Result struct {
 // Summary holds the numbers of the BENCH line; 0 means not measured.
 type Summary struct {
 	E2EEPS      float64 `json:"e2e_eps"`      // ampstream, batch-heavy mix, trivial sink
-	BaselineEPS float64 `json:"baseline_eps"` // the baseline on the same mix
+	BaselineEPS float64 `json:"baseline_eps"` // the baseline on the same mix, both runs
 	Ratio       float64 `json:"ratio"`        // e2e_eps / baseline_eps
 	EmuEPS      float64 `json:"emu_eps"`      // ampstream, batch-heavy mix, emulator
 	RTP99MS     float64 `json:"rt_p99_ms"`    // realtime lane produce→acceptance p99
@@ -204,8 +208,13 @@ type LatencyRun struct {
 	Seconds      float64 `json:"produce_seconds"`
 	Produced     int     `json:"produced"`
 	AchievedRate float64 `json:"achieved_rate_eps"`
-	Realtime     Latency `json:"realtime_lane"`
-	Batch        Latency `json:"batch_lane"`
+	// Realtime and Batch: event "time" (stamped at generation) → arrival
+	// at the sink, per lane of the request that carried it.
+	Realtime Latency `json:"realtime_lane"`
+	Batch    Latency `json:"batch_lane"`
+	// ProduceAck: generation → the producer's WriteMessages returned (the
+	// broker acknowledged); part of the figures above.
+	ProduceAck Latency `json:"produce_ack"`
 }
 
 // Cost is the resource use of ampstream on the batch-heavy mix.
@@ -222,9 +231,10 @@ type Cost struct {
 	CPUSeconds     float64 `json:"cpu_seconds"`
 	CPUSecondsPerM float64 `json:"cpu_s_per_million_events"`
 	// MallocsPerEvent is the in-process batch-heavy run's whole-process
-	// count minus the baseline's (same broker, same sink, same events), an
-	// estimate of what ampstream itself allocates per event.
-	MallocsPerEvent float64 `json:"mallocs_per_event_over_baseline"`
+	// heap allocations per event (the broker's and the sink's included);
+	// BaselineMallocsPerEvent is the same count for the baseline run.
+	MallocsPerEvent         float64 `json:"mallocs_per_event"`
+	BaselineMallocsPerEvent float64 `json:"baseline_mallocs_per_event,omitempty"`
 }
 
 type runner struct {
@@ -260,41 +270,70 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 
 func (r *runner) all(ctx context.Context) error {
 	o := r.o
+	type step struct {
+		name string
+		skip bool
+		run  func() error
+	}
 	var err error
-	if !o.SkipBaseline {
-		if r.res.Baseline, err = r.baseline(ctx); err != nil {
-			return fmt.Errorf("baseline: %w", err)
+	var base Produced
+	defer func() {
+		if base.Topic != "" {
+			r.c.deleteTopics(context.WithoutCancel(ctx), base.Topic)
 		}
-	}
-	if r.res.BatchTrivial, err = r.ampstream(ctx, "batch_trivial", MixBatch, o.Events, false, o.CPUProfile); err != nil {
-		return fmt.Errorf("batch-heavy, trivial sink: %w", err)
-	}
-	if !o.SkipEmulator {
-		if r.res.BatchEmulator, err = r.ampstream(ctx, "batch_emulator", MixBatch, o.Events, true, nil); err != nil {
-			return fmt.Errorf("batch-heavy, emulator: %w", err)
-		}
-	}
-	if !o.SkipRealtime {
-		if r.res.RealtimeTrivial, err = r.ampstream(ctx, "realtime_trivial", MixRealtime, o.RealtimeEvents, false, nil); err != nil {
-			return fmt.Errorf("realtime-heavy, trivial sink: %w", err)
-		}
-		if !o.SkipEmulator {
-			if r.res.RealtimeEmulator, err = r.ampstream(ctx, "realtime_emulator", MixRealtime, o.RealtimeEvents, true, nil); err != nil {
-				return fmt.Errorf("realtime-heavy, emulator: %w", err)
+	}()
+	steps := []step{
+		{"baseline", o.SkipBaseline, func() error {
+			if base, err = r.baselineTopic(ctx); err != nil {
+				return err
 			}
-		}
+			r.res.Baseline, err = r.baseline(ctx, base, "baseline")
+			return err
+		}},
+		{"batch-heavy, trivial sink", false, func() error {
+			r.res.BatchTrivial, err = r.ampstream(ctx, "batch_trivial", MixBatch, o.Events, false, o.CPUProfile)
+			return err
+		}},
+		// The baseline again, right after the run it is the yardstick of:
+		// the machine is shared, and its load drifts within minutes.
+		{"baseline, second run", o.SkipBaseline, func() error {
+			r.res.BaselineAfter, err = r.baseline(ctx, base, "baseline_after")
+			return err
+		}},
+		{"batch-heavy, emulator", o.SkipEmulator, func() error {
+			r.res.BatchEmulator, err = r.ampstream(ctx, "batch_emulator", MixBatch, o.Events, true, nil)
+			return err
+		}},
+		{"realtime-heavy, trivial sink", o.SkipRealtime, func() error {
+			r.res.RealtimeTrivial, err = r.ampstream(ctx, "realtime_trivial", MixRealtime, o.RealtimeEvents, false, nil)
+			return err
+		}},
+		{"realtime-heavy, emulator", o.SkipRealtime || o.SkipEmulator, func() error {
+			r.res.RealtimeEmulator, err = r.ampstream(ctx, "realtime_emulator", MixRealtime, o.RealtimeEvents, true, nil)
+			return err
+		}},
+		{"latency", o.SkipLatency, func() error { r.res.Latency, err = r.latency(ctx); return err }},
+		{"cost", o.SkipCost, func() error { r.res.Cost, err = r.cost(ctx); return err }},
 	}
-	if !o.SkipLatency {
-		if r.res.Latency, err = r.latency(ctx); err != nil {
-			return fmt.Errorf("latency: %w", err)
+	for _, s := range steps {
+		if s.skip {
+			continue
 		}
-	}
-	if !o.SkipCost {
-		if r.res.Cost, err = r.cost(ctx); err != nil {
-			return fmt.Errorf("cost: %w", err)
+		if err := s.run(); err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
 		}
+		r.state(s.name)
 	}
 	return nil
+}
+
+// state prints what the process holds between runs: a run that leaks
+// goroutines or memory skews every run after it.
+func (r *runner) state(after string) {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	fmt.Fprintf(r.out, "  (after %s: %d goroutines, heap in use %.0f MB)\n", after, runtime.NumGoroutine(), float64(ms.HeapInuse)/1e6)
 }
 
 func (r *runner) summarize() {
@@ -302,8 +341,15 @@ func (r *runner) summarize() {
 	if t := r.res.BatchTrivial; t != nil {
 		s.E2EEPS = t.EPS
 	}
-	if t := r.res.Baseline; t != nil {
-		s.BaselineEPS = t.EPS
+	// Both baseline runs, as one: events over their summed time.
+	var n, secs float64
+	for _, t := range []*Throughput{r.res.Baseline, r.res.BaselineAfter} {
+		if t != nil && t.Seconds > 0 {
+			n, secs = n+float64(t.Produced.Events), secs+t.Seconds
+		}
+	}
+	if secs > 0 {
+		s.BaselineEPS = n / secs
 	}
 	if s.BaselineEPS > 0 {
 		s.Ratio = s.E2EEPS / s.BaselineEPS
@@ -324,16 +370,22 @@ func (r *runner) phaseCtx(ctx context.Context) (context.Context, context.CancelF
 	return context.WithTimeout(ctx, r.o.PhaseTimeout)
 }
 
-func (r *runner) baseline(ctx context.Context) (*Throughput, error) {
-	ctx, cancel := r.phaseCtx(ctx)
-	defer cancel()
+// baselineTopic pre-produces the baseline's topic; both baseline runs
+// (before and after the batch-heavy ampstream run) consume it, each with a
+// group of its own.
+func (r *runner) baselineTopic(ctx context.Context) (Produced, error) {
 	fmt.Fprintf(r.out, "\n[baseline] producing %d batch-heavy events…\n", r.o.Events)
 	p, err := r.c.produce(ctx, "bench-baseline", MixBatch, r.o.Seed, r.o.Events, r.o.Partitions)
-	defer r.c.deleteTopics(context.WithoutCancel(ctx), p.Topic)
-	if err != nil {
-		return nil, err
+	if err == nil {
+		r.produced(p)
 	}
-	r.produced(p)
+	return p, err
+}
+
+func (r *runner) baseline(ctx context.Context, p Produced, name string) (*Throughput, error) {
+	ctx, cancel := r.phaseCtx(ctx)
+	defer cancel()
+	fmt.Fprintf(r.out, "\n[%s] minimal forwarder on %s\n", name, p.Topic)
 	s, err := startSink(r.o.CountEvents, false)
 	if err != nil {
 		return nil, err
@@ -347,12 +399,12 @@ func (r *runner) baseline(ctx context.Context) (*Throughput, error) {
 	defer stop()
 	done := make(chan error, 1)
 	go func() { done <- b.run(runCtx) }()
-	t := &Throughput{Name: "baseline", Forward: "baseline", Sink: "trivial", Produced: p}
+	t := &Throughput{Name: name, Forward: "baseline", Sink: "trivial", Produced: p}
 	joined, err := waitFor(ctx, time.Millisecond*5, func() bool { return b.joined.Load() != 0 })
 	if err == nil {
 		t.JoinSeconds = joined.Sub(before.at).Seconds()
 		var resolvedAt time.Time
-		resolvedAt, err = r.track(ctx, "baseline", p.Events, joined, func() int64 { return b.resolved.Load() })
+		resolvedAt, err = r.track(ctx, name, p.Events, joined, func() int64 { return b.resolved.Load() })
 		t.Seconds = resolvedAt.Sub(joined).Seconds()
 	}
 	if err == nil {
@@ -542,6 +594,11 @@ func (r *runner) ampstream(ctx context.Context, name string, mix Mix, n int, emu
 	}
 	if profile != nil {
 		pprof.StopCPUProfile()
+		if r.o.MemProfile != nil {
+			if err := pprof.Lookup("allocs").WriteTo(r.o.MemProfile, 0); err != nil {
+				fmt.Fprintf(r.out, "  allocation profile: %v\n", err)
+			}
+		}
 	}
 	after := takeUsage()
 	stop()
@@ -651,6 +708,7 @@ func (r *runner) latency(ctx context.Context) (*LatencyRun, error) {
 	start := time.Now()
 	tick := time.NewTicker(10 * time.Millisecond)
 	var batch []kafka.Message
+	var ackMS []float64
 	for lr.Produced < total {
 		select {
 		case <-ctx.Done():
@@ -659,6 +717,7 @@ func (r *runner) latency(ctx context.Context) (*LatencyRun, error) {
 		case <-tick.C:
 		}
 		due := min(int(float64(o.LatencyRate)*time.Since(start).Seconds()), total) - lr.Produced
+		genAt := time.Now()
 		batch = batch[:0]
 		for range due {
 			batch = append(batch, gen.next())
@@ -671,6 +730,10 @@ func (r *runner) latency(ctx context.Context) (*LatencyRun, error) {
 			return nil, writeErr(err)
 		}
 		lr.Produced += len(batch)
+		ack := float64(time.Since(genAt).Microseconds()) / 1000
+		for range batch {
+			ackMS = append(ackMS, ack)
+		}
 	}
 	tick.Stop()
 	lr.Seconds = time.Since(start).Seconds()
@@ -690,9 +753,11 @@ func (r *runner) latency(ctx context.Context) (*LatencyRun, error) {
 		return nil, fmt.Errorf("latency run did not resolve its %d events: %w", lr.Produced, err)
 	}
 	lr.Realtime, lr.Batch = s.latencies()
+	lr.ProduceAck = summarizeFloat(ackMS)
 	fmt.Fprintf(r.out, "  => produced %d at %.0f/s; realtime lane (%d events) p50 %.0f ms, p90 %.0f ms, p99 %.0f ms, max %.0f ms; batch lane (%d events) p50 %.0f ms, p99 %.0f ms\n",
 		lr.Produced, lr.AchievedRate, lr.Realtime.Events, lr.Realtime.P50MS, lr.Realtime.P90MS, lr.Realtime.P99MS, lr.Realtime.MaxMS,
 		lr.Batch.Events, lr.Batch.P50MS, lr.Batch.P99MS)
+	fmt.Fprintf(r.out, "     of which producing (generation → broker ack): p50 %.1f ms, p99 %.1f ms\n", lr.ProduceAck.P50MS, lr.ProduceAck.P99MS)
 	return lr, nil
 }
 
@@ -700,8 +765,11 @@ func (r *runner) latency(ctx context.Context) (*LatencyRun, error) {
 // child process when a binary is known, else from the in-process run.
 func (r *runner) cost(ctx context.Context) (*Cost, error) {
 	c := &Cost{}
-	if b, bt := r.res.Baseline, r.res.BatchTrivial; b != nil && bt != nil {
-		c.MallocsPerEvent = bt.Process.MallocsPerEvent - b.Process.MallocsPerEvent
+	if bt := r.res.BatchTrivial; bt != nil {
+		c.MallocsPerEvent = bt.Process.MallocsPerEvent
+	}
+	if b := r.res.Baseline; b != nil {
+		c.BaselineMallocsPerEvent = b.Process.MallocsPerEvent
 	}
 	if r.o.Binary == "" {
 		bt := r.res.BatchTrivial
@@ -749,7 +817,7 @@ func (r *runner) cost(ctx context.Context) (*Cost, error) {
 		"--dlq.topic=" + dlq,
 		"--admin.addr=127.0.0.1:0",
 		"--shutdown.drain_timeout=" + cfg.Shutdown.DrainTimeout.String(),
-		"--log.level=warn",
+		"--log.level=error",
 	}
 	cmd := exec.Command(r.o.Binary, args...)
 	// Only the child's own settings: no AMPSTREAM_* from our environment.

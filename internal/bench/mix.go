@@ -55,7 +55,10 @@ type generator struct {
 }
 
 func newGenerator(m Mix, seed uint64, events int) *generator {
-	devices := max(events/5, 1000)
+	// Realtime-heavy: about one event per device (two per user), so that
+	// even a fast replay of the backlog leaves most keys below the
+	// router's hot threshold. Batch-heavy: ~12 normal events per device.
+	devices := max(events, 1000)
 	if m == MixBatch {
 		devices = max(events/50, 1000)
 	}

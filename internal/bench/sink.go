@@ -193,13 +193,21 @@ type Latency struct {
 }
 
 func summarize(ms []int32) Latency {
+	f := make([]float64, len(ms))
+	for i, v := range ms {
+		f[i] = float64(v)
+	}
+	return summarizeFloat(f)
+}
+
+func summarizeFloat(ms []float64) Latency {
 	if len(ms) == 0 {
 		return Latency{}
 	}
 	s := slices.Clone(ms)
 	slices.Sort(s)
-	q := func(p float64) float64 { return float64(s[min(int(p*float64(len(s))), len(s)-1)]) }
-	return Latency{Events: len(s), P50MS: q(0.50), P90MS: q(0.90), P99MS: q(0.99), MaxMS: float64(s[len(s)-1])}
+	q := func(p float64) float64 { return s[min(int(p*float64(len(s))), len(s)-1)] }
+	return Latency{Events: len(s), P50MS: q(0.50), P90MS: q(0.90), P99MS: q(0.99), MaxMS: s[len(s)-1]}
 }
 
 func (s *sink) latencies() (realtime, batch Latency) {
