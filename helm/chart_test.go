@@ -1063,3 +1063,25 @@ func keys(m map[string]bool) []string {
 	}
 	return out
 }
+
+func TestNotes(t *testing.T) {
+	notes := func(set ...string) string {
+		out, err := renderRaw(t, values(t, fullValues, set...))
+		require.NoError(t, err)
+		return out["ampstream/templates/NOTES.txt"]
+	}
+	n := notes("amplitude.apiKey=must-not-show")
+	if testing.Verbose() {
+		t.Log("\n" + n)
+	}
+	assert.Contains(t, n, fmt.Sprintf("http://%s.%s.svc:9090/metrics", fullname, namespace))
+	assert.Contains(t, n, `max by (topic, partition) (ampstream_kafka_consumer_lag_seconds{namespace="analytics"})`)
+	assert.Contains(t, n, `consumer group "ampstream-prod"`)
+	assert.Contains(t, n, "KEDA (kafka trigger), 2..12 for 12 partitions")
+	assert.NotContains(t, n, "must-not-show")
+	assert.NotContains(t, n, "WARNING")
+
+	out, err := renderRaw(t, values(t, ""))
+	require.NoError(t, err)
+	assert.Contains(t, out["ampstream/templates/NOTES.txt"], "WARNING: no Amplitude API key is configured")
+}
