@@ -80,6 +80,32 @@ newline; nothing at all when there are none. Use as: metadata: ... {{- include "
 {{- include "ampstream.fullname" . }}
 {{- end }}
 
+{{/*
+name/key of one credential: the user's Secret and key when .existing is set, else the
+chart-created Secret and its fixed key .own. Args: root, existing, key, own.
+*/}}
+{{- define "ampstream.secretKeyRef" -}}
+{{- if .existing -}}
+name: {{ .existing }}
+key: {{ .key }}
+{{- else -}}
+name: {{ include "ampstream.secretName" .root }}
+key: {{ .own }}
+{{- end }}
+{{- end }}
+
+{{- define "ampstream.apiKeyRef" -}}
+{{- include "ampstream.secretKeyRef" (dict "root" . "existing" .Values.amplitude.existingSecret "key" .Values.amplitude.existingSecretKey "own" "amplitude-api-key") }}
+{{- end }}
+
+{{- define "ampstream.saslUsernameRef" -}}
+{{- include "ampstream.secretKeyRef" (dict "root" . "existing" .Values.kafkaSasl.existingSecret "key" .Values.kafkaSasl.usernameKey "own" "kafka-sasl-username") }}
+{{- end }}
+
+{{- define "ampstream.saslPasswordRef" -}}
+{{- include "ampstream.secretKeyRef" (dict "root" . "existing" .Values.kafkaSasl.existingSecret "key" .Values.kafkaSasl.passwordKey "own" "kafka-sasl-password") }}
+{{- end }}
+
 {{/* Whether the chart must create a Secret: some credential is not in an existing Secret. */}}
 {{- define "ampstream.createSecret" -}}
 {{- if or (not .Values.amplitude.existingSecret) (and (include "ampstream.saslEnabled" .) (not .Values.kafkaSasl.existingSecret)) }}true{{ end }}
@@ -87,7 +113,8 @@ newline; nothing at all when there are none. Use as: metadata: ... {{- include "
 
 {{/*
 The config file: .Values.config plus the keys the chart owns. Fails on secrets and chart-owned
-keys so they cannot silently end up in a ConfigMap or contradict the pod spec.
+keys so they cannot silently end up in a ConfigMap or contradict the pod spec (the schema
+refuses them too, but schema validation can be skipped).
 */}}
 {{- define "ampstream.config" -}}
 {{- $cfg := deepCopy (.Values.config | default dict) }}
