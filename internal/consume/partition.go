@@ -33,6 +33,7 @@ type partition struct {
 	revoked atomic.Bool
 
 	mu            sync.Mutex
+	released      bool  // its metric series are deleted; never set them again
 	committed     int64 // last committed offset; -1 none
 	lastSubmitted int64 // last watermark handed to a commit
 	hwm           int64
@@ -128,7 +129,12 @@ func (c *Consumer) runPartition(ctx context.Context, gen *kafka.Generation, topi
 		delete(c.parts, partKey{topic, id})
 	}
 	c.statusMu.Unlock()
+	// Under p.mu, so a commit tick that raced with the release cannot
+	// recreate the series afterwards.
+	p.mu.Lock()
+	p.released = true
 	c.m.DeletePartition(topic, id)
+	p.mu.Unlock()
 	ev := log.Info()
 	if !drained {
 		ev = log.Warn()
@@ -251,9 +257,12 @@ func (p *partition) toCommit() (int64, bool) {
 
 func (p *partition) committedOK(off int64) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.lastSubmitted, p.committed = off, off
 	hwm := p.hwm
-	p.mu.Unlock()
+	if p.released {
+		return
+	}
 	m := p.c.m
 	m.CommittedOffset.WithLabelValues(p.topic, p.label).Set(float64(off))
 	m.LastCommitTS.WithLabelValues(p.topic, p.label).Set(float64(time.Now().UnixNano()) / 1e9)
@@ -291,6 +300,11 @@ func (p *partition) setHWM(h int64) {
 func (p *partition) updateLag() {
 	_, oldest := p.acks.watermark()
 	m := p.c.m
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.released {
+		return
+	}
 	if oldest == 0 {
 		m.LagSeconds.WithLabelValues(p.topic, p.label).Set(0)
 		m.OldestUnackedTS.WithLabelValues(p.topic, p.label).Set(0)
@@ -298,9 +312,7 @@ func (p *partition) updateLag() {
 		m.LagSeconds.WithLabelValues(p.topic, p.label).Set(max(float64(time.Now().UnixMilli()-oldest)/1000, 0))
 		m.OldestUnackedTS.WithLabelValues(p.topic, p.label).Set(float64(oldest) / 1000)
 	}
-	p.mu.Lock()
 	hwm, committed := p.hwm, p.committed
-	p.mu.Unlock()
 	if hwm >= 0 {
 		m.HighWatermark.WithLabelValues(p.topic, p.label).Set(float64(hwm))
 		if committed >= 0 {
