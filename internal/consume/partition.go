@@ -102,9 +102,11 @@ func (c *Consumer) runPartition(ctx context.Context, gen *kafka.Generation, topi
 		MinBytes:  1,
 		MaxBytes:  c.opts.FetchMaxBytes,
 		MaxWait:   c.opts.FetchMaxWait,
-		// 10k prefetched messages per partition: enough to keep a fetch in
-		// flight while we process; the budget bounds what we hold beyond it.
-		QueueCapacity: 10_000,
+		// kafka-go prefetches up to QueueCapacity messages per partition
+		// (plus one fetch of MaxBytes) outside our budget: 1000 keeps the
+		// fetcher ahead of processing while bounding that memory to about
+		// partitions × (1000 messages + fetch_max_bytes).
+		QueueCapacity: 1000,
 		ErrorLogger:   kafka.LoggerFunc(func(msg string, args ...any) { log.Warn().Msgf(msg, args...) }),
 	})
 	if err := r.SetOffset(start); err != nil {
