@@ -263,9 +263,6 @@ func (e *Emulator) handle(route string, r *http.Request) response {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return bad(errMissingBody)
 	}
-	if !json.Valid(body) {
-		return bad(errInvalidJSON)
-	}
 	env, ok := parseEnvelope(body)
 	if !ok {
 		return bad(errInvalidJSON)

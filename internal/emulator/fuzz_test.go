@@ -55,18 +55,17 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"api_key":"a","api_key":"b","events":[{"event_type":"x","event_type":"y","user_id":"u\"ser-1"}]}`))
 	f.Add([]byte(`{"api\u005fkey":"k","events":[{"device\u005fid":"dévice","nested":{"device_id":"no"},"a":[{"user_id":"no"}]}]}`))
 	f.Add([]byte(` { "events" : [ { } , { "event_type" : null } ] , "api_key" : 1 } `))
+	f.Add([]byte(`{"a":[1,-0.5e+3,true,false,null,{"b":"\u00e9\n"}],"events":[]}`))
+	f.Add([]byte(`{"a":01}`))
+	f.Add([]byte(`{"a":"\x"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if !json.Valid(b) {
-			return
-		}
-		var top map[string]json.RawMessage
-		if json.Unmarshal(b, &top) != nil {
-			env, ok := parseEnvelope(b)
-			assert.False(t, ok && env.apiKey != nil, "not an object, so no members")
-			return
-		}
 		env, ok := parseEnvelope(b)
-		require.True(t, ok)
+		var top map[string]json.RawMessage
+		isObject := json.Unmarshal(b, &top) == nil && top != nil
+		require.Equal(t, json.Valid(b) && isObject, ok, "parseEnvelope accepts exactly the valid JSON objects")
+		if !ok {
+			return
+		}
 		assert.Equal(t, []byte(top["api_key"]), env.apiKey)
 		assert.Equal(t, []byte(top["events"]), env.events)
 		assert.Equal(t, []byte(top["options"]), env.options)

@@ -5,10 +5,11 @@ import (
 	"unicode/utf8"
 )
 
-// The request body is checked with json.Valid first; the scanner below then
-// only has to find value boundaries in JSON it knows is well formed. This is
-// several times cheaper than decoding each event into a map, and it keeps
-// each event's raw bytes for the inspection log without re-encoding.
+// The request body is validated once by parseEnvelope (valid.go); the
+// scanner below then only has to find value boundaries in JSON it knows is
+// well formed. This is several times cheaper than decoding each event into a
+// map, and it keeps each event's raw bytes for the inspection log without
+// re-encoding.
 
 // envelope is the top level of a request body. Values are raw JSON; nil
 // means the key was absent.
@@ -46,7 +47,8 @@ var typedFields = [...]struct {
 	{"group_properties", kindObject},
 }
 
-// scanner walks JSON already accepted by json.Valid.
+// scanner walks JSON. Its value, enter and member methods assume JSON
+// already validated; the methods in valid.go check as they go.
 type scanner struct {
 	b []byte
 	i int
@@ -168,27 +170,6 @@ func hasEscape(raw []byte) bool {
 		}
 	}
 	return false
-}
-
-// parseEnvelope splits a valid JSON body. ok is false when the body is not
-// a JSON object.
-func parseEnvelope(body []byte) (env envelope, ok bool) {
-	s := scanner{b: body}
-	if s.peek() != '{' {
-		return env, false
-	}
-	s.enter()
-	for key, val, ok := s.member(); ok; key, val, ok = s.member() {
-		switch string(key) {
-		case "api_key":
-			env.apiKey = val
-		case "events":
-			env.events = val
-		case "options":
-			env.options = val
-		}
-	}
-	return env, true
 }
 
 // parseEvents splits the events array into events, validating each as it
