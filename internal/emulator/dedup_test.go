@@ -1,6 +1,7 @@
 package emulator
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -117,4 +118,36 @@ func TestDeduplication(t *testing.T) {
 		require.Equal(t, 200, do(t, emu, PathHTTPAPI, b).status)
 		assert.Len(t, emu.Events("device-1"), 300)
 	})
+}
+
+func TestConcurrentRequestsAreIngestedAtomically(t *testing.T) {
+	t.Parallel()
+	emu, _ := newTest(t, func(c *Config) { c.HTTPAPI.EPS = 0 })
+	const senders, requests, perRequest = 8, 20, 10
+	done := make(chan struct{})
+	for s := range senders {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for r := range requests {
+				evs := make([]ev, perRequest)
+				for i := range evs {
+					evs[i] = ev{typ: "e", device: "device-1", insert: fmt.Sprintf("%d-%d-%d", s, r, i)}
+				}
+				if got := do(t, emu, PathHTTPAPI, body(evs...)); got.status != 200 {
+					t.Errorf("status %d: %s", got.status, got.body)
+				}
+			}
+		}()
+	}
+	for range senders {
+		<-done
+	}
+	evs := emu.Events("device-1")
+	require.Len(t, evs, senders*requests*perRequest)
+	for i := range evs {
+		assert.Equal(t, uint64(i+1), evs[i].Seq, "one device's log is in arrival order")
+		// A request's events are never interleaved with another's.
+		assert.Equal(t, i%perRequest, evs[i].Index)
+		assert.Equal(t, evs[i-i%perRequest].Arrival, evs[i].Arrival)
+	}
 }

@@ -24,6 +24,9 @@
 //   - The 413 limits are inclusive: 2000 events, and 1,000,000 bytes (HTTP V2)
 //     or 20,000,000 (Batch) measured after gzip decompression.
 //     payload_size_bytes is the body length as received.
+//   - An unknown path gets the checks that need no route (body, JSON, fields,
+//     key) before 400 "Invalid request path", following the spec's order.
+//     Content-Type is not checked; Content-Encoding: gzip is honoured.
 //   - Duplicates are answered 200 and counted in events_ingested, but stored
 //     once, under (api_key, device_id or UserDeviceID(user_id), insert_id).
 //
