@@ -27,6 +27,15 @@ test: ## Unit and end-to-end tests (-race) against the best broker available: KA
 test-short: ## Unit tests only (-short).
 	$(GO) test -race -short -count=1 $(PKGS)
 
+.PHONY: bench
+bench: ## End-to-end benchmark (Kafka → ampstream → sink on 127.0.0.1) plus Go micro-benchmarks; prints a BENCH line.
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 200x ./internal/event/ ./internal/route/ ./internal/deliver/ ./internal/amplitude/
+	$(GO) run ./cmd/ampstream bench $(BENCH_ARGS)
+
+.PHONY: emulate
+emulate: ## Run the Amplitude API emulator on 127.0.0.1:8080.
+	$(GO) run ./cmd/ampstream emulate --listen 127.0.0.1:8080
+
 .PHONY: lint
 lint: ## gofmt and go vet.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1)
