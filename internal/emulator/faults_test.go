@@ -36,12 +36,15 @@ func post(t *testing.T, client *http.Client, url, body string) (answer, error) {
 // eventually polls cond until it holds or a deadline passes.
 func eventually(t *testing.T, cond func() bool, msg string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.After(5 * time.Second)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
 	for !cond() {
-		if time.Now().After(deadline) {
+		select {
+		case <-deadline:
 			t.Fatalf("timed out waiting: %s", msg)
+		case <-tick.C:
 		}
-		time.Sleep(time.Millisecond) // polling interval, not a wait for the condition
 	}
 }
 
