@@ -92,8 +92,11 @@ func (c *Consumer) runPartition(ctx context.Context, gen *kafka.Generation, topi
 	c.statusMu.Lock()
 	c.parts[partKey{topic, id}] = p
 	c.statusMu.Unlock()
-	c.m.CommittedOffset.WithLabelValues(topic, p.label).Set(float64(offset))
+	// -1 until something is committed: 0 is a valid offset, and kafka-go's
+	// FirstOffset sentinel (-2) means nothing to an operator.
+	c.m.CommittedOffset.WithLabelValues(topic, p.label).Set(float64(max(offset, -1)))
 
+	readerLog := log.Sample(&zerolog.BurstSampler{Burst: 3, Period: time.Minute})
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:   c.opts.Brokers,
 		Topic:     topic,
@@ -107,7 +110,9 @@ func (c *Consumer) runPartition(ctx context.Context, gen *kafka.Generation, topi
 		// fetcher ahead of processing while bounding that memory to about
 		// partitions × (1000 messages + fetch_max_bytes).
 		QueueCapacity: 1000,
-		ErrorLogger:   kafka.LoggerFunc(func(msg string, args ...any) { log.Warn().Msgf(msg, args...) }),
+		// Sampled: a broker restart makes every partition's reader report
+		// the same connection error until it reconnects.
+		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) { readerLog.Warn().Msgf(msg, args...) }),
 	})
 	if err := r.SetOffset(start); err != nil {
 		log.Error().Err(err).Msg("set start offset")
