@@ -112,13 +112,18 @@ func (p *producer) run(perTick int) {
 	defer w.Close()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	n := 0
 	for {
 		select {
 		case <-p.stopCh:
 			return
 		case <-tick.C:
 		}
-		msgs := mix(p.g, perTick)
+		msgs := make([]traffic.Msg, perTick)
+		for i := range msgs {
+			msgs[i] = mixed(p.g, n)
+			n++
+		}
 		km := make([]kafka.Message, len(msgs))
 		for i, m := range msgs {
 			km[i] = kafka.Message{Key: m.Key, Value: m.Value}
@@ -154,6 +159,23 @@ func (p *producer) run(perTick int) {
 		p.valid += v
 		p.invalid += inv
 		p.mu.Unlock()
+	}
+}
+
+// mixed is message i of the stream mix makes: every 50th invalid, user-only,
+// forced-batch and bursting events among normal ones.
+func mixed(g *traffic.Generator, i int) traffic.Msg {
+	switch {
+	case i%50 == 49:
+		return g.Invalid()
+	case i%17 == 0:
+		return g.UserOnly()
+	case i%23 == 0:
+		return g.Forced("batch")
+	case i%3 == 0:
+		return g.Burst(i % 2)
+	default:
+		return g.Normal()
 	}
 }
 
