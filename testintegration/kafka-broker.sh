@@ -33,6 +33,9 @@ data="$dir/data"
 pidfile="$dir/broker.pid"
 logfile="$dir/broker.log"
 bootstrap="$host:$port"
+# Few partitions: a single test broker gains nothing from the default 50, and each one must be
+# created and loaded before the broker is ready for consumer groups.
+offsets_partitions=4
 
 log() { echo "kafka-broker: $*" >&2; }
 
@@ -81,7 +84,7 @@ num.partitions=1
 auto.create.topics.enable=true
 delete.topic.enable=true
 offsets.topic.replication.factor=1
-offsets.topic.num.partitions=4
+offsets.topic.num.partitions=$offsets_partitions
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
@@ -149,6 +152,14 @@ start() {
 		fi
 		sleep 0.2
 	done
+	# Ready for tests means consumer groups work too: see broker/Warmup.java.
+	java_args "$here/broker/Warmup.java" "$bootstrap" "$offsets_partitions"
+	if ! "${jargs[@]}" >>"$logfile" 2>&1; then
+		tail -n 60 "$logfile" >&2
+		log "the group coordinator did not become ready; stopping the broker"
+		stop
+		return 1
+	fi
 	log "ready after $((SECONDS + timeout - deadline))s"
 	echo "$bootstrap"
 }
