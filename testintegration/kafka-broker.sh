@@ -10,7 +10,7 @@
 #   export KAFKA_BROKERS=$(testintegration/kafka-broker.sh start)
 #
 # Environment (all optional):
-#   KAFKA_VERSION          Apache Kafka release (default 4.4.0; kafka-go v0.4.51 also verified with 4.0.x and 4.1.x)
+#   KAFKA_VERSION          Apache Kafka release (default 4.4.0; kafka-go v0.4.51 also verified with 4.0.2, 4.1.1)
 #   KAFKA_PORT             PLAINTEXT listener port on 127.0.0.1 (default 9092)
 #   KAFKA_CONTROLLER_PORT  KRaft controller port on 127.0.0.1 (default 9093)
 #   KAFKA_HEAP_OPTS        JVM heap flags (default -Xms256m -Xmx512m)
@@ -18,6 +18,7 @@
 #   KAFKA_START_TIMEOUT    seconds to wait for the broker to answer (default 120)
 #
 # Every start formats fresh storage: a test run never sees topics or offsets of an earlier one.
+# "Ready" means the listener answers and consumer groups work (broker/Warmup.java).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
