@@ -62,7 +62,7 @@ func TestHealthReadinessAndStatusPage(t *testing.T) {
 	if c != 200 {
 		t.Fatalf("status page: %d", c)
 	}
-	for _, want := range []string{"<title>ampstream status</title>", h.topic, "Partitions (2 owned)", "realtime (HTTP V2)", "missing_event_type", "quarantined keys (429)"} {
+	for _, want := range []string{"<title>ampstream status</title>", h.topic, "Partitions (2 owned)", "realtime (HTTP V2)", "missing_event_type", "quarantined keys (429)", "Recent warnings and errors", "amplitude refuses the API key or URL"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("status page lacks %q", want)
 		}

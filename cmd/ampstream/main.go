@@ -124,7 +124,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.IntVar(&o.BurstSize, "burst-size", 2000, "events per burst")
 	fs.IntVar(&o.Backfill, "backfill", 5000, "backfill events (two days old)")
 	fs.IntVar(&o.Partitions, "partitions", 12, "partitions of the events topic")
-	level := fs.String("log-level", "warn", "log level of the pipeline (logs go to stderr)")
+	level := fs.String("log-level", "error", "log level of the pipeline (logs go to stderr; the demo's dead-lettering warnings are expected)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -33,6 +33,8 @@ type Status struct {
 	InflightBytes  int
 	// Counters are metric values keyed by name{labels}, from metrics.Snapshot.
 	Counters map[string]float64
+	// Recent are the latest warnings and errors, newest first.
+	Recent []LogEntry
 }
 
 // C returns a counter value by its key (0 when absent).
@@ -88,7 +90,7 @@ th{background:#eef1f4} td.l,th.l{text-align:left}
 
 <div class="grid">
 <div><h2>Lanes</h2>
-<table><tr><th class="l">lane</th><th>accepted</th><th>dead-lettered</th><th>throttled</th><th>retried</th></tr>
+<table><tr><th class="l">lane</th><th>accepted</th><th>rejected by Amplitude</th><th>throttled</th><th>retried</th></tr>
 <tr><td class="l">realtime (HTTP V2)</td><td>{{f0 (.C "ampstream_events_forwarded_total{lane=realtime,outcome=accepted}")}}</td><td>{{f0 (.C "ampstream_events_forwarded_total{lane=realtime,outcome=dlq}")}}</td><td>{{f0 (.C "ampstream_events_forwarded_total{lane=realtime,outcome=throttled}")}}</td><td>{{f0 (.C "ampstream_events_forwarded_total{lane=realtime,outcome=retried}")}}</td></tr>
 <tr><td class="l">batch</td><td>{{f0 (.C "ampstream_events_forwarded_total{lane=batch,outcome=accepted}")}}</td><td>{{f0 (.C "ampstream_events_forwarded_total{lane=batch,outcome=dlq}")}}</td><td>{{f0 (.C "ampstream_events_forwarded_total{lane=batch,outcome=throttled}")}}</td><td>{{f0 (.C "ampstream_events_forwarded_total{lane=batch,outcome=retried}")}}</td></tr>
 </table></div>
@@ -108,6 +110,12 @@ th{background:#eef1f4} td.l,th.l{text-align:left}
 {{range $k, $v := .Counters}}{{if hasPrefix $k "ampstream_dlq_events_total{"}}<tr><td class="l">{{trimDLQ $k}}</td><td>{{f0 $v}}</td></tr>{{end}}{{end}}
 </table></div>
 </div>
+
+<h2>Recent warnings and errors</h2>
+<table><tr><th class="l">time</th><th class="l">level</th><th class="l">message</th></tr>
+{{range .Recent}}<tr><td class="l">{{.Time.Format "15:04:05"}}</td><td class="l">{{.Level}}</td><td class="l">{{.Message}}</td></tr>
+{{else}}<tr><td class="l" colspan="3">none</td></tr>{{end}}
+</table>
 </body></html>`))
 
 func formatFloat(f float64, prec int) string { return strconv.FormatFloat(f, 'f', prec, 64) }

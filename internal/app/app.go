@@ -50,6 +50,7 @@ type App struct {
 	started  time.Time
 
 	adminAddr chan string
+	recent    *admin.RecentErrors
 }
 
 // New builds an App. It does not connect to anything yet.
@@ -58,6 +59,8 @@ func New(cfg config.Config, log zerolog.Logger, reg *prometheus.Registry, build 
 	if err != nil {
 		return nil, err
 	}
+	recent := admin.NewRecentErrors(20)
+	log = log.Hook(recent)
 	m := metrics.New(reg)
 	m.SetBuildInfo(build.Version, build.Commit)
 
@@ -132,7 +135,7 @@ func New(cfg config.Config, log zerolog.Logger, reg *prometheus.Registry, build 
 
 	return &App{
 		cfg: cfg, log: log, reg: reg, Metrics: m, client: client, deliver: d, dlq: dw, Consumer: c,
-		adminAddr: make(chan string, 1),
+		adminAddr: make(chan string, 1), recent: recent,
 	}, nil
 }
 
@@ -249,5 +252,6 @@ func (a *App) status() admin.Status {
 	}
 	s.InflightEvents, s.InflightBytes = a.Consumer.Inflight()
 	s.Counters = metrics.Snapshot(a.reg)
+	s.Recent = a.recent.Entries()
 	return s
 }
