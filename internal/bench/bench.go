@@ -28,6 +28,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"runtime"
@@ -38,6 +41,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/rs/zerolog"
 	"github.com/segmentio/kafka-go"
 
@@ -219,9 +224,10 @@ type LatencyRun struct {
 
 // Cost is the resource use of ampstream on the batch-heavy mix.
 type Cost struct {
-	// Method is "child-process" (an ampstream process of its own; its
-	// rusage after exit: peak RSS and user+system CPU over its whole life,
-	// join and shutdown included) or "in-process" (the whole benchmark
+	// Method is "child-process" (an ampstream process of its own: VmHWM
+	// from /proc/<pid>/status once everything is committed, and
+	// user+system CPU from its rusage over its whole life, join and
+	// shutdown included) or "in-process" (the whole benchmark
 	// process during the in-process batch-heavy run: the broker, the sink
 	// and the broker's copy of the topic included, so an upper bound).
 	Method         string  `json:"method"`
@@ -233,8 +239,13 @@ type Cost struct {
 	// MallocsPerEvent is the in-process batch-heavy run's whole-process
 	// heap allocations per event (the broker's and the sink's included);
 	// BaselineMallocsPerEvent is the same count for the baseline run.
-	MallocsPerEvent         float64 `json:"mallocs_per_event"`
-	BaselineMallocsPerEvent float64 `json:"baseline_mallocs_per_event,omitempty"`
+	MallocsPerEvent float64 `json:"mallocs_per_event"`
+	// RSSTimelineMB samples the child's RSS every 500 ms; ChildMetrics are
+	// its go_memstats_* and process_* gauges, scraped from its /metrics
+	// once everything was committed.
+	RSSTimelineMB           []float64          `json:"child_rss_timeline_mb,omitempty"`
+	ChildMetrics            map[string]float64 `json:"child_metrics,omitempty"`
+	BaselineMallocsPerEvent float64            `json:"baseline_mallocs_per_event,omitempty"`
 }
 
 type runner struct {
@@ -805,6 +816,10 @@ func (r *runner) cost(ctx context.Context) (*Cost, error) {
 	defer func() { _ = s.close() }()
 	group := uniqueName("bench-cost")
 	cfg := r.appConfig(p.Topic, group, dlq, s.url())
+	adminAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
 	args := []string{"run",
 		"--kafka.brokers=" + strings.Join(cfg.Kafka.Brokers, ","),
 		"--kafka.topics=" + p.Topic,
@@ -815,7 +830,7 @@ func (r *runner) cost(ctx context.Context) (*Cost, error) {
 		"--amplitude.api_key=" + cfg.Amplitude.APIKey.Reveal(),
 		"--amplitude.url=" + cfg.Amplitude.URL,
 		"--dlq.topic=" + dlq,
-		"--admin.addr=127.0.0.1:0",
+		"--admin.addr=" + adminAddr,
 		"--shutdown.drain_timeout=" + cfg.Shutdown.DrainTimeout.String(),
 		"--log.level=error",
 	}
@@ -833,6 +848,23 @@ func (r *runner) cost(ctx context.Context) (*Cost, error) {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
+	// The child's RSS every 500 ms: whether it climbs with the backlog or
+	// spikes tells a leak from a burst.
+	samplerDone := make(chan struct{})
+	stopSampler := make(chan struct{})
+	go func() {
+		defer close(samplerDone)
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopSampler:
+				return
+			case <-t.C:
+			}
+			c.RSSTimelineMB = append(c.RSSTimelineMB, math.Round(vmRSS(strconv.Itoa(cmd.Process.Pid))))
+		}
+	}()
 	var doneAt time.Time
 	waitErr := make(chan error, 1)
 	go func() {
@@ -842,12 +874,17 @@ func (r *runner) cost(ctx context.Context) (*Cost, error) {
 	}()
 	select {
 	case err = <-waitErr:
+		close(stopSampler)
+		<-samplerDone
 		c.PeakRSSMB = vmHWM(strconv.Itoa(cmd.Process.Pid))
+		c.ChildMetrics = scrapeGoMem(ctx, "http://"+adminAddr+"/metrics")
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		if werr := <-exited; err == nil && werr != nil {
 			err = fmt.Errorf("ampstream child: %w", werr)
 		}
 	case werr := <-exited:
+		close(stopSampler)
+		<-samplerDone
 		cancel()
 		<-waitErr
 		err = fmt.Errorf("ampstream child exited before committing everything: %v", werr)
@@ -860,10 +897,57 @@ func (r *runner) cost(ctx context.Context) (*Cost, error) {
 	c.Seconds = doneAt.Sub(start).Seconds()
 	c.CPUSeconds = (ps.UserTime() + ps.SystemTime()).Seconds()
 	c.CPUSecondsPerM = c.CPUSeconds / (float64(n) / 1e6)
-	if ru, ok := ps.SysUsage().(*syscall.Rusage); ok && ru.Maxrss > 0 {
-		c.PeakRSSMB = max(c.PeakRSSMB, float64(ru.Maxrss)/1024)
-	}
+	// Not rusage's Maxrss: Go starts children with vfork semantics
+	// (CLONE_VM), and Linux folds the pre-exec image's high-water mark, this
+	// benchmark process's, into the child's ru_maxrss. VmHWM, read before
+	// the child exits, is its own.
 	fmt.Fprintf(r.out, "  => child: %d events committed %.1fs after start (join included); peak RSS %.0f MB; %.2f CPU s (%.2f s per million events)\n",
 		n, c.Seconds, c.PeakRSSMB, c.CPUSeconds, c.CPUSecondsPerM)
 	return c, nil
+}
+
+// freeAddr returns a loopback address with a port nobody listens on now.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	addr := ln.Addr().String()
+	return addr, ln.Close()
+}
+
+// scrapeGoMem reads the Go runtime and process gauges from a /metrics page.
+func scrapeGoMem(ctx context.Context, url string) map[string]float64 {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil
+	}
+	defer func() { _ = resp.Body.Close() }()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil
+	}
+	out := map[string]float64{}
+	for name, mf := range mfs {
+		if !strings.HasPrefix(name, "go_memstats_") && !strings.HasPrefix(name, "process_") && name != "go_goroutines" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if len(m.GetLabel()) > 0 {
+				continue
+			}
+			switch {
+			case m.Gauge != nil:
+				out[name] = m.GetGauge().GetValue()
+			case m.Counter != nil:
+				out[name] = m.GetCounter().GetValue()
+			}
+		}
+	}
+	return out
 }

@@ -50,8 +50,14 @@ func costBetween(a, b usage, events int) ProcessCost {
 	return c
 }
 
-// vmHWM reads a /proc/<pid>/status peak-RSS line in MB; 0 when unavailable.
-func vmHWM(pid string) float64 {
+// vmHWM reads a process's peak RSS from /proc/<pid>/status, in MB; 0 when
+// unavailable.
+func vmHWM(pid string) float64 { return procStatusMB(pid, "VmHWM:") }
+
+// vmRSS reads a process's current RSS, in MB.
+func vmRSS(pid string) float64 { return procStatusMB(pid, "VmRSS:") }
+
+func procStatusMB(pid, field string) float64 {
 	f, err := os.Open("/proc/" + pid + "/status")
 	if err != nil {
 		return 0
@@ -60,7 +66,7 @@ func vmHWM(pid string) float64 {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		line := sc.Text()
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+		if rest, ok := strings.CutPrefix(line, field); ok {
 			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
 			return kb / 1024
 		}
