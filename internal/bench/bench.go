@@ -158,7 +158,18 @@ type Result struct {
 	Latency          *LatencyRun `json:"latency,omitempty"`
 	Cost             *Cost       `json:"cost,omitempty"`
 
+	// LoadAvg is the machine's 1-minute load average after each run: the
+	// benchmark shares the machine, and a load well above NumCPU means
+	// every figure of that run is pessimistic (the ratio less so).
+	LoadAvg []PhaseLoad `json:"load_average"`
+
 	Summary Summary `json:"summary"`
+}
+
+// PhaseLoad is the load average seen after a run.
+type PhaseLoad struct {
+	Phase string  `json:"phase"`
+	Load1 float64 `json:"load1"`
 }
 
 // Summary holds the numbers of the BENCH line; 0 means not measured.
@@ -271,8 +282,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	defer c.close()
 	res.Broker = c.kind()
 	r := &runner{o: o, c: c, out: o.Progress, log: o.Log, res: res}
-	fmt.Fprintf(r.out, "ampstream bench: broker %s %v, %d partitions, %d events (batch-heavy), %d (realtime-heavy), GOMAXPROCS=%d\n",
-		res.Broker, c.brokers, o.Partitions, o.Events, o.RealtimeEvents, res.MaxProcs)
+	fmt.Fprintf(r.out, "ampstream bench: broker %s %v, %d partitions, %d events (batch-heavy), %d (realtime-heavy), GOMAXPROCS=%d, load average %.1f\n",
+		res.Broker, c.brokers, o.Partitions, o.Events, o.RealtimeEvents, res.MaxProcs, loadAvg())
 	err = r.all(ctx)
 	res.Seconds = time.Since(res.Started).Seconds()
 	r.summarize()
@@ -309,6 +320,8 @@ func (r *runner) all(ctx context.Context) error {
 		// the machine is shared, and its load drifts within minutes.
 		{"baseline, second run", o.SkipBaseline, func() error {
 			r.res.BaselineAfter, err = r.baseline(ctx, base, "baseline_after")
+			r.c.deleteTopics(context.WithoutCancel(ctx), base.Topic)
+			base.Topic = ""
 			return err
 		}},
 		{"batch-heavy, emulator", o.SkipEmulator, func() error {
@@ -344,7 +357,10 @@ func (r *runner) state(after string) {
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	fmt.Fprintf(r.out, "  (after %s: %d goroutines, heap in use %.0f MB)\n", after, runtime.NumGoroutine(), float64(ms.HeapInuse)/1e6)
+	load := loadAvg()
+	r.res.LoadAvg = append(r.res.LoadAvg, PhaseLoad{Phase: after, Load1: load})
+	fmt.Fprintf(r.out, "  (after %s: %d goroutines, heap in use %.0f MB; machine load average %.1f on %d CPUs)\n",
+		after, runtime.NumGoroutine(), float64(ms.HeapInuse)/1e6, load, runtime.NumCPU())
 }
 
 func (r *runner) summarize() {

@@ -73,3 +73,14 @@ func procStatusMB(pid, field string) float64 {
 	}
 	return 0
 }
+
+// loadAvg is the 1-minute load average; 0 when unavailable.
+func loadAvg() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f, _, _ := strings.Cut(string(b), " ")
+	v, _ := strconv.ParseFloat(f, 64)
+	return v
+}
