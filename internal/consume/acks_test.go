@@ -1,0 +1,189 @@
+package consume
+
+import (
+	"context"
+	"math/rand/v2"
+	"testing"
+	"time"
+)
+
+func TestWatermarkIsTheFirstUnresolvedOffset(t *testing.T) {
+	t.Parallel()
+	a := newAcks(100, 1000)
+	var seqs []uint64
+	for off := int64(100); off < 110; off++ {
+		seqs = append(seqs, a.add(off, off*1000, 10))
+	}
+	if wm, ts := a.watermark(); wm != 100 || ts != 100_000 {
+		t.Fatalf("nothing resolved: watermark %d ts %d, want 100 and the oldest timestamp", wm, ts)
+	}
+	// Resolving later offsets first must not move the watermark.
+	for _, i := range []int{9, 5, 1, 2} {
+		a.resolve(seqs[i])
+	}
+	if wm, _ := a.watermark(); wm != 100 {
+		t.Fatalf("watermark %d after resolving later offsets, want 100", wm)
+	}
+	a.resolve(seqs[0])
+	if wm, ts := a.watermark(); wm != 103 || ts != 103_000 {
+		t.Fatalf("watermark %d ts %d, want 103 (0,1,2 resolved)", wm, ts)
+	}
+	for _, s := range seqs {
+		a.resolve(s)
+	}
+	if wm, ts := a.watermark(); wm != 110 || ts != 0 {
+		t.Fatalf("all resolved: watermark %d ts %d, want 110 and 0", wm, ts)
+	}
+	if a.pending() != 0 {
+		t.Fatalf("pending %d, want 0", a.pending())
+	}
+}
+
+func TestWatermarkSkipsOffsetGaps(t *testing.T) {
+	t.Parallel()
+	// Compaction and transaction markers leave holes in the offsets.
+	a := newAcks(0, 10)
+	s1 := a.add(3, 1, 1)
+	s2 := a.add(7, 2, 1)
+	a.resolve(s1)
+	if wm, _ := a.watermark(); wm != 7 {
+		t.Fatalf("watermark %d, want 7 (the next fetched offset)", wm)
+	}
+	a.resolve(s2)
+	if wm, _ := a.watermark(); wm != 8 {
+		t.Fatalf("watermark %d, want 8", wm)
+	}
+}
+
+func TestAbandonedOffsetsBlockTheWatermarkButNotTheDrain(t *testing.T) {
+	t.Parallel()
+	a := newAcks(0, 10)
+	s0 := a.add(0, 1, 1)
+	s1 := a.add(1, 1, 1)
+	a.abandon(s0)
+	a.resolve(s1)
+	if wm, _ := a.watermark(); wm != 0 {
+		t.Fatalf("watermark %d passed an abandoned offset", wm)
+	}
+	if a.pending() != 0 {
+		t.Fatalf("pending %d, want 0: drain must not wait for abandoned offsets", a.pending())
+	}
+}
+
+func TestResolvingTwiceOrAfterReleaseCountsOnce(t *testing.T) {
+	t.Parallel()
+	a := newAcks(0, 10)
+	s0 := a.add(0, 1, 7)
+	s1 := a.add(1, 1, 9)
+	if size, ok := a.resolve(s0); !ok || size != 7 {
+		t.Fatalf("first resolve = %d,%v; want 7,true", size, ok)
+	}
+	if _, ok := a.resolve(s0); ok {
+		t.Fatal("second resolve of the same offset counted")
+	}
+	events, bytes := a.releaseAll()
+	if events != 1 || bytes != 9 {
+		t.Fatalf("releaseAll = %d events %d bytes, want 1 and 9", events, bytes)
+	}
+	if _, ok := a.resolve(s1); ok {
+		t.Fatal("a late answer after release counted")
+	}
+}
+
+// A long random run: the watermark is always the smallest unresolved offset,
+// never more, whatever the resolution order; memory is compacted.
+func TestWatermarkPropertyUnderRandomResolution(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(1, 2))
+	a := newAcks(0, 1<<30)
+	resolved := map[int64]bool{}
+	var open []struct {
+		seq uint64
+		off int64
+	}
+	next := int64(0)
+	for step := 0; step < 50_000; step++ {
+		if len(open) == 0 || rng.IntN(3) > 0 {
+			next += int64(1 + rng.IntN(2)) // occasional gaps
+			open = append(open, struct {
+				seq uint64
+				off int64
+			}{a.add(next, 0, 1), next})
+		} else {
+			i := rng.IntN(len(open))
+			a.resolve(open[i].seq)
+			resolved[open[i].off] = true
+			open[i] = open[len(open)-1] // order of open does not matter
+			open = open[:len(open)-1]
+		}
+		if step%1000 == 0 {
+			wm, _ := a.watermark()
+			smallest := next + 1
+			for _, o := range open {
+				smallest = min(smallest, o.off)
+			}
+			if len(open) > 0 && wm != smallest {
+				t.Fatalf("step %d: watermark %d, smallest unresolved %d", step, wm, smallest)
+			}
+			if len(open) == 0 && wm != next+1 {
+				t.Fatalf("step %d: all resolved, watermark %d want %d", step, wm, next+1)
+			}
+		}
+	}
+}
+
+func TestResolvedPrefixIsCompacted(t *testing.T) {
+	t.Parallel()
+	a := newAcks(0, 1<<30)
+	for off := int64(0); off < 100_000; off++ {
+		a.resolve(a.add(off, 0, 1))
+	}
+	if len(a.ents) > 4096 {
+		t.Fatalf("ack slice holds %d entries after everything was resolved in order", len(a.ents))
+	}
+}
+
+func TestBudgetBlocksAtTheCapAndWakesOnRelease(t *testing.T) {
+	t.Parallel()
+	b := newBudget(2, 100)
+	ctx := context.Background()
+	for i := 0; i < 2; i++ {
+		if _, err := b.acquire(ctx, 10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := make(chan bool, 1)
+	go func() {
+		waited, err := b.acquire(ctx, 10)
+		got <- waited && err == nil
+	}()
+	select {
+	case <-got:
+		t.Fatal("acquire went through above the event cap")
+	case <-time.After(50 * time.Millisecond): // proving the absence of progress needs a bound
+	}
+	b.release(10)
+	if ok := <-got; !ok {
+		t.Fatal("acquire did not report waiting, or failed")
+	}
+	if e, by := b.usage(); e != 2 || by != 20 {
+		t.Fatalf("usage %d events %d bytes, want 2 and 20", e, by)
+	}
+}
+
+func TestBudgetLetsOneOversizedEventThroughAlone(t *testing.T) {
+	t.Parallel()
+	b := newBudget(10, 100)
+	if _, err := b.acquire(context.Background(), 1000); err != nil {
+		t.Fatalf("a lone event larger than the byte cap must pass, or it could never be consumed: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := b.acquire(ctx, 1); err == nil {
+		t.Fatal("a second event went through while the byte cap is exceeded")
+	}
+	b.release(1000)
+	if _, err := b.acquire(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+}
