@@ -207,6 +207,10 @@ type Throughput struct {
 	// happen once a second, so this trails Seconds by up to ~1 s).
 	CommitSeconds float64 `json:"commit_seconds"`
 	Resolved      int64   `json:"resolved"`
+	// PeakInflightEvents (and its MB) is the most events ampstream held
+	// fetched but unresolved, sampled every 10 ms (limits.max_inflight_*).
+	PeakInflightEvents int     `json:"peak_inflight_events,omitempty"`
+	PeakInflightMB     float64 `json:"peak_inflight_mb,omitempty"`
 	// Accepted and DeadLettered come from ampstream's metrics.
 	Accepted     map[string]int64   `json:"accepted_by_lane,omitempty"`
 	DeadLettered int64              `json:"dead_lettered"`
@@ -611,7 +615,12 @@ func (r *runner) ampstream(ctx context.Context, name string, mix Mix, n int, emu
 	if err == nil {
 		t.JoinSeconds = joined.Sub(before.at).Seconds()
 		var resolvedAt time.Time
-		resolvedAt, err = r.track(ctx, name, p.Events, joined, resolved)
+		resolvedAt, err = r.track(ctx, name, p.Events, joined, func() int64 {
+			if ev, by := a.Consumer.Inflight(); ev > t.PeakInflightEvents {
+				t.PeakInflightEvents, t.PeakInflightMB = ev, float64(by)/1e6
+			}
+			return resolved()
+		})
 		t.Seconds = resolvedAt.Sub(joined).Seconds()
 	}
 	if err == nil {
@@ -666,8 +675,8 @@ func (r *runner) collect(t *Throughput, snap map[string]float64) {
 		case strings.HasPrefix(k, "ampstream_amplitude_requests_total{"):
 			l := strings.TrimSuffix(strings.TrimPrefix(k, "ampstream_amplitude_requests_total{"), "}")
 			t.Requests[l] = int64(v)
-		case strings.HasPrefix(k, "ampstream_lane_switches_total"), strings.HasPrefix(k, "ampstream_fetch_blocked_total"),
-			strings.HasPrefix(k, "ampstream_throttled_events_total"), strings.HasPrefix(k, "ampstream_commits_total"),
+		case strings.HasPrefix(k, "ampstream_lane_switches_total"), strings.HasPrefix(k, "ampstream_kafka_fetch_paused_total"),
+			strings.HasPrefix(k, "ampstream_amplitude_throttled_events_total"), strings.HasPrefix(k, "ampstream_kafka_commits_total"),
 			strings.HasPrefix(k, "ampstream_events_consumed_total"), strings.HasPrefix(k, "ampstream_dlq_write_errors_total"):
 			t.Counters[k] = v
 		}
@@ -675,8 +684,10 @@ func (r *runner) collect(t *Throughput, snap map[string]float64) {
 }
 
 func (r *runner) lanes(t *Throughput) {
-	fmt.Fprintf(r.out, "     lanes: realtime %d, batch %d accepted; %d dead-lettered; requests %v\n",
-		t.Accepted["realtime"], t.Accepted["batch"], t.DeadLettered, t.Requests)
+	fmt.Fprintf(r.out, "     lanes: realtime %d, batch %d accepted; %d dead-lettered; requests %v; lane switches to batch %.0f, to realtime %.0f; peak in flight %d events (%.0f MB); fetch paused %.0f times\n",
+		t.Accepted["realtime"], t.Accepted["batch"], t.DeadLettered, t.Requests,
+		t.Counters["ampstream_lane_switches_total{to=batch}"], t.Counters["ampstream_lane_switches_total{to=realtime}"],
+		t.PeakInflightEvents, t.PeakInflightMB, t.Counters["ampstream_kafka_fetch_paused_total"])
 	if t.EmuStats != nil {
 		fmt.Fprintf(r.out, "     emulator: ingested %d, duplicates %d, throttled %d, invalid %d, statuses %v\n",
 			t.EmuStats.Ingested, t.EmuStats.Duplicates, t.EmuStats.Throttled, t.EmuStats.Invalid, t.EmuStats.ByStatus)
