@@ -623,3 +623,28 @@ func TestKeepsTheLongestPauseWhenTwo429sOfOneRequestDeferKeys(t *testing.T) {
 		require.GreaterOrEqual(t, h.own.fate(h.own.byKey["a"][0]).at.Sub(first), 120*time.Second)
 	})
 }
+
+func TestARealtimeRequestLeavesAfterItsOwnLingerWhileABatchRequestLingers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// The shard has one timer. A Batch request (200 ms linger) opened
+		// first must not delay a realtime request (5 ms) opened after it.
+		opts := testOptions()
+		opts.Shards = 1
+		opts.Realtime.Linger = 5 * time.Millisecond
+		opts.Batch.Linger = 200 * time.Millisecond
+		h := newHarness(t, opts, route.TrackerOptions{}, always200)
+		defer h.d.Stop()
+		start := time.Now()
+		h.submit("hot", route.Batch)
+		h.submit("cold", route.Realtime)
+		h.waitResolved(2)
+		h.check(false)
+		for _, r := range h.amp.requests() {
+			want := 200 * time.Millisecond
+			if r.route == amplitude.HTTPAPI {
+				want = 5 * time.Millisecond
+			}
+			require.Equal(t, want, r.at.Sub(start), "%v request", r.route.Lane())
+		}
+	})
+}

@@ -45,6 +45,7 @@ type shard struct {
 
 	timer      *time.Timer
 	timerArmed bool
+	timerAt    time.Time // the deadline the timer is armed for
 }
 
 func newShard(d *Deliverer) *shard {
@@ -190,11 +191,13 @@ func (s *shard) seal(lane route.Lane) {
 }
 
 func (s *shard) armTimer(deadline, now time.Time) {
-	if s.timerArmed {
-		return // an earlier batch's deadline comes first; sealExpired re-arms
+	if s.timerArmed && !deadline.Before(s.timerAt) {
+		return // an earlier deadline comes first; sealExpired re-arms
 	}
+	// One timer serves both lanes: a realtime request (5 ms linger) opened
+	// while a Batch request (200 ms) lingers must move the timer earlier.
 	s.timer.Reset(max(deadline.Sub(now), 0))
-	s.timerArmed = true
+	s.timerArmed, s.timerAt = true, deadline
 }
 
 func (s *shard) sealExpired() {

@@ -266,3 +266,27 @@ func TestNewTrackerBoundsTheWindowToTheRing(t *testing.T) {
 	tr = NewTracker(TrackerOptions{Window: 100 * time.Millisecond, HotEPS: 1, CoolEPS: 1})
 	require.Equal(t, int64(1), tr.win)
 }
+
+func TestTrackerIsSafeForConcurrentUse(t *testing.T) {
+	tr := testTracker(TrackerOptions{MaxKeys: 1000, BatchEPS: 10})
+	done := make(chan struct{})
+	for g := range 4 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := range 5000 {
+				k := fmt.Appendf(nil, "k%d", (i*(g+1))%1500)
+				tr.Observe(k, sec(i/100), 25)
+				tr.SetLane(k, uint8(Batch))
+				tr.BatchDelay(k, 1, sec(i/100))
+				if i%1000 == 0 {
+					tr.Stats(sec(i / 100))
+				}
+			}
+		}()
+	}
+	for range 4 {
+		<-done
+	}
+	tracked, _ := tr.Stats(sec(50))
+	require.LessOrEqual(t, tracked, 1000+len(tr.shards))
+}
