@@ -309,8 +309,10 @@ func (d *Deliverer) housekeeping() {
 		users := 0
 		d.userHolds.Range(func(k, v any) bool {
 			if !now.Before(v.(time.Time)) {
-				d.userHolds.Delete(k)
-				d.userHoldCount.Add(-1)
+				// Only the expired hold: a sender may have just renewed it.
+				if d.userHolds.CompareAndDelete(k, v) {
+					d.userHoldCount.Add(-1)
+				}
 			} else {
 				users++
 			}

@@ -110,6 +110,8 @@ func TestSplits413RecursivelyAndRejectsTheOneTooLargeEvent(t *testing.T) {
 		h.waitResolved(45)
 		rej := h.check(false)
 		require.Equal(t, map[*Item]string{big: amplitude.ReasonTooLarge}, rej)
+		require.Equal(t, forwarded(map[string]float64{"batch,accepted": 44, "batch,dlq": 1}),
+			h.series("ampstream_events_forwarded_total"))
 		for _, r := range h.amp.requests() {
 			if r.res.Class == amplitude.Accepted {
 				require.LessOrEqual(t, len(r.evs), 4)
@@ -246,6 +248,7 @@ func TestHolds429dDeviceForThrottlePauseWhileOthersFlow(t *testing.T) {
 				require.False(t, r.at.Before(throttledAt.Add(pause)), "hot resent inside the pause")
 			}
 		}
+		require.Zero(t, h.d.throttledKeys.Load(), "every hold was released")
 		// The 429 answered once (the first call), "hot" then went through in one go.
 		n := 0
 		for _, r := range h.amp.requests() {
@@ -302,6 +305,11 @@ func TestRejectsDailyQuotaEventsAndDefersOnlyTheThrottledOnes(t *testing.T) {
 		for _, it := range h.own.byKey["spam"] {
 			require.Equal(t, amplitude.ReasonDailyQuota, rej[it])
 		}
+		require.Equal(t, map[string]float64{
+			"ampstream_amplitude_throttled_events_total{lane=batch,reason=daily_quota}": 5,
+		}, h.series("ampstream_amplitude_throttled_events_total"))
+		require.Equal(t, forwarded(map[string]float64{"batch,accepted": 5, "batch,dlq": 5}),
+			h.series("ampstream_events_forwarded_total"))
 	})
 }
 
@@ -325,6 +333,8 @@ func TestRetriesThe5xxRequestInOrderUntilItSucceeds(t *testing.T) {
 		for i, r := range reqs {
 			require.Equal(t, reqs[0].evs, r.evs, "call %d resent the same events in the same order", i)
 		}
+		require.Equal(t, forwarded(map[string]float64{"realtime,accepted": 10, "realtime,retried": 30}),
+			h.series("ampstream_events_forwarded_total"))
 		for i := 1; i < len(reqs); i++ {
 			gap := reqs[i].at.Sub(reqs[i-1].at)
 			require.GreaterOrEqual(t, gap, h.d.opts.RetryInitial<<(i-1)/2, "backoff before call %d", i)
@@ -398,6 +408,7 @@ func TestPausesOnFatalAnswersWithoutAHotLoopAndRecovers(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const fatalCalls = 5
 		var healthDuring error
+		var gaugeDuring map[string]float64
 		var h *harness
 		opts := testOptions()
 		opts.RetryMax = 3 * time.Second
@@ -405,6 +416,7 @@ func TestPausesOnFatalAnswersWithoutAHotLoopAndRecovers(t *testing.T) {
 			if call < fatalCalls {
 				if call == fatalCalls-1 {
 					healthDuring = h.d.Healthy()
+					gaugeDuring = h.series("ampstream_amplitude_unauthorized")
 				}
 				return answer(401, `{"code":401,"error":"Invalid API key"}`)
 			}
@@ -418,6 +430,8 @@ func TestPausesOnFatalAnswersWithoutAHotLoopAndRecovers(t *testing.T) {
 		h.waitResolved(5)
 		require.Error(t, healthDuring, "unhealthy while Amplitude refuses the key")
 		require.NoError(t, h.d.Healthy(), "healthy again after the first 200")
+		require.Equal(t, map[string]float64{"ampstream_amplitude_unauthorized": 1}, gaugeDuring)
+		require.Equal(t, map[string]float64{"ampstream_amplitude_unauthorized": 0}, h.series("ampstream_amplitude_unauthorized"))
 		require.Empty(t, h.check(false), "nothing dead-lettered for a fatal answer")
 		reqs := h.amp.requests()
 		require.Len(t, reqs, fatalCalls+1)
@@ -647,4 +661,24 @@ func TestARealtimeRequestLeavesAfterItsOwnLingerWhileABatchRequestLingers(t *tes
 			require.Equal(t, want, r.at.Sub(start), "%v request", r.route.Lane())
 		}
 	})
+}
+
+func TestStopReturnsPromptlyDuringARetryBackoff(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	opts := testOptions()
+	opts.RetryInitial, opts.RetryMax = time.Hour, time.Hour
+	h := newHarness(t, opts, route.TrackerOptions{}, func(context.Context, int, amplitude.Route, []ev) amplitude.Result {
+		return answer(503, ``)
+	})
+	h.submit("a", route.Realtime)
+	h.waitCalls(1)
+	stopped := make(chan struct{})
+	go func() { h.d.Stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(2 * time.Second):
+		t.Fatal("Stop waits for an hour-long backoff")
+	}
+	require.Zero(t, h.own.resolvedCount())
+	require.Len(t, h.amp.requests(), 1)
 }

@@ -421,6 +421,31 @@ func throttle429(evs []ev, devices ...string) amplitude.Result {
 		string(tdj)+`,"throttled_users":{},"throttled_events":`+jsonList(idx)+`}`)
 }
 
+// series returns the current value of every series of metric name, keyed
+// name{label=value,...}.
+func (h *harness) series(name string) map[string]float64 {
+	out := map[string]float64{}
+	for k, v := range metrics.Snapshot(h.reg) {
+		if k == name || strings.HasPrefix(k, name+"{") {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// forwarded is the full ampstream_events_forwarded_total series set (every
+// lane × outcome is created up front) with the given non-zero values, keyed
+// "lane,outcome".
+func forwarded(nonZero map[string]float64) map[string]float64 {
+	out := map[string]float64{}
+	for _, lane := range []string{"batch", "realtime"} {
+		for _, o := range []string{metrics.OutcomeAccepted, metrics.OutcomeDLQ, metrics.OutcomeRetried, metrics.OutcomeThrottled} {
+			out["ampstream_events_forwarded_total{lane="+lane+",outcome="+o+"}"] = nonZero[lane+","+o]
+		}
+	}
+	return out
+}
+
 func (h *harness) events(lane route.Lane) int {
 	n := 0
 	for _, r := range h.amp.requests() {
