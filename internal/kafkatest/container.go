@@ -46,7 +46,8 @@ func startContainer(t testing.TB) (*Cluster, error) {
 		Image:        containerImage(),
 		ExposedPorts: []string{clientPort},
 		Env: map[string]string{
-			"CLUSTER_ID":                                             "kafkatest-cluster-0001",
+			// Any 16 bytes in URL-safe base64; this one is the testcontainers Kafka module's.
+			"CLUSTER_ID":                                             "4L6g3nShT-eMCtK--X86sw",
 			"KAFKA_NODE_ID":                                          "1",
 			"KAFKA_PROCESS_ROLES":                                    "broker,controller",
 			"KAFKA_CONTROLLER_QUORUM_VOTERS":                         "1@localhost:9094",

@@ -5,8 +5,9 @@
 //  2. testcontainers: an apache/kafka container (KRaft, single node) when a Docker engine answers;
 //  3. kfake: an in-process franz-go kfake cluster, one per test.
 //
-// KAFKATEST_PROVIDER=kfake|testcontainers|external forces one of them. The test log says which
-// provider ran. Tests share an external broker, so every topic a test uses comes from
+// KAFKATEST_PROVIDER=kfake|testcontainers|external forces one of them; KAFKATEST_IMAGE overrides
+// the container image (apache/kafka:4.4.0). The test log says which provider ran. With Docker,
+// every Start runs its own container (seconds each); the CI broker and kfake are cheap. Tests share an external broker, so every topic a test uses comes from
 // CreateTopic, which makes the name unique; consumer group IDs must be unique per test too.
 //
 // The helpers are synchronous and own no goroutines after they return: each call builds its own
