@@ -20,7 +20,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.SetOutput(stderr)
 	var o bench.Options
 	fs.IntVar(&o.Events, "events", 0, "events of the baseline and batch-heavy runs (default 1000000; 20000 with --quick)")
-	fs.IntVar(&o.RealtimeEvents, "realtime-events", 0, "events of the realtime-heavy runs (default 500000; 20000 with --quick)")
+	fs.IntVar(&o.EmulatorEvents, "emulator-events", 0, "events of the batch-heavy run against the emulator (default events/2)")
+	fs.IntVar(&o.RealtimeEvents, "realtime-events", 0, "events of the realtime-heavy runs (default 250000; 20000 with --quick)")
 	fs.BoolVar(&o.Quick, "quick", false, "CI smoke mode: small runs, finishes in well under a minute")
 	fs.IntVar(&o.Partitions, "partitions", 12, "partitions of every benchmark topic")
 	fs.BoolVar(&o.SkipBaseline, "skip-baseline", false, "skip the baseline forwarder")
