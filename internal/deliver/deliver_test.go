@@ -30,14 +30,9 @@ func TestDeliversManyKeysOnBothLanesInSubmitOrder(t *testing.T) {
 		for p := range producers {
 			wg.Go(func() {
 				// A producer owns its keys, as a partition does.
-				for n := range perKey {
+				for range perKey {
 					for k := range keysPer {
-						lane := route.Realtime
-						if k%2 == 1 {
-							lane = route.Batch
-						}
-						h.submit(fmt.Sprintf("p%d-k%d", p, k), lane)
-						_ = n
+						h.submit(fmt.Sprintf("p%d-k%d", p, k), laneOfKey(k))
 					}
 				}
 			})
@@ -54,9 +49,10 @@ func TestDeliversManyKeysOnBothLanesInSubmitOrder(t *testing.T) {
 			}
 			require.LessOrEqual(t, len(r.evs), h.d.laneOpts(lane).MaxEvents)
 			for _, e := range r.evs {
-				var k int
-				fmt.Sscanf(e.Key[len(e.Key)-1:], "%d", &k)
-				require.Equal(t, k%2 == 1, r.route == amplitude.Batch, "%s went on the lane its override named", e.Key)
+				var p, k int
+				_, err := fmt.Sscanf(e.Key, "p%d-k%d", &p, &k)
+				require.NoError(t, err)
+				require.Equal(t, apiRoute(laneOfKey(k)), r.route, "%s went on the lane its override named", e.Key)
 			}
 		}
 		require.Equal(t, total/2, h.events(route.Realtime))
@@ -64,6 +60,14 @@ func TestDeliversManyKeysOnBothLanesInSubmitOrder(t *testing.T) {
 		require.InDelta(t, float64(total/2), testutil.ToFloat64(h.d.acceptedCtr[route.Realtime]), 0)
 		require.InDelta(t, float64(total/2), testutil.ToFloat64(h.d.acceptedCtr[route.Batch]), 0)
 	})
+}
+
+// laneOfKey forces even keys to Realtime and odd keys to Batch.
+func laneOfKey(k int) route.Lane {
+	if k%2 == 1 {
+		return route.Batch
+	}
+	return route.Realtime
 }
 
 func TestSealsARequestAfterLingerWhenItIsNotFull(t *testing.T) {
