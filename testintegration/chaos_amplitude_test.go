@@ -91,7 +91,7 @@ func chaosFaultWindow(t *testing.T, scenario string, seed uint64, fault emulator
 		}
 	}
 	tick.Stop()
-	h.assertCommitsCovered() // mid-outage: nothing committed that was not accepted
+	h.assertCommitsCoveredChunked() // mid-outage: nothing committed that was not accepted
 	backlog := int64(0)
 	endAtClear := h.kafka.EndOffsets(t, h.topic)
 	for part, e := range endAtClear {

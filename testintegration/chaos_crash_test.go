@@ -56,7 +56,7 @@ func TestChaosKill9MidStreamThenRestart(t *testing.T) {
 	t.Logf("kill -9 after %d accepted events; %d events accepted again (Amplitude dedup)", atKill.Accepted, s.Duplicates)
 	h.chaosLine("kill9", rep, invalid,
 		"first_accept_after_kill_s="+secs(firstAccept), "recover_s="+secs(recovered),
-		fmt.Sprintf("rss_kb_before=%d rss_kb_after=%d", rss1, rss2))
+		fmt.Sprintf("rss_kb_before=%d rss_kb_after=%d reader_io_timeouts=%d", rss1, rss2, c1.logCount("i/o timeout")+c2.logCount("i/o timeout")))
 }
 
 // TestChaosMembersJoinAndLeaveUnderLoad runs three replicas of the service
