@@ -197,7 +197,9 @@ func TestHolds429dDeviceForThrottlePauseWhileOthersFlow(t *testing.T) {
 		const pause = 30 * time.Second
 		var throttledAt time.Time
 		var mu sync.Mutex
-		h := newHarness(t, testOptions(), route.TrackerOptions{}, func(_ context.Context, _ int, _ amplitude.Route, evs []ev) amplitude.Result {
+		opts := testOptions()
+		opts.Shards = 1 // "hot" shares requests with the cold devices
+		h := newHarness(t, opts, route.TrackerOptions{}, func(_ context.Context, _ int, _ amplitude.Route, evs []ev) amplitude.Result {
 			mu.Lock()
 			defer mu.Unlock()
 			// Amplitude throttles "hot" for the first call it sees it in
@@ -224,9 +226,10 @@ func TestHolds429dDeviceForThrottlePauseWhileOthersFlow(t *testing.T) {
 		h.waitResolved(12) // the cold devices, resent at once without "hot"
 		start := time.Now()
 		mu.Lock()
-		require.False(t, throttledAt.IsZero())
-		require.Less(t, start.Sub(throttledAt), time.Second, "the cold devices did not wait for the pause")
+		throttled := throttledAt
 		mu.Unlock()
+		require.False(t, throttled.IsZero())
+		require.Less(t, start.Sub(throttled), time.Second, "the cold devices did not wait for the pause")
 		for _, it := range h.own.byKey["hot"] {
 			require.Zero(t, h.own.fate(it), "hot is held")
 		}
@@ -487,21 +490,33 @@ func TestSubmitAfterStopAlwaysReturnsErrStopped(t *testing.T) {
 	})
 }
 
+// revokedOwner is an owner that gave its partition up.
+type revokedOwner struct{ *fakeOwner }
+
+func (revokedOwner) Revoked() bool { return true }
+
 func TestDropsRevokedItemsUnsentAndUnresolved(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, testOptions(), route.TrackerOptions{}, always200)
+		opts := testOptions()
+		opts.Shards = 1
+		h := newHarness(t, opts, route.TrackerOptions{}, always200)
 		defer h.d.Stop()
-		h.own.mu.Lock()
-		h.own.revoked = true
-		h.own.mu.Unlock()
+		var revoked []*Item
 		for range 5 {
-			h.submit("a", route.Realtime)
+			it := h.item("a", "", route.Realtime, 0, false)
+			it.Owner = revokedOwner{h.own}
+			revoked = append(revoked, h.submitItem(it))
 		}
-		synctest.Wait()
-		time.Sleep(time.Minute) // fake time: every linger has passed
-		synctest.Wait()
-		require.Empty(t, h.amp.requests())
-		require.Zero(t, h.own.resolvedCount())
+		// The partition's next owner redelivers; its events flow.
+		next := h.submit("a", route.Realtime)
+		h.waitResolved(1)
+		require.Equal(t, 1, h.own.fate(next).accepted)
+		for _, it := range revoked {
+			require.Zero(t, h.own.fate(it), "a revoked item is neither accepted nor rejected")
+		}
+		reqs := h.amp.requests()
+		require.Len(t, reqs, 1)
+		require.Equal(t, []ev{{Key: "a", N: 5, size: len(next.Raw)}}, reqs[0].evs, "revoked items were never sent")
 	})
 }
 
