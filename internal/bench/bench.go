@@ -177,6 +177,9 @@ type Result struct {
 type PhaseLoad struct {
 	Phase string  `json:"phase"`
 	Load1 float64 `json:"load1"`
+	// CPUPressure is /proc/pressure/cpu "some avg10": the percentage of
+	// the last 10 s in which a runnable task waited for a CPU.
+	CPUPressure float64 `json:"cpu_pressure_pct"`
 }
 
 // Summary holds the numbers of the BENCH line; 0 means not measured.
@@ -374,10 +377,10 @@ func (r *runner) state(after string) {
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	load := loadAvg()
-	r.res.LoadAvg = append(r.res.LoadAvg, PhaseLoad{Phase: after, Load1: load})
-	fmt.Fprintf(r.out, "  (after %s: %d goroutines, heap in use %.0f MB; machine load average %.1f on %d CPUs)\n",
-		after, runtime.NumGoroutine(), float64(ms.HeapInuse)/1e6, load, runtime.NumCPU())
+	load, psi := loadAvg(), cpuPressure()
+	r.res.LoadAvg = append(r.res.LoadAvg, PhaseLoad{Phase: after, Load1: load, CPUPressure: psi})
+	fmt.Fprintf(r.out, "  (after %s: %d goroutines, heap in use %.0f MB; machine load average %.1f on %d CPUs, CPU pressure %.0f %%)\n",
+		after, runtime.NumGoroutine(), float64(ms.HeapInuse)/1e6, load, runtime.NumCPU(), psi)
 }
 
 func (r *runner) summarize() {

@@ -84,3 +84,23 @@ func loadAvg() float64 {
 	v, _ := strconv.ParseFloat(f, 64)
 	return v
 }
+
+// cpuPressure is the share of the last 10 s in which some runnable task
+// waited for a CPU (/proc/pressure/cpu "some avg10", percent); -1 when the
+// kernel does not report it.
+func cpuPressure() float64 {
+	b, err := os.ReadFile("/proc/pressure/cpu")
+	if err != nil {
+		return -1
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	for _, f := range strings.Fields(line) {
+		if v, ok := strings.CutPrefix(f, "avg10="); ok {
+			p, err := strconv.ParseFloat(v, 64)
+			if err == nil {
+				return p
+			}
+		}
+	}
+	return -1
+}
