@@ -153,7 +153,10 @@ func (t *Tracker) Observe(key []byte, now time.Time, hotEPS float64) Observation
 	switch {
 	case !e.hot && rate > hotEPS:
 		e.hot, e.coolFrom, o.Changed = true, 0, true
-	case e.hot && avg < t.opts.CoolEPS*hotEPS/t.opts.HotEPS:
+	case e.hot && rate < t.opts.CoolEPS*hotEPS/t.opts.HotEPS:
+		// rate, not avg: a key whose current second is above CoolEPS is not
+		// cooling, or a bursty key (low average, hot seconds) would cool on
+		// a burst's first event and turn hot again within the same second.
 		if e.coolFrom == 0 {
 			e.coolFrom = sec
 		} else if time.Duration(sec-e.coolFrom)*time.Second >= t.opts.CoolHold {

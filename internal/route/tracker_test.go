@@ -290,3 +290,19 @@ func TestTrackerIsSafeForConcurrentUse(t *testing.T) {
 	tracked, _ := tr.Stats(sec(50))
 	require.LessOrEqual(t, tracked, 1000+len(tr.shards))
 }
+
+func TestTrackerDoesNotCoolABurstingKeyInTheMiddleOfItsBurst(t *testing.T) {
+	// 40 events at the start of every 10th second: each burst is above
+	// HotEPS within its second, the window average (4/s) is below CoolEPS.
+	// The key is hot once and stays hot: cooling it on a burst's first
+	// event and heating it again 26 events later would switch its lane
+	// twice per burst.
+	tr := testTracker(TrackerOptions{})
+	changes := 0
+	for s := 0; s <= 60; s += 10 {
+		o, c := observeN(tr, "bursty", s, 40, 25)
+		require.True(t, o.Hot, "second %d", s)
+		changes += c
+	}
+	require.Equal(t, 1, changes)
+}
