@@ -142,6 +142,12 @@ func (t *Tracker) Observe(key []byte, now time.Time, hotEPS float64) Observation
 		e = &entry{}
 		sh.m[h] = e
 	}
+	if e.hot && e.coolFrom == 0 && e.last != 0 && sec-e.last >= t.win {
+		// No event for a whole window: its rate has been 0, below CoolEPS,
+		// since e.last+win. Idle time counts towards CoolHold, as it does
+		// for Stats, which forgets keys idle for window + hold.
+		e.coolFrom = e.last + t.win
+	}
 	e.advance(sec)
 	if e.buckets[sec%numBuckets] < 0xffff {
 		e.buckets[sec%numBuckets]++

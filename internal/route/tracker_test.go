@@ -306,3 +306,22 @@ func TestTrackerDoesNotCoolABurstingKeyInTheMiddleOfItsBurst(t *testing.T) {
 	}
 	require.Equal(t, 1, changes)
 }
+
+func TestTrackerCountsIdleTimeTowardsCoolHold(t *testing.T) {
+	// Window 10 s, hold 10 s. After a burst at second 0 the window holds
+	// no event from second 10 on: the key has been cooling since then, and
+	// a key back after an idle spell is not held hot for another CoolHold.
+	tr := testTracker(TrackerOptions{})
+	o, _ := observeN(tr, "k", 0, 40, 25)
+	require.True(t, o.Hot)
+	o, _ = observeN(tr, "k", 15, 1, 25)
+	require.True(t, o.Hot, "cooling since second 10, 5 s < hold")
+	o, c := observeN(tr, "k", 20, 1, 25)
+	require.False(t, o.Hot, "cool since second 10, for the 10 s hold")
+	require.Equal(t, 1, c)
+
+	tr2 := testTracker(TrackerOptions{})
+	observeN(tr2, "k", 0, 40, 25)
+	o, _ = observeN(tr2, "k", 20, 1, 25)
+	require.False(t, o.Hot, "back after 20 s idle: cool at once")
+}
