@@ -243,9 +243,9 @@ func (s *shard) releaseQuarantine() {
 	// drain may hold the key it releases again (Batch pacing ran out of
 	// tokens, or its user is still held), and hold appends to
 	// s.quarantined: so the list is rebuilt in place as it is walked, never
-	// replaced afterwards, or such a key would stay listed but unlisted and
-	// never be released. Each step appends at most one key (the one it
-	// visits), so the writes never overtake the reads.
+	// replaced afterwards, or such a key would be marked listed without
+	// being in the list, and never released. Each step appends at most one
+	// key (the one it visits), so the writes never overtake the reads.
 	list := s.quarantined
 	s.quarantined = list[:0]
 	for _, ks := range list {
