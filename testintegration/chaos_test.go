@@ -335,6 +335,9 @@ func (h *harness) startChild(bin string, extra ...string) *child {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// CHAOS_CHILD_ENV="AMPSTREAM_X=1 AMPSTREAM_Y=2" adds settings to every
+	// child, for experiments (CHAOS.md).
+	extra = append(extra, strings.Fields(os.Getenv("CHAOS_CHILD_ENV"))...)
 	cmd := exec.Command(bin, "run")
 	cmd.Env = h.childEnv(admin, extra...)
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -405,13 +408,21 @@ func (c *child) rssKB() int64 {
 	return 0
 }
 
-// logCount counts the child's log lines containing s.
+// logCount counts the child's log lines containing s and logs the first.
 func (c *child) logCount(s string) int {
 	b, err := os.ReadFile(c.logPath)
 	if err != nil {
 		return 0
 	}
-	return bytes.Count(b, []byte(s))
+	n := 0
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		if bytes.Contains(line, []byte(s)) {
+			if n++; n == 1 {
+				c.t.Logf("ampstream pid %d, first of the log lines with %q: %s", c.cmd.Process.Pid, s, line)
+			}
+		}
+	}
+	return n
 }
 
 func (c *child) dumpLog() {
