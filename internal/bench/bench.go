@@ -35,6 +35,7 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -65,6 +66,10 @@ type Options struct {
 	// Quick is the CI smoke mode: 20k events per run, a 3 s latency run,
 	// the trivial sink inflates and counts every body.
 	Quick bool
+	// Pairs is how many times the batch-heavy trivial-sink run is repeated,
+	// each between two baseline runs (default 2; 1 with Quick). The
+	// summary takes medians, which a shared machine's load spikes need.
+	Pairs int
 	// Partitions of every benchmark topic (default 12).
 	Partitions int
 	// Brokers, when set (KAFKA_BROKERS), replaces the in-process kfake broker.
@@ -116,6 +121,12 @@ func (o *Options) defaults() {
 			o.LatencyDuration = 3 * time.Second
 		}
 		o.CountEvents = true
+		if o.Pairs <= 0 {
+			o.Pairs = 1
+		}
+	}
+	if o.Pairs <= 0 {
+		o.Pairs = 2
 	}
 	if o.Events <= 0 {
 		o.Events = 1_000_000
@@ -156,14 +167,17 @@ type Result struct {
 	Broker    string    `json:"broker"`
 	Quick     bool      `json:"quick"`
 
-	Baseline         *Throughput `json:"baseline,omitempty"`
-	BaselineAfter    *Throughput `json:"baseline_after,omitempty"` // the same, after batch_trivial
-	BatchTrivial     *Throughput `json:"batch_trivial,omitempty"`
-	BatchEmulator    *Throughput `json:"batch_emulator,omitempty"`
-	RealtimeTrivial  *Throughput `json:"realtime_trivial,omitempty"`
-	RealtimeEmulator *Throughput `json:"realtime_emulator,omitempty"`
-	Latency          *LatencyRun `json:"latency,omitempty"`
-	Cost             *Cost       `json:"cost,omitempty"`
+	// Baselines and BatchTrivial alternate: baseline, batch_trivial,
+	// baseline, batch_trivial, …, baseline (Options.Pairs pairs), so that
+	// every ampstream run has a baseline right before and right after it.
+	// BatchTrivial[0] is the profiled one.
+	Baselines        []*Throughput `json:"baselines,omitempty"`
+	BatchTrivial     []*Throughput `json:"batch_trivial,omitempty"`
+	BatchEmulator    *Throughput   `json:"batch_emulator,omitempty"`
+	RealtimeTrivial  *Throughput   `json:"realtime_trivial,omitempty"`
+	RealtimeEmulator *Throughput   `json:"realtime_emulator,omitempty"`
+	Latency          *LatencyRun   `json:"latency,omitempty"`
+	Cost             *Cost         `json:"cost,omitempty"`
 
 	// LoadAvg is the machine's 1-minute load average after each run: the
 	// benchmark shares the machine, and a load well above NumCPU means
@@ -184,14 +198,17 @@ type PhaseLoad struct {
 
 // Summary holds the numbers of the BENCH line; 0 means not measured.
 type Summary struct {
-	E2EEPS      float64 `json:"e2e_eps"`      // ampstream, batch-heavy mix, trivial sink
-	BaselineEPS float64 `json:"baseline_eps"` // the baseline on the same mix, both runs
-	Ratio       float64 `json:"ratio"`        // e2e_eps / baseline_eps
-	EmuEPS      float64 `json:"emu_eps"`      // ampstream, batch-heavy mix, emulator
-	RTP99MS     float64 `json:"rt_p99_ms"`    // realtime lane produce→acceptance p99
-	RSSMB       float64 `json:"rss_mb"`       // peak RSS, see Cost.Method
+	E2EEPS      float64 `json:"e2e_eps"`      // ampstream, batch-heavy mix, trivial sink: median of the runs
+	BaselineEPS float64 `json:"baseline_eps"` // the baseline on the same mix: median of the runs
+	// Ratio is the median over the ampstream runs of its eps over the mean
+	// eps of the two baseline runs around it (Ratios lists them).
+	Ratio   float64   `json:"ratio"`
+	Ratios  []float64 `json:"ratios"`
+	EmuEPS  float64   `json:"emu_eps"`   // ampstream, batch-heavy mix, emulator
+	RTP99MS float64   `json:"rt_p99_ms"` // realtime lane produce→acceptance p99
+	RSSMB   float64   `json:"rss_mb"`    // peak RSS, see Cost.Method
 	// CPURatio is the baseline's whole-process CPU per event over
-	// batch_trivial's (not on the BENCH line). CPU time suffers much less
+	// batch_trivial's, paired like Ratio (not on the BENCH line). CPU time suffers much less
 	// than wall time when other jobs load the machine, so when the load
 	// average is far above the CPU count this is the steadier comparison.
 	// Both include the in-process broker and sink, which pulls it toward 1.
@@ -324,26 +341,36 @@ func (r *runner) all(ctx context.Context) error {
 			r.c.deleteTopics(context.WithoutCancel(ctx), base.Topic)
 		}
 	}()
-	steps := []step{
-		{"baseline", o.SkipBaseline, func() error {
-			if base, err = r.baselineTopic(ctx); err != nil {
-				return err
+	steps := []step{{"warm-up", false, func() error { return r.warmUp(ctx) }}, {"baseline 1", o.SkipBaseline, func() error {
+		if base, err = r.baselineTopic(ctx); err != nil {
+			return err
+		}
+		return r.addBaseline(ctx, base, "baseline_1")
+	}}}
+	for i := 1; i <= o.Pairs; i++ {
+		var profile io.Writer
+		if i == 1 {
+			profile = o.CPUProfile
+		}
+		steps = append(steps, step{fmt.Sprintf("batch-heavy, trivial sink %d", i), false, func() error {
+			t, err := r.ampstream(ctx, fmt.Sprintf("batch_trivial_%d", i), MixBatch, o.Events, false, profile)
+			if t != nil && err == nil {
+				r.res.BatchTrivial = append(r.res.BatchTrivial, t)
 			}
-			r.res.Baseline, err = r.baseline(ctx, base, "baseline")
 			return err
-		}},
-		{"batch-heavy, trivial sink", false, func() error {
-			r.res.BatchTrivial, err = r.ampstream(ctx, "batch_trivial", MixBatch, o.Events, false, o.CPUProfile)
-			return err
-		}},
+		}})
 		// The baseline again, right after the run it is the yardstick of:
 		// the machine is shared, and its load drifts within minutes.
-		{"baseline, second run", o.SkipBaseline, func() error {
-			r.res.BaselineAfter, err = r.baseline(ctx, base, "baseline_after")
-			r.c.deleteTopics(context.WithoutCancel(ctx), base.Topic)
-			base.Topic = ""
+		steps = append(steps, step{fmt.Sprintf("baseline %d", i+1), o.SkipBaseline, func() error {
+			err := r.addBaseline(ctx, base, fmt.Sprintf("baseline_%d", i+1))
+			if i == o.Pairs {
+				r.c.deleteTopics(context.WithoutCancel(ctx), base.Topic)
+				base.Topic = ""
+			}
 			return err
-		}},
+		}})
+	}
+	steps = append(steps, []step{
 		{"batch-heavy, emulator", o.SkipEmulator, func() error {
 			r.res.BatchEmulator, err = r.ampstream(ctx, "batch_emulator", MixBatch, o.EmulatorEvents, true, nil)
 			return err
@@ -358,7 +385,7 @@ func (r *runner) all(ctx context.Context) error {
 		}},
 		{"latency", o.SkipLatency, func() error { r.res.Latency, err = r.latency(ctx); return err }},
 		{"cost", o.SkipCost, func() error { r.res.Cost, err = r.cost(ctx); return err }},
-	}
+	}...)
 	for _, s := range steps {
 		if s.skip {
 			continue
@@ -383,33 +410,71 @@ func (r *runner) state(after string) {
 		after, runtime.NumGoroutine(), float64(ms.HeapInuse)/1e6, load, runtime.NumCPU(), psi)
 }
 
+// warmUp runs the baseline once on a small topic, unrecorded, so the first
+// measured run does not pay for first-use costs (the broker's offsets
+// topic and group coordinator, connection pools, the runtime's heap
+// growth).
+func (r *runner) warmUp(ctx context.Context) error {
+	ctx, cancel := r.phaseCtx(ctx)
+	defer cancel()
+	n := min(r.o.Events, 20_000)
+	fmt.Fprintf(r.out, "\n[warm-up] %d events through the baseline, not measured\n", n)
+	p, err := r.c.produce(ctx, "bench-warmup", MixBatch, r.o.Seed, n, r.o.Partitions)
+	defer r.c.deleteTopics(context.WithoutCancel(ctx), p.Topic)
+	if err != nil {
+		return err
+	}
+	out := r.out
+	r.out = io.Discard
+	defer func() { r.out = out }()
+	_, err = r.baseline(ctx, p, "warm-up")
+	return err
+}
+
+func (r *runner) addBaseline(ctx context.Context, base Produced, name string) error {
+	t, err := r.baseline(ctx, base, name)
+	if t != nil && err == nil {
+		r.res.Baselines = append(r.res.Baselines, t)
+	}
+	return err
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
 func (r *runner) summarize() {
 	s := &r.res.Summary
-	if t := r.res.BatchTrivial; t != nil {
-		s.E2EEPS = t.EPS
+	var e2e, base []float64
+	for _, t := range r.res.BatchTrivial {
+		e2e = append(e2e, t.EPS)
 	}
-	// Both baseline runs, as one: events over their summed time.
-	var n, secs float64
-	for _, t := range []*Throughput{r.res.Baseline, r.res.BaselineAfter} {
-		if t != nil && t.Seconds > 0 {
-			n, secs = n+float64(t.Produced.Events), secs+t.Seconds
+	for _, t := range r.res.Baselines {
+		base = append(base, t.EPS)
+	}
+	s.E2EEPS, s.BaselineEPS = median(e2e), median(base)
+	// Each ampstream run against the mean of the baselines around it.
+	bl, bt := r.res.Baselines, r.res.BatchTrivial
+	var cpuRatios []float64
+	s.Ratios = nil
+	for i := 0; i < len(bt) && i+1 < len(bl); i++ {
+		around := (bl[i].EPS + bl[i+1].EPS) / 2
+		if around > 0 {
+			s.Ratios = append(s.Ratios, bt[i].EPS/around)
+		}
+		if c := bt[i].Process.CPUSecondsPerM; c > 0 {
+			cpuRatios = append(cpuRatios, (bl[i].Process.CPUSecondsPerM+bl[i+1].Process.CPUSecondsPerM)/2/c)
 		}
 	}
-	if secs > 0 {
-		s.BaselineEPS = n / secs
-	}
-	var cpu float64
-	for _, t := range []*Throughput{r.res.Baseline, r.res.BaselineAfter} {
-		if t != nil {
-			cpu += t.Process.CPUSeconds
-		}
-	}
-	if t := r.res.BatchTrivial; t != nil && n > 0 && t.Process.CPUSecondsPerM > 0 {
-		s.CPURatio = (cpu / (n / 1e6)) / t.Process.CPUSecondsPerM
-	}
-	if s.BaselineEPS > 0 {
-		s.Ratio = s.E2EEPS / s.BaselineEPS
-	}
+	s.Ratio, s.CPURatio = median(s.Ratios), median(cpuRatios)
 	if t := r.res.BatchEmulator; t != nil {
 		s.EmuEPS = t.EPS
 	}
@@ -828,14 +893,14 @@ func (r *runner) latency(ctx context.Context) (*LatencyRun, error) {
 // child process when a binary is known, else from the in-process run.
 func (r *runner) cost(ctx context.Context) (*Cost, error) {
 	c := &Cost{}
-	if bt := r.res.BatchTrivial; bt != nil {
-		c.MallocsPerEvent = bt.Process.MallocsPerEvent
+	if len(r.res.BatchTrivial) > 0 {
+		c.MallocsPerEvent = r.res.BatchTrivial[0].Process.MallocsPerEvent
 	}
-	if b := r.res.Baseline; b != nil {
-		c.BaselineMallocsPerEvent = b.Process.MallocsPerEvent
+	if len(r.res.Baselines) > 0 {
+		c.BaselineMallocsPerEvent = r.res.Baselines[0].Process.MallocsPerEvent
 	}
 	if r.o.Binary == "" {
-		bt := r.res.BatchTrivial
+		bt := r.res.BatchTrivial[0]
 		c.Method = "in-process"
 		c.Events = bt.Produced.Events
 		c.Seconds = bt.Seconds

@@ -34,12 +34,16 @@ func TestQuick(t *testing.T) {
 	}
 	t.Logf("broker: %s; %s", res.Broker, res.Summary.Line())
 
-	b := res.Baseline
-	if b == nil || b.Resolved != int64(b.Produced.Events) {
-		t.Errorf("baseline: resolved %+v", b)
+	if len(res.Baselines) != 2 || len(res.BatchTrivial) != 1 {
+		t.Fatalf("quick mode: %d baseline and %d batch_trivial runs, want 2 and 1", len(res.Baselines), len(res.BatchTrivial))
+	}
+	for _, b := range res.Baselines {
+		if b.Resolved != int64(b.Produced.Events) {
+			t.Errorf("%s: resolved %d of %d", b.Name, b.Resolved, b.Produced.Events)
+		}
 	}
 	runs := map[string]*Throughput{
-		"batch_trivial": res.BatchTrivial, "batch_emulator": res.BatchEmulator,
+		"batch_trivial": res.BatchTrivial[0], "batch_emulator": res.BatchEmulator,
 		"realtime_trivial": res.RealtimeTrivial, "realtime_emulator": res.RealtimeEmulator,
 	}
 	for name, r := range runs {
@@ -65,7 +69,7 @@ func TestQuick(t *testing.T) {
 			t.Errorf("%s: the emulator ingested %d events, want %d", name, r.EmuStats.Ingested, p.Valid)
 		}
 	}
-	if bt := res.BatchTrivial; bt != nil && bt.Accepted["batch"] <= bt.Accepted["realtime"] {
+	if bt := res.BatchTrivial[0]; bt.Accepted["batch"] <= bt.Accepted["realtime"] {
 		t.Errorf("batch-heavy mix went mostly realtime: %v", bt.Accepted)
 	}
 	if rt := res.RealtimeTrivial; rt != nil && rt.Accepted["realtime"] <= rt.Accepted["batch"] {
