@@ -133,8 +133,9 @@ func TestChaosOverloadMemoryStaysBounded(t *testing.T) {
 		"drain_s="+secs(elapsed), fmt.Sprintf("reader_io_timeouts=%d", timeouts))
 }
 
-// scrapeMetrics reads unlabelled gauge values from a Prometheus endpoint;
-// missing names (or an endpoint not up yet) read as 0.
+// scrapeMetrics reads metrics from a Prometheus endpoint, summing the
+// series of each name over their labels; missing names (or an endpoint not
+// up yet) read as 0.
 func scrapeMetrics(addr string, names ...string) map[string]float64 {
 	out := map[string]float64{}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -157,9 +158,13 @@ func scrapeMetrics(addr string, names ...string) map[string]float64 {
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
-		if len(f) == 2 && want[f[0]] {
+		if len(f) != 2 {
+			continue
+		}
+		name, _, _ := strings.Cut(f[0], "{")
+		if want[name] {
 			v, _ := strconv.ParseFloat(f[1], 64)
-			out[f[0]] = v
+			out[name] += v
 		}
 	}
 	return out
