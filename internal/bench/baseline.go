@@ -155,16 +155,20 @@ func (b *baseline) partition(ctx context.Context, gen *kafka.Generation, id int,
 		body.Reset()
 		return true
 	}
+	// Linger like ampstream's Batch lane: a body leaves 200 ms after its
+	// first event at the latest. One deadline per body, not per fetch: a
+	// context per message would cost the baseline ~3 allocations and a
+	// timer per event, which no forwarder needs.
+	l := linger{parent: ctx}
+	defer l.stop()
 	for {
-		// Linger like ampstream's Batch lane: a partial body leaves after 200 ms without news.
-		fctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-		m, err := r.FetchMessage(fctx)
-		cancel()
+		m, err := r.FetchMessage(l.context())
 		if err != nil {
 			if ctx.Err() != nil {
 				break
 			}
 			if errors.Is(err, context.DeadlineExceeded) {
+				l.stop()
 				if !flush() {
 					break
 				}
@@ -175,14 +179,18 @@ func (b *baseline) partition(ctx context.Context, gen *kafka.Generation, id int,
 		}
 		if n == 0 {
 			body.Write(prefix)
+			l.start(200 * time.Millisecond)
 		} else {
 			body.WriteByte(',')
 		}
 		body.Write(m.Value)
 		n++
 		last = m.Offset
-		if n == baselineBodyEvents && !flush() {
-			break
+		if n == baselineBodyEvents {
+			l.stop()
+			if !flush() {
+				break
+			}
 		}
 	}
 	b.commit(gen) // before returning: kafka-go refuses commits on an ended generation
@@ -204,4 +212,31 @@ func (b *baseline) post(ctx context.Context, body []byte) error {
 		return fmt.Errorf("sink answered %d", resp.StatusCode)
 	}
 	return nil
+}
+
+// linger is the deadline of the body being filled: the parent context while
+// no body is open.
+type linger struct {
+	parent context.Context
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func (l *linger) start(d time.Duration) {
+	l.stop()
+	l.ctx, l.cancel = context.WithTimeout(l.parent, d)
+}
+
+func (l *linger) stop() {
+	if l.cancel != nil {
+		l.cancel()
+		l.ctx, l.cancel = nil, nil
+	}
+}
+
+func (l *linger) context() context.Context {
+	if l.ctx != nil {
+		return l.ctx
+	}
+	return l.parent
 }
