@@ -14,6 +14,9 @@ import (
 // 6 s) and redelivers from the last commit; Amplitude's insert_id dedup
 // absorbs the redeliveries, so nothing is lost or doubled after dedup.
 func TestChaosKill9MidStreamThenRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds the binary and waits out a group session timeout")
+	}
 	t.Parallel()
 	bin := buildAmpstream(t)
 	h := newHarness(t, 6, nil)
