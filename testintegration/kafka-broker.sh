@@ -16,8 +16,10 @@
 #   KAFKA_HEAP_OPTS        JVM heap flags (default -Xms256m -Xmx512m)
 #   KAFKA_BROKER_DIR       jars, data, log and pid file (default testintegration/.kafka, gitignored)
 #   KAFKA_START_TIMEOUT    seconds to wait for the broker to answer (default 120)
+#   KAFKA_KEEP_DATA        1: start on the existing storage (a broker restart keeping topics and offsets)
 #
-# Every start formats fresh storage: a test run never sees topics or offsets of an earlier one.
+# Every start formats fresh storage, unless KAFKA_KEEP_DATA=1 and storage exists: a test run never
+# sees topics or offsets of an earlier one, and a restart test can keep them.
 # "Ready" means the listener answers and consumer groups work (broker/Warmup.java).
 set -euo pipefail
 
@@ -120,16 +122,20 @@ start() {
 	done
 	fetch_jars
 	write_config
-	rm -rf "$data"
-	# A cluster id is 16 random bytes, URL-safe base64 without padding (what StorageTool random-uuid
-	# prints); generating it here saves one JVM start.
-	local cluster_id
-	cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
-	java_args kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties"
-	if ! "${jargs[@]}" >"$logfile" 2>&1; then
-		cat "$logfile" >&2
-		log "formatting storage failed"
-		return 1
+	if [[ "${KAFKA_KEEP_DATA:-}" == 1 && -f "$data/meta.properties" ]]; then
+		log "keeping the existing storage in $data"
+	else
+		rm -rf "$data"
+		# A cluster id is 16 random bytes, URL-safe base64 without padding (what StorageTool random-uuid
+		# prints); generating it here saves one JVM start.
+		local cluster_id
+		cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+		java_args kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties"
+		if ! "${jargs[@]}" >"$logfile" 2>&1; then
+			cat "$logfile" >&2
+			log "formatting storage failed"
+			return 1
+		fi
 	fi
 	log "starting Apache Kafka $version on $bootstrap (controller $host:$cport), log $logfile"
 	# setsid: the broker must outlive this script and not get the caller's terminal signals.
