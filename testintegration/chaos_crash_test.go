@@ -114,3 +114,43 @@ func TestChaosMembersJoinAndLeaveUnderLoad(t *testing.T) {
 	}
 	h.chaosLine("members", rep, invalid, fmt.Sprintf("members_started=%d stops=%d", 5, len(stops)), "longest_stop_s="+secs(longest))
 }
+
+// TestChaosKill9OneOfThreeReplicas SIGKILLs one of three running processes
+// and starts no replacement: the two survivors keep their partitions,
+// take over the dead one's once the broker expires it (session timeout
+// 6 s), and finish the stream between them.
+func TestChaosKill9OneOfThreeReplicas(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds the binary and waits out a group session timeout")
+	}
+	t.Parallel()
+	bin := buildAmpstream(t)
+	h := newHarness(t, 6, nil)
+	g := traffic.New(13, 400, 0.3, nil)
+	p := startProducer(h, g, 1000)
+	cs := []*child{h.startChild(bin), h.startChild(bin), h.startChild(bin)}
+	eventually(t, 60*time.Second, "three processes to deliver 3000 events", func() bool {
+		return h.emu.Stats().Ingested >= 3000
+	})
+	cs[1].kill9()
+	killed := time.Now()
+	before := h.committedSnapshot()
+	eventually(t, 60*time.Second, "every partition's commit to advance past its value at the kill", func() bool {
+		return allAdvanced(before, h.committedSnapshot())
+	})
+	recovered := time.Since(killed)
+	v0, _, _ := p.counts()
+	eventually(t, 30*time.Second, "2000 more events produced after recovery", func() bool {
+		v, _, _ := p.counts()
+		return v >= v0+2000
+	})
+	valid, invalid := p.stop()
+	rep := h.chaosFinish(g.Expected(), valid, 90*time.Second)
+	for _, c := range []*child{cs[0], cs[2]} {
+		if !c.alive() {
+			t.Fatalf("a surviving process exited: %v", c.err)
+		}
+		c.term()
+	}
+	h.chaosLine("kill9_one_of_three", rep, invalid, "recover_s="+secs(recovered))
+}
