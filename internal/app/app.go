@@ -51,6 +51,7 @@ type App struct {
 
 	adminAddr chan string
 	recent    *admin.RecentErrors
+	transport *kafka.Transport // the DLQ writer's; kafka-go's Writer.Close leaves it open
 }
 
 // New builds an App. It does not connect to anything yet.
@@ -135,7 +136,7 @@ func New(cfg config.Config, log zerolog.Logger, reg *prometheus.Registry, build 
 
 	return &App{
 		cfg: cfg, log: log, reg: reg, Metrics: m, client: client, deliver: d, dlq: dw, Consumer: c,
-		adminAddr: make(chan string, 1), recent: recent,
+		adminAddr: make(chan string, 1), recent: recent, transport: transport,
 	}, nil
 }
 
@@ -175,6 +176,7 @@ func (a *App) Run(ctx context.Context) error {
 	runErr := a.Consumer.Run(ctx)
 	a.deliver.Stop()
 	a.dlq.Stop()
+	a.transport.CloseIdleConnections()
 	a.client.Close()
 	if srv != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

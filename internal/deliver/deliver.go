@@ -262,6 +262,11 @@ func (d *Deliverer) Submit(ctx context.Context, it *Item) error {
 	it.at = now
 	s := d.shards[maphash.Bytes(d.seed, it.Key)%uint64(len(d.shards))]
 	select {
+	case s.in <- it: // the common case, without the cost of a three-way select
+		return nil
+	default:
+	}
+	select {
 	case s.in <- it:
 		return nil
 	case <-ctx.Done():

@@ -12,6 +12,7 @@ import (
 // events pending (in an open or sent request) or waiting.
 type keyState struct {
 	key     string
+	credit  int     // Batch pacing tokens taken from the tracker and not yet used
 	pending int     // events in open or sent requests
 	open    *batch  // the request holding its pending events, while that request is open
 	waiting []*Item // events queued behind the pending ones, in arrival order
@@ -153,9 +154,16 @@ func (s *shard) tryAdd(ks *keyState, it *Item, now time.Time) bool {
 		return false
 	}
 	if lane == route.Batch {
-		if wait := s.d.tracker.BatchDelay(it.Key, 1, now); wait > 0 {
-			s.hold(ks, now.Add(wait), false)
-			return false
+		if ks.credit == 0 {
+			// Tokens are taken a chunk at a time: one tracker lock per chunk,
+			// not per event. Unused credit dies with the keyState, which only
+			// makes pacing stricter.
+			n := s.d.tracker.BatchChunk()
+			if wait := s.d.tracker.BatchDelay(it.Key, n, now); wait > 0 {
+				s.hold(ks, now.Add(wait), false)
+				return false
+			}
+			ks.credit = n
 		}
 	}
 	lo := s.d.laneOpts(lane)
@@ -173,6 +181,9 @@ func (s *shard) tryAdd(ks *keyState, it *Item, now time.Time) bool {
 	}
 	b.items = append(b.items, it)
 	b.bytes += len(it.Raw)
+	if lane == route.Batch && ks.credit > 0 {
+		ks.credit--
+	}
 	ks.pending++
 	ks.open = b
 	if len(b.items) >= lo.MaxEvents {

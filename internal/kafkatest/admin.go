@@ -324,8 +324,8 @@ func (c *Cluster) readPartition(topic string, partition int, first, end int64) (
 		// 1 MiB per fetch and a 2 s wait: kafka-go's read deadline is MaxWait,
 		// and a loaded in-process broker needs more than 100 ms to start
 		// answering a 16 MiB fetch (testintegration/CHAOS.md finding 1).
-		MaxBytes:  1 << 20,
-		MaxWait:   2 * time.Second,
+		MaxBytes: 1 << 20,
+		MaxWait:  2 * time.Second,
 	})
 	defer r.Close()
 	if err := r.SetOffset(first); err != nil {

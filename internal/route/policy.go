@@ -82,34 +82,30 @@ type Decision struct {
 // or a backfill still has an accurate rate when it returns to Auto.
 func (p *Policy) Decide(in Input, now time.Time) Decision {
 	var d Decision
-	hot := false
-	o := p.tr.Observe(in.Device, now, p.tr.opts.HotEPS)
-	hot = o.Hot
-	if o.Changed {
-		d.HotDelta += delta(o.Hot)
-	}
+	userHot := false
 	if len(in.User) > 0 {
 		var buf [160]byte
 		uk := append(append(buf[:0], 'U', 0), in.User...)
 		uo := p.tr.Observe(uk, now, p.tr.opts.HotEPS*p.opts.UserEPSMargin)
-		hot = hot || uo.Hot
+		userHot = uo.Hot
 		if uo.Changed {
 			d.HotDelta += delta(uo.Hot)
 		}
 	}
+	var forced Lane
 	switch {
 	case in.Override != Auto:
-		d.Lane = in.Override
+		forced = in.Override
 	case p.opts.BackfillAge > 0 && in.TimeMS > 0 && now.UnixMilli()-in.TimeMS > p.opts.BackfillAge.Milliseconds():
-		d.Lane = Batch
+		forced = Batch
 	case in.Lagging:
-		d.Lane = Batch
-	case hot:
-		d.Lane = Batch
-	default:
-		d.Lane = Realtime
+		forced = Batch
 	}
-	d.Switched = p.tr.SetLane(in.Device, uint8(d.Lane))
+	o, lane, switched := p.tr.ObserveRoute(in.Device, now, p.tr.opts.HotEPS, uint8(forced), userHot)
+	if o.Changed {
+		d.HotDelta += delta(o.Hot)
+	}
+	d.Lane, d.Switched = Lane(lane), switched
 	return d
 }
 

@@ -134,6 +134,36 @@ func (t *Tracker) Observe(key []byte, now time.Time, hotEPS float64) Observation
 	sec := now.Unix()
 	sh, h := t.shard(key)
 	sh.mu.Lock()
+	o := t.observeLocked(sh, h, sec, hotEPS)
+	sh.mu.Unlock()
+	return o
+}
+
+// ObserveRoute is Observe for an ordering (device) key that also picks the
+// key's lane in the same critical section — one lock and one lookup per
+// event: forced (non-zero) wins, else Batch when the key or otherHot (its
+// user) runs hot, else Realtime. It returns the lane and whether the key
+// switched lanes with this event.
+func (t *Tracker) ObserveRoute(key []byte, now time.Time, hotEPS float64, forced uint8, otherHot bool) (Observation, uint8, bool) {
+	sec := now.Unix()
+	sh, h := t.shard(key)
+	sh.mu.Lock()
+	o := t.observeLocked(sh, h, sec, hotEPS)
+	e := sh.m[h]
+	lane := forced
+	if lane == 0 {
+		lane = 1
+		if o.Hot || otherHot {
+			lane = 2
+		}
+	}
+	prev := e.lane
+	e.lane = lane
+	sh.mu.Unlock()
+	return o, lane, prev != 0 && prev != lane
+}
+
+func (t *Tracker) observeLocked(sh *trackerShard, h uint64, sec int64, hotEPS float64) Observation {
 	e := sh.m[h]
 	if e == nil {
 		if len(sh.m) >= t.perCap {
@@ -172,7 +202,6 @@ func (t *Tracker) Observe(key []byte, now time.Time, hotEPS float64) Observation
 		e.coolFrom = 0
 	}
 	o.Hot = e.hot
-	sh.mu.Unlock()
 	return o
 }
 
@@ -189,6 +218,16 @@ func (t *Tracker) SetLane(key []byte, lane uint8) bool {
 	prev := e.lane
 	e.lane = lane
 	return prev != 0 && prev != lane
+}
+
+// BatchChunk is how many Batch tokens a caller should take at once: up to
+// 64, so pacing costs one lock per 64 events, but never more than the bucket
+// holds, or the tokens could never suffice.
+func (t *Tracker) BatchChunk() int {
+	if t.opts.BatchEPS <= 0 {
+		return 1 << 30
+	}
+	return max(1, min(64, int(t.opts.BatchEPS*30)))
 }
 
 // BatchDelay takes n Batch-lane tokens for key and returns how long the key
