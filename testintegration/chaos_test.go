@@ -30,7 +30,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/ampstream/ampstream/internal/config"
@@ -39,34 +38,6 @@ import (
 	"github.com/ampstream/ampstream/internal/kafkatest"
 	"github.com/ampstream/ampstream/internal/traffic"
 )
-
-// newHarnessOn is newHarness on a broker the test manages itself (the
-// broker-restart scenario runs its own kfake cluster).
-func newHarnessOn(t *testing.T, k *kafkatest.Cluster, partitions int, emuCfg *emulator.Config) *harness {
-	t.Helper()
-	h := &harness{
-		t:     t,
-		kafka: k,
-		topic: k.CreateTopic(t, "events", partitions),
-		dlq:   k.CreateTopic(t, "dlq", 1),
-		group: kafkatest.UniqueName("group"),
-		parts: partitions,
-	}
-	cfg := emulator.DefaultConfig()
-	if emuCfg != nil {
-		cfg = *emuCfg
-	}
-	h.emu = emulator.New(cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := emulator.Start(ctx, "127.0.0.1:0", h.emu)
-	if err != nil {
-		cancel()
-		t.Fatalf("start emulator: %v", err)
-	}
-	h.emuURL, h.emuStop = srv.URL(), cancel
-	t.Cleanup(func() { cancel(); _ = srv.Wait() })
-	return h
-}
 
 // producer writes generator traffic to the source topic at a steady rate
 // from its own goroutine until stopped, like the services upstream of a

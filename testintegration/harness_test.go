@@ -37,7 +37,13 @@ type harness struct {
 
 func newHarness(t *testing.T, partitions int, emuCfg *emulator.Config) *harness {
 	t.Helper()
-	k := kafkatest.Start(t)
+	return newHarnessOn(t, kafkatest.Start(t), partitions, emuCfg)
+}
+
+// newHarnessOn is newHarness on a broker the test manages itself (the
+// broker-restart scenario runs its own kfake cluster).
+func newHarnessOn(t *testing.T, k *kafkatest.Cluster, partitions int, emuCfg *emulator.Config) *harness {
+	t.Helper()
 	h := &harness{
 		t:     t,
 		kafka: k,
