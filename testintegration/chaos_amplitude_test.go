@@ -108,7 +108,7 @@ func chaosFaultWindow(t *testing.T, scenario string, seed uint64, fault emulator
 	}
 	tick.Stop()
 	inWindow := h.emu.Stats().Ingested - ingestedAtBase
-	h.assertCommitsCoveredChunked() // mid-outage: nothing committed that was not accepted
+	h.assertCommitsCovered() // mid-outage: nothing committed that was not accepted
 	backlog := int64(0)
 	endAtClear := h.kafka.EndOffsets(t, h.topic)
 	for part, e := range endAtClear {

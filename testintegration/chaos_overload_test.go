@@ -114,7 +114,7 @@ func TestChaosOverloadMemoryStaysBounded(t *testing.T) {
 	if !rep.OK() {
 		t.Errorf("delivery: %s", rep)
 	}
-	h.assertCommitsCoveredChunked()
+	h.assertCommitsCovered()
 	timeouts := c.logCount("i/o timeout")
 	c.term()
 

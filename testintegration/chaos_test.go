@@ -17,7 +17,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -33,9 +32,6 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/ampstream/ampstream/internal/config"
-	"github.com/ampstream/ampstream/internal/dlq"
-	"github.com/ampstream/ampstream/internal/emulator"
-	"github.com/ampstream/ampstream/internal/kafkatest"
 	"github.com/ampstream/ampstream/internal/traffic"
 )
 
@@ -189,7 +185,7 @@ func (h *harness) chaosFinish(want map[string]int, valid int, timeout time.Durat
 	if !rep.OK() || rep.Expected != valid {
 		h.t.Errorf("delivery: %s (producer counted %d valid events)", rep, valid)
 	}
-	h.assertCommitsCoveredChunked()
+	h.assertCommitsCovered()
 	return rep
 }
 
@@ -414,99 +410,4 @@ func (h *harness) cfgWith(fn func(*config.Config)) config.Config {
 		fn(&c)
 	}
 	return c
-}
-
-// assertCommitsCoveredChunked is h.assertCommitsCovered for topics of tens
-// of megabytes. kafkatest.ReadAll fetches up to 16 MiB with a 100 ms
-// MaxWait, and kafka-go sets the fetch's read deadline to MaxWait: an
-// in-process kfake under -race needs longer than that to start answering a
-// multi-megabyte fetch, so such a partition is never read (i/o timeout,
-// retried until the 30 s bound). Reading 1 MiB per fetch avoids it.
-func (h *harness) assertCommitsCoveredChunked() {
-	h.t.Helper()
-	committed := h.kafka.CommittedOffsets(h.t, h.group, h.topic)
-	dead := map[string]bool{}
-	for _, m := range readAllChunked(h.t, h.kafka, h.dlq) {
-		var p, o string
-		for _, hd := range m.Headers {
-			switch hd.Key {
-			case dlq.HeaderPartition:
-				p = string(hd.Value)
-			case dlq.HeaderOffset:
-				o = string(hd.Value)
-			}
-		}
-		dead[p+"/"+o] = true
-	}
-	stored := map[string]map[int64]bool{}
-	for _, d := range h.emu.AllDevices() {
-		stored[d] = map[int64]bool{}
-		for _, in := range h.emu.Events(d) {
-			var ev struct {
-				EventID int64 `json:"event_id"`
-			}
-			_ = json.Unmarshal(in.Event, &ev)
-			stored[d][ev.EventID] = true
-		}
-	}
-	uncovered := 0
-	for _, m := range readAllChunked(h.t, h.kafka, h.topic) {
-		c, ok := committed[m.Partition]
-		if !ok || m.Offset >= c || dead[strconv.Itoa(m.Partition)+"/"+strconv.FormatInt(m.Offset, 10)] {
-			continue
-		}
-		var ev struct {
-			DeviceID string `json:"device_id"`
-			UserID   string `json:"user_id"`
-			EventID  int64  `json:"event_id"`
-		}
-		if err := json.Unmarshal(m.Value, &ev); err != nil {
-			ev.EventID = -1
-		}
-		dev := ev.DeviceID
-		if dev == "" {
-			dev = emulator.UserDeviceID(ev.UserID)
-		}
-		if !stored[dev][ev.EventID] {
-			if uncovered++; uncovered <= 10 {
-				h.t.Errorf("partition %d offset %d (device %s event %d) committed (at %d) but not accepted by Amplitude nor dead-lettered",
-					m.Partition, m.Offset, dev, ev.EventID, c)
-			}
-		}
-	}
-	if uncovered > 10 {
-		h.t.Errorf("... %d committed offsets uncovered in all", uncovered)
-	}
-}
-
-// readAllChunked reads every message of topic, 1 MiB per fetch.
-func readAllChunked(t *testing.T, k *kafkatest.Cluster, topic string) []kafka.Message {
-	t.Helper()
-	end := k.EndOffsets(t, topic)
-	var out []kafka.Message
-	for p := 0; p < len(end); p++ {
-		if end[p] == 0 {
-			continue
-		}
-		r := kafka.NewReader(kafka.ReaderConfig{
-			Brokers: k.Brokers, Topic: topic, Partition: p,
-			MinBytes: 1, MaxBytes: 1 << 20, MaxWait: 500 * time.Millisecond,
-		})
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		for {
-			m, err := r.FetchMessage(ctx)
-			if err != nil {
-				cancel()
-				_ = r.Close()
-				t.Fatalf("read %s/%d: %v", topic, p, err)
-			}
-			out = append(out, m)
-			if m.Offset+1 >= end[p] {
-				break
-			}
-		}
-		cancel()
-		_ = r.Close()
-	}
-	return out
 }

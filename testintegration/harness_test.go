@@ -209,6 +209,12 @@ func (h *harness) assertCommitsCovered() {
 			stored[d][ev.EventID] = true
 		}
 	}
+	uncovered := 0
+	defer func() {
+		if uncovered > 10 {
+			h.t.Errorf("... %d committed offsets uncovered in all", uncovered)
+		}
+	}()
 	for _, m := range h.kafka.ReadAll(h.t, h.topic) {
 		c, ok := committed[m.Partition]
 		if !ok || m.Offset >= c {
@@ -231,6 +237,9 @@ func (h *harness) assertCommitsCovered() {
 			dev = emulator.UserDeviceID(ev.UserID)
 		}
 		if !stored[dev][ev.EventID] {
+			if uncovered++; uncovered > 10 {
+				continue // the first ten say enough
+			}
 			h.t.Errorf("partition %d offset %d (device %s event %d) committed (at %d) but not accepted by Amplitude nor dead-lettered",
 				m.Partition, m.Offset, dev, ev.EventID, c)
 		}
