@@ -16,11 +16,14 @@ type RecentErrors struct {
 	full bool
 }
 
-// LogEntry is one remembered log line.
+// LogEntry is one remembered log line; repeats of the newest line are
+// folded into it (Count), so a burst of one warning does not push every
+// other one out.
 type LogEntry struct {
 	Time    time.Time
 	Level   string
 	Message string
+	Count   int
 }
 
 // NewRecentErrors keeps the last n warnings and errors.
@@ -32,7 +35,13 @@ func (r *RecentErrors) Run(_ *zerolog.Event, level zerolog.Level, msg string) {
 		return
 	}
 	r.mu.Lock()
-	r.ring[r.next] = LogEntry{Time: time.Now(), Level: level.String(), Message: msg}
+	if last := &r.ring[(r.next-1+len(r.ring))%len(r.ring)]; (r.next > 0 || r.full) && last.Message == msg && last.Level == level.String() {
+		last.Count++
+		last.Time = time.Now()
+		r.mu.Unlock()
+		return
+	}
+	r.ring[r.next] = LogEntry{Time: time.Now(), Level: level.String(), Message: msg, Count: 1}
 	r.next = (r.next + 1) % len(r.ring)
 	if r.next == 0 {
 		r.full = true

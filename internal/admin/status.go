@@ -112,9 +112,9 @@ th{background:#eef1f4} td.l,th.l{text-align:left}
 </div>
 
 <h2>Recent warnings and errors</h2>
-<table><tr><th class="l">time</th><th class="l">level</th><th class="l">message</th></tr>
-{{range .Recent}}<tr><td class="l">{{.Time.Format "15:04:05"}}</td><td class="l">{{.Level}}</td><td class="l">{{.Message}}</td></tr>
-{{else}}<tr><td class="l" colspan="3">none</td></tr>{{end}}
+<table><tr><th class="l">last seen</th><th class="l">level</th><th class="l">message</th><th>times</th></tr>
+{{range .Recent}}<tr><td class="l">{{.Time.Format "15:04:05"}}</td><td class="l">{{.Level}}</td><td class="l">{{.Message}}</td><td>{{.Count}}</td></tr>
+{{else}}<tr><td class="l" colspan="4">none</td></tr>{{end}}
 </table>
 </body></html>`))
 
