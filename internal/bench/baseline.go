@@ -73,7 +73,13 @@ func (b *baseline) run(ctx context.Context) error {
 	for {
 		gen, err := cg.Next(ctx)
 		if err != nil {
-			break
+			if ctx.Err() != nil || errors.Is(err, kafka.ErrGroupClosed) {
+				break
+			}
+			// A fresh broker answers GROUP_COORDINATOR_NOT_AVAILABLE while it
+			// creates __consumer_offsets; kafka-go retries after its join
+			// backoff (internal/consume/DESIGN.md).
+			continue
 		}
 		b.joined.CompareAndSwap(0, time.Now().UnixNano())
 		for _, a := range gen.Assignments[b.topic] {
