@@ -68,7 +68,6 @@ type Item struct {
 
 	lane route.Lane
 	ks   *keyState
-	at   time.Time // when it was submitted
 }
 
 // Lane returns the lane the item was routed to (after Submit).
@@ -259,7 +258,6 @@ func (d *Deliverer) Submit(ctx context.Context, it *Item) error {
 	if dec.Switched {
 		d.m.LaneSwitches.WithLabelValues(dec.Lane.String()).Inc()
 	}
-	it.at = now
 	s := d.shards[maphash.Bytes(d.seed, it.Key)%uint64(len(d.shards))]
 	select {
 	case s.in <- it: // the common case, without the cost of a three-way select
