@@ -11,7 +11,9 @@
 #
 # Environment (all optional):
 #   KAFKA_VERSION          Apache Kafka release (default 4.4.0; kafka-go v0.4.51 also verified with 4.0.2, 4.1.1)
-#   KAFKA_PORT             PLAINTEXT listener port on 127.0.0.1 (default 9092)
+#   KAFKA_PORT             PLAINTEXT listener port on 127.0.0.1 (default 9092). Keep both ports below
+#                          Linux's ephemeral range (32768–60999): a client retrying a stopped
+#                          broker's port can self-connect on it and block the restart.
 #   KAFKA_CONTROLLER_PORT  KRaft controller port on 127.0.0.1 (default 9093)
 #   KAFKA_HEAP_OPTS        JVM heap flags (default -Xms256m -Xmx512m)
 #   KAFKA_BROKER_DIR       jars, data, log and pid file (default testintegration/.kafka, gitignored)
