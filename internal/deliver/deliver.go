@@ -67,6 +67,8 @@ type Item struct {
 	Ref      any    // the owner's bookkeeping
 
 	lane route.Lane
+	pace bool   // subject to Batch pacing (a fast key)
+	hash uint64 // of Key: shard selection and the shard's map key
 	ks   *keyState
 }
 
@@ -246,7 +248,7 @@ func (d *Deliverer) Submit(ctx context.Context, it *Item) error {
 	dec := d.policy.Decide(route.Input{
 		Device: it.Key, User: it.UserID, TimeMS: it.TimeMS, Override: it.Override, Lagging: it.Lagging,
 	}, now)
-	it.lane = dec.Lane
+	it.lane, it.pace = dec.Lane, dec.Pace
 	if it.lane == route.Realtime && d.send.BodySize(1, len(it.Raw)) > d.opts.Realtime.MaxBytes {
 		// Too big for an HTTP V2 request of its own: the Batch lane takes up to 20 MB.
 		it.lane = route.Batch
@@ -258,7 +260,8 @@ func (d *Deliverer) Submit(ctx context.Context, it *Item) error {
 	if dec.Switched {
 		d.m.LaneSwitches.WithLabelValues(dec.Lane.String()).Inc()
 	}
-	s := d.shards[maphash.Bytes(d.seed, it.Key)%uint64(len(d.shards))]
+	it.hash = maphash.Bytes(d.seed, it.Key)
+	s := d.shards[it.hash%uint64(len(d.shards))]
 	select {
 	case s.in <- it: // the common case, without the cost of a three-way select
 		return nil

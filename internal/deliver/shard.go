@@ -11,7 +11,7 @@ import (
 // keyState is a key's place in its shard. It exists while the key has
 // events pending (in an open or sent request) or waiting.
 type keyState struct {
-	key     string
+	hash    uint64  // the key's identity in its shard (see shard.keys)
 	credit  int     // Batch pacing tokens taken from the tracker and not yet used
 	pending int     // events in open or sent requests
 	open    *batch  // the request holding its pending events, while that request is open
@@ -31,9 +31,12 @@ type batch struct {
 // shard owns the keys that hash to it. Only its goroutine touches keys,
 // open and sealed; senders talk back through comps.
 type shard struct {
-	d    *Deliverer
-	in   chan *Item
-	keys map[string]*keyState
+	d  *Deliverer
+	in chan *Item
+	// keys are by 64-bit hash of the ordering key: no string copy per new
+	// key. Two keys whose hashes collide (about n²/2^65) would share one
+	// keyState, which only orders them together: over-serialising is safe.
+	keys map[uint64]*keyState
 
 	open   [3]*batch // per lane
 	sealed [3][]*job // per lane, waiting for a free sender
@@ -55,7 +58,7 @@ func newShard(d *Deliverer) *shard {
 		// 1024 events amortise the handoff from partition goroutines; the
 		// consumer's in-flight budget, not this buffer, bounds memory.
 		in:         make(chan *Item, 1024),
-		keys:       make(map[string]*keyState),
+		keys:       make(map[uint64]*keyState),
 		compNotify: make(chan struct{}, 1),
 	}
 }
@@ -90,12 +93,14 @@ func (s *shard) run(ctx context.Context) {
 			s.timer.Stop()
 			return
 		case it := <-s.in:
-			s.arrive(it)
-			// Take what is already queued without going back to select.
+			// One clock read for what is already queued, taken without
+			// going back to select.
+			now := s.d.opts.Now()
+			s.arrive(it, now)
 			for n := 0; n < 256; n++ {
 				select {
 				case it := <-s.in:
-					s.arrive(it)
+					s.arrive(it, now)
 					continue
 				default:
 				}
@@ -122,14 +127,13 @@ func (s *shard) run(ctx context.Context) {
 	}
 }
 
-func (s *shard) arrive(it *Item) {
-	ks := s.keys[string(it.Key)]
+func (s *shard) arrive(it *Item, now time.Time) {
+	ks := s.keys[it.hash]
 	if ks == nil {
-		ks = &keyState{key: string(it.Key)}
-		s.keys[ks.key] = ks
+		ks = &keyState{hash: it.hash}
+		s.keys[ks.hash] = ks
 	}
 	it.ks = ks
-	now := s.d.opts.Now()
 	if len(ks.waiting) > 0 || now.Before(ks.until) || !s.tryAdd(ks, it, now) {
 		ks.waiting = append(ks.waiting, it)
 	}
@@ -153,7 +157,7 @@ func (s *shard) tryAdd(ks *keyState, it *Item, now time.Time) bool {
 	if ks.pending > 0 && (b == nil || ks.open != b) {
 		return false
 	}
-	if lane == route.Batch {
+	if lane == route.Batch && it.pace {
 		if ks.credit == 0 {
 			// Tokens are taken a chunk at a time: one tracker lock per chunk,
 			// not per event. Unused credit dies with the keyState, which only
@@ -294,7 +298,7 @@ func (s *shard) drain(ks *keyState, now time.Time) {
 		}
 	}
 	if ks.pending == 0 && len(ks.waiting) == 0 && !ks.listed {
-		delete(s.keys, ks.key)
+		delete(s.keys, ks.hash)
 	}
 }
 

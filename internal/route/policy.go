@@ -74,6 +74,7 @@ type Input struct {
 type Decision struct {
 	Lane     Lane
 	Switched bool // the device key changed lane with this event
+	Pace     bool // the device key runs fast enough that Batch pacing applies
 	HotDelta int  // change in the number of hot keys caused by this event (−2..2)
 }
 
@@ -106,6 +107,7 @@ func (p *Policy) Decide(in Input, now time.Time) Decision {
 		d.HotDelta += delta(o.Hot)
 	}
 	d.Lane, d.Switched = Lane(lane), switched
+	d.Pace = p.tr.NeedsPacing(o.Rate)
 	return d
 }
 

@@ -122,8 +122,9 @@ func (e *entry) sum(now, w int64) int {
 
 // Observation is the state of a key after an event was counted.
 type Observation struct {
-	Hot     bool // the key runs hot (Batch)
-	Changed bool // hot changed with this event
+	Hot     bool    // the key runs hot (Batch)
+	Changed bool    // hot changed with this event
+	Rate    float64 // events/s: the larger of this second's count and the window average
 }
 
 // Observe counts one event for key at now and updates its hot state using
@@ -201,7 +202,7 @@ func (t *Tracker) observeLocked(sh *trackerShard, h uint64, sec int64, hotEPS fl
 	case e.hot:
 		e.coolFrom = 0
 	}
-	o.Hot = e.hot
+	o.Hot, o.Rate = e.hot, rate
 	return o
 }
 
@@ -218,6 +219,14 @@ func (t *Tracker) SetLane(key []byte, lane uint8) bool {
 	prev := e.lane
 	e.lane = lane
 	return prev != 0 && prev != lane
+}
+
+// NeedsPacing reports whether a key at rate could approach BatchEPS, the
+// only keys worth the cost of Batch pacing (a token bucket lock per chunk).
+// A quarter of BatchEPS leaves the unpaced events of a key that speeds up
+// well inside the 30 s bucket.
+func (t *Tracker) NeedsPacing(rate float64) bool {
+	return t.opts.BatchEPS > 0 && rate > t.opts.BatchEPS/4
 }
 
 // BatchChunk is how many Batch tokens a caller should take at once: up to
