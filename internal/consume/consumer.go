@@ -75,8 +75,13 @@ type Consumer struct {
 	log    zerolog.Logger
 	budget *budget
 
-	joined   atomic.Bool
-	beat     atomic.Int64 // unix nanos of the last sign of life of the consume loop
+	joined atomic.Bool
+	beat   atomic.Int64 // unix nanos of the last sign of life of the consume loop
+	// commitMu serialises reading a watermark and committing it, so a
+	// periodic commit computed before a partition's final commit cannot land
+	// after it and move the committed offset back (redelivery, not loss, but
+	// needless). Lock order: commitMu, then statusMu, then partition.mu.
+	commitMu sync.Mutex
 	statusMu sync.Mutex
 	parts    map[partKey]*partition
 }
@@ -211,37 +216,45 @@ func (c *Consumer) commitLoop(ctx context.Context, gen *kafka.Generation) {
 		ev, by := c.budget.usage()
 		c.m.InflightEvents.Set(float64(ev))
 		c.m.InflightBytes.Set(float64(by))
-		offsets := map[string]map[int]int64{}
-		var moved []*partition
-		c.statusMu.Lock()
-		for _, p := range c.parts {
-			if p.gen != gen {
-				continue
-			}
-			if off, ok := p.toCommit(); ok {
-				if offsets[p.topic] == nil {
-					offsets[p.topic] = map[int]int64{}
-				}
-				offsets[p.topic][p.id] = off
-				moved = append(moved, p)
-			}
-			p.updateLag()
-		}
-		c.statusMu.Unlock()
-		if len(moved) == 0 {
+		c.commitOnce(ctx, gen)
+	}
+}
+
+// commitOnce commits every partition's watermark of gen that moved, in one
+// request.
+func (c *Consumer) commitOnce(ctx context.Context, gen *kafka.Generation) {
+	c.commitMu.Lock()
+	defer c.commitMu.Unlock()
+	offsets := map[string]map[int]int64{}
+	var moved []*partition
+	c.statusMu.Lock()
+	for _, p := range c.parts {
+		if p.gen != gen {
 			continue
 		}
-		if err := gen.CommitOffsets(offsets); err != nil {
-			c.m.Commits.WithLabelValues("error").Inc()
-			if ctx.Err() == nil {
-				c.log.Warn().Err(err).Msg("offset commit failed; retrying next tick")
+		if off, ok := p.toCommit(); ok {
+			if offsets[p.topic] == nil {
+				offsets[p.topic] = map[int]int64{}
 			}
-			continue
+			offsets[p.topic][p.id] = off
+			moved = append(moved, p)
 		}
-		c.m.Commits.WithLabelValues("success").Inc()
-		for _, p := range moved {
-			p.committedOK(offsets[p.topic][p.id])
+		p.updateLag()
+	}
+	c.statusMu.Unlock()
+	if len(moved) == 0 {
+		return
+	}
+	if err := gen.CommitOffsets(offsets); err != nil {
+		c.m.Commits.WithLabelValues("error").Inc()
+		if ctx.Err() == nil {
+			c.log.Warn().Err(err).Msg("offset commit failed; retrying next tick")
 		}
+		return
+	}
+	c.m.Commits.WithLabelValues("success").Inc()
+	for _, p := range moved {
+		p.committedOK(offsets[p.topic][p.id])
 	}
 }
 

@@ -288,6 +288,8 @@ func (p *partition) committedOK(off int64) {
 // finalCommit commits the watermark before the generation's function
 // returns: kafka-go rejects commits on an ended generation afterwards.
 func (p *partition) finalCommit(log zerolog.Logger) {
+	p.c.commitMu.Lock()
+	defer p.c.commitMu.Unlock()
 	off, ok := p.toCommit()
 	if !ok {
 		return
