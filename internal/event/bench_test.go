@@ -90,3 +90,46 @@ func BenchmarkWithInsertID(b *testing.B) {
 		_ = WithInsertID(raw, id)
 	}
 }
+
+// trafficEvent has the shape internal/traffic generates for the end-to-end
+// benchmark (about 400 bytes); trafficEventNoID is the same event without an
+// insert_id, the case where ampstream derives one.
+var (
+	trafficEvent     = []byte(`{"event_type":"add_to_cart","device_id":"device-000123","user_id":"user-000061","event_id":42,"time":1764237600000,"insert_id":"device-000123-42","platform":"iOS","os_name":"ios","app_version":"4.12.0","country":"DE","language":"de-DE","event_properties":{"screen":"checkout","items":[{"sku":"A-1","qty":2},{"sku":"B-7","qty":1}],"total":59.9,"coupon":null},"user_properties":{"$set":{"plan":"pro","cohort":"2026-11"}}}`)
+	trafficEventNoID = []byte(`{"event_type":"add_to_cart","device_id":"device-000123","user_id":"user-000061","event_id":42,"time":1764237600000,"platform":"iOS","os_name":"ios","app_version":"4.12.0","country":"DE","language":"de-DE","event_properties":{"screen":"checkout","items":[{"sku":"A-1","qty":2},{"sku":"B-7","qty":1}],"total":59.9,"coupon":null},"user_properties":{"$set":{"plan":"pro","cohort":"2026-11"}}}`)
+)
+
+func BenchmarkParseTraffic(b *testing.B) {
+	b.SetBytes(int64(len(trafficEvent)))
+	b.ReportAllocs()
+	for b.Loop() {
+		f, err := Parse(trafficEvent)
+		if err != nil || len(f.InsertID) == 0 {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkWithInsertIDTraffic is the pre-Parse-hint path for an event
+// without insert_id: build the id string, scan raw for the key, copy.
+func BenchmarkWithInsertIDTraffic(b *testing.B) {
+	b.SetBytes(int64(len(trafficEventNoID)))
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = WithInsertID(trafficEventNoID, StableInsertID("events", 3, 1024))
+	}
+}
+
+// BenchmarkWithStableInsertIDTraffic is the same splice after Parse: no scan
+// for an existing member, no id string.
+func BenchmarkWithStableInsertIDTraffic(b *testing.B) {
+	f, err := Parse(trafficEventNoID)
+	if err != nil || f.HasInsertIDKey {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(trafficEventNoID)))
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = f.WithStableInsertID(trafficEventNoID, "events", 3, 1024)
+	}
+}

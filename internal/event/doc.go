@@ -38,6 +38,10 @@
 // coordinates so redeliveries deduplicate, and WithInsertID/AppendWithInsertID
 // splice it into the raw event as the first member, removing any existing
 // top-level insert_id (e.g. null) so that a last-wins reader sees the new one.
+// After Parse, the Fields methods WithStableInsertID, AppendWithStableInsertID
+// and AppendWithInsertID do the same using Fields.HasInsertIDKey instead of
+// searching raw for such a member, and the stable variants write the id
+// straight into the result.
 //
 // Aliasing: Parse does not copy. The byte slices in Fields point into raw and
 // stay valid only as long as raw is neither modified nor reused; a string that

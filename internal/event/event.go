@@ -50,6 +50,12 @@ type Fields struct {
 	InsertID  []byte
 	Time      int64 // ms since epoch; valid when HasTime
 	HasTime   bool
+
+	// HasInsertIDKey reports whether the object has a top-level insert_id
+	// member at all, whatever its value (null included) and however its key
+	// is spelled (escapes included). When it is false the (*Fields) insert-id
+	// methods splice without searching raw for a member to remove.
+	HasInsertIDKey bool
 }
 
 // Validate applies Amplitude's rules to parsed fields: event_type present and

@@ -58,6 +58,7 @@ func expectFields(t *testing.T, m map[string]json.RawMessage) (want Fields, ok b
 	want.UserID = str("user_id")
 	want.DeviceID = str("device_id")
 	want.InsertID = str("insert_id")
+	_, want.HasInsertIDKey = m["insert_id"]
 	for _, name := range []string{"time", "session_id", "event_id"} {
 		v, present := m[name]
 		if !present || string(v) == "null" {
@@ -163,43 +164,67 @@ func FuzzWithInsertID(f *testing.F) {
 		if err != nil {
 			return
 		}
-		out := WithInsertID(raw, id)
-		if !json.Valid(out) {
-			t.Fatalf("WithInsertID(%q, %q) = %q: invalid JSON", raw, id, out)
-		}
-		after, err := Parse(out)
-		if err != nil {
-			t.Fatalf("WithInsertID(%q, %q) = %q: %v", raw, id, out, err)
-		}
 		// encoding/json encodes each invalid UTF-8 byte as U+FFFD, as we do.
 		enc, _ := json.Marshal(id)
 		var wantID string
 		if err := json.Unmarshal(enc, &wantID); err != nil {
 			t.Fatal(err)
 		}
-		if string(after.InsertID) != wantID {
-			t.Fatalf("insert_id = %q, want %q (out %q)", after.InsertID, wantID, out)
-		}
-		before.InsertID, after.InsertID = nil, nil
-		if !fieldsEqual(before, after) {
-			t.Fatalf("fields changed: %s -> %s", fmtFields(before), fmtFields(after))
-		}
-		var mb, ma map[string]json.RawMessage
-		if err := json.Unmarshal(raw, &mb); err != nil {
-			t.Fatal(err)
-		}
-		if err := json.Unmarshal(out, &ma); err != nil {
-			t.Fatal(err)
-		}
-		delete(mb, "insert_id")
-		delete(ma, "insert_id")
-		if len(ma) != len(mb) {
-			t.Fatalf("members %d -> %d: %q -> %q", len(mb), len(ma), raw, out)
-		}
-		for k, v := range mb {
-			if !bytes.Equal(ma[k], v) {
-				t.Fatalf("member %q changed: %q -> %q", k, v, ma[k])
+		out := WithInsertID(raw, id)
+		checkWithInsertID(t, raw, out, before, wantID)
+		parsed := before.AppendWithInsertID([]byte("x"), raw, id)
+		checkWithInsertID(t, raw, parsed[1:], before, wantID)
+		if !mayHaveInsertID(raw) || before.HasInsertIDKey {
+			// Same decision whether to remove a member, so the same bytes.
+			if !bytes.Equal(parsed[1:], out) {
+				t.Fatalf("(*Fields).AppendWithInsertID(%q) = %q, WithInsertID = %q", raw, parsed[1:], out)
 			}
 		}
+		const topic, partition, offset = "events", 3, 1024
+		stable := before.WithStableInsertID(raw, topic, partition, offset)
+		if want := before.AppendWithInsertID(nil, raw, StableInsertID(topic, partition, offset)); !bytes.Equal(stable, want) {
+			t.Fatalf("WithStableInsertID(%q) = %q, want %q", raw, stable, want)
+		}
+		if app := before.AppendWithStableInsertID([]byte("x"), raw, topic, partition, offset); !bytes.Equal(app[1:], stable) {
+			t.Fatalf("AppendWithStableInsertID(%q) = %q, want %q", raw, app[1:], stable)
+		}
 	})
+}
+
+// checkWithInsertID checks out, raw with the insert_id wantID spliced in:
+// valid, with that insert_id, and otherwise the same members and fields.
+func checkWithInsertID(t *testing.T, raw, out []byte, before Fields, wantID string) {
+	t.Helper()
+	if !json.Valid(out) {
+		t.Fatalf("%q -> %q: invalid JSON", raw, out)
+	}
+	after, err := Parse(out)
+	if err != nil {
+		t.Fatalf("%q -> %q: %v", raw, out, err)
+	}
+	if string(after.InsertID) != wantID || !after.HasInsertIDKey {
+		t.Fatalf("insert_id = %q, want %q (out %q)", after.InsertID, wantID, out)
+	}
+	before.InsertID, after.InsertID = nil, nil
+	before.HasInsertIDKey, after.HasInsertIDKey = false, false
+	if !fieldsEqual(before, after) {
+		t.Fatalf("fields changed: %s -> %s", fmtFields(before), fmtFields(after))
+	}
+	var mb, ma map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &mb); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(out, &ma); err != nil {
+		t.Fatal(err)
+	}
+	delete(mb, "insert_id")
+	delete(ma, "insert_id")
+	if len(ma) != len(mb) {
+		t.Fatalf("members %d -> %d: %q -> %q", len(mb), len(ma), raw, out)
+	}
+	for k, v := range mb {
+		if !bytes.Equal(ma[k], v) {
+			t.Fatalf("member %q changed: %q -> %q", k, v, ma[k])
+		}
+	}
 }

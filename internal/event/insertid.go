@@ -58,25 +58,87 @@ func WithInsertID(raw []byte, id string) []byte {
 // AppendWithInsertID is WithInsertID appending to dst, so a request body can
 // be built without an intermediate copy of the event.
 func AppendWithInsertID(dst, raw []byte, id string) []byte {
+	dst, open := openWithInsertID(dst, raw)
+	if open < 0 {
+		return dst
+	}
+	dst = appendJSONString(dst, id)
+	return closeWithInsertID(dst, raw, open, mayHaveInsertID(raw))
+}
+
+// AppendWithInsertID is the package-level AppendWithInsertID for an event
+// that has been parsed: f must be what Parse returned without error for raw,
+// and raw must not have changed since. f.HasInsertIDKey replaces the search
+// of raw for an existing member to remove, which costs about as much as
+// copying raw.
+func (f *Fields) AppendWithInsertID(dst, raw []byte, id string) []byte {
+	dst, open := openWithInsertID(dst, raw)
+	if open < 0 {
+		return dst
+	}
+	dst = appendJSONString(dst, id)
+	return closeWithInsertID(dst, raw, open, f.HasInsertIDKey)
+}
+
+// WithStableInsertID returns a copy of raw with the member
+// "insert_id":"<StableInsertID(topic, partition, offset)>" inserted first,
+// like WithInsertID, for an event that has been parsed (f as for
+// (*Fields).AppendWithInsertID). It allocates only the result, sized
+// exactly; the id is never a string of its own.
+func (f *Fields) WithStableInsertID(raw []byte, topic string, partition int, offset int64) []byte {
+	var buf [64]byte
+	id := AppendStableInsertID(buf[:0], topic, partition, offset)
+	dst, open := openWithInsertID(make([]byte, 0, len(raw)+len(`"insert_id":"",`)+len(id)), raw)
+	if open < 0 {
+		return dst
+	}
+	dst = append(dst, '"')
+	dst = append(dst, id...) // ASCII letters, digits and '-': nothing to escape
+	dst = append(dst, '"')
+	return closeWithInsertID(dst, raw, open, f.HasInsertIDKey)
+}
+
+// AppendWithStableInsertID is WithStableInsertID appending to dst.
+func (f *Fields) AppendWithStableInsertID(dst, raw []byte, topic string, partition int, offset int64) []byte {
+	dst, open := openWithInsertID(dst, raw)
+	if open < 0 {
+		return dst
+	}
+	dst = append(dst, '"')
+	dst = AppendStableInsertID(dst, topic, partition, offset)
+	dst = append(dst, '"')
+	return closeWithInsertID(dst, raw, open, f.HasInsertIDKey)
+}
+
+// openWithInsertID appends raw up to its opening brace and the key
+// "insert_id": after it, and returns the index of the brace in raw, for the
+// caller to append the value and then closeWithInsertID. If raw is not an
+// object it appends raw unchanged and returns -1.
+func openWithInsertID(dst, raw []byte) ([]byte, int) {
 	i := skipWS(raw, 0)
 	if i >= len(raw) || raw[i] != '{' {
-		return append(dst, raw...)
+		return append(dst, raw...), -1
 	}
 	dst = append(dst, raw[:i+1]...)
-	dst = append(dst, `"insert_id":`...)
-	dst = appendJSONString(dst, id)
-	if mayHaveInsertID(raw) {
-		if out, ok := appendMembersWithout(dst, raw, i, fInsertID); ok {
+	return append(dst, `"insert_id":`...), i
+}
+
+// closeWithInsertID appends the members of the object whose brace is at
+// raw[open], after the insert_id member openWithInsertID began. If hasKey,
+// any top-level insert_id member of raw is left out.
+func closeWithInsertID(dst, raw []byte, open int, hasKey bool) []byte {
+	if hasKey {
+		if out, ok := appendMembersWithout(dst, raw, open, fInsertID); ok {
 			return out
 		}
 		// raw is malformed (it was not validated): fall back to plain
 		// insertion. Only bytes past len(dst) were written.
 	}
-	j := skipWS(raw, i+1)
+	j := skipWS(raw, open+1)
 	if j >= len(raw) || raw[j] != '}' {
 		dst = append(dst, ',')
 	}
-	return append(dst, raw[i+1:]...)
+	return append(dst, raw[open+1:]...)
 }
 
 // mayHaveInsertID is a cheap filter: an insert_id key is either spelled out

@@ -89,3 +89,60 @@ func TestAppendWithInsertID(t *testing.T) {
 		_ = WithInsertID([]byte(bad), "id")
 	}
 }
+
+func TestFieldsWithInsertID(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{`{}`, `{"insert_id":"X"}`},
+		{` { } `, ` {"insert_id":"X" } `},
+		{`{"a":1}`, `{"insert_id":"X","a":1}`},
+		{`{"insert_id":null,"a":1}`, `{"insert_id":"X","a":1}`},
+		{`{"a":1, "insert_id":null}`, `{"insert_id":"X","a":1}`},
+		{`{"insert\u005fid":null}`, `{"insert_id":"X"}`},
+		// No top-level key: raw is copied verbatim even though it has escapes
+		// (WithInsertID would re-emit the members without the whitespace).
+		{`{"a":"\n", "b" : [1]}`, `{"insert_id":"X","a":"\n", "b" : [1]}`},
+		{`{"p":{"insert_id":"nested"}}`, `{"insert_id":"X","p":{"insert_id":"nested"}}`},
+	}
+	for _, tc := range tests {
+		f, err := Parse([]byte(tc.in))
+		if err != nil {
+			t.Fatalf("Parse(%q): %v", tc.in, err)
+		}
+		if got := string(f.AppendWithInsertID(nil, []byte(tc.in), "X")); got != tc.want {
+			t.Errorf("(*Fields).AppendWithInsertID(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestFieldsWithStableInsertID(t *testing.T) {
+	id := StableInsertID("events", 3, 1024)
+	for _, raw := range []string{`{"a":1}`, `{"insert_id":null,"a":1}`, ` {} `, `[1]`} {
+		f, _ := Parse([]byte(raw))
+		want := string(WithInsertID([]byte(raw), id))
+		got := f.WithStableInsertID([]byte(raw), "events", 3, 1024)
+		if string(got) != want {
+			t.Errorf("WithStableInsertID(%q) = %q, want %q", raw, got, want)
+		}
+		if raw[len(raw)-1] == '}' && !f.HasInsertIDKey && cap(got) != len(got) {
+			t.Errorf("WithStableInsertID(%q): cap %d, len %d: not sized exactly", raw, cap(got), len(got))
+		}
+		if got := f.AppendWithStableInsertID([]byte("["), []byte(raw), "events", 3, 1024); string(got) != "["+want {
+			t.Errorf("AppendWithStableInsertID(%q) = %q, want %q", raw, got, "["+want)
+		}
+	}
+	raw := []byte(`{"event_type":"e","device_id":"dev-1"}`)
+	f, err := Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = f.WithStableInsertID(raw, "events", 3, 1024) }); n != 1 {
+		t.Errorf("WithStableInsertID allocs = %v, want 1 (the result)", n)
+	}
+	buf := make([]byte, 0, 256)
+	if n := testing.AllocsPerRun(100, func() { buf = f.AppendWithStableInsertID(buf[:0], raw, "events", 3, 1024) }); n != 0 {
+		t.Errorf("AppendWithStableInsertID allocs = %v", n)
+	}
+	if n := testing.AllocsPerRun(100, func() { buf = f.AppendWithInsertID(buf[:0], raw, "as-0-0") }); n != 0 {
+		t.Errorf("(*Fields).AppendWithInsertID allocs = %v", n)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -121,7 +122,27 @@ func TestParseFields(t *testing.T) {
 		{
 			name: "all fields",
 			in:   `{"event_type":"click","user_id":"user-1","device_id":"dev-1","insert_id":"ins-1","time":1700000000000}`,
-			want: Fields{EventType: []byte("click"), UserID: []byte("user-1"), DeviceID: []byte("dev-1"), InsertID: []byte("ins-1"), Time: 1700000000000, HasTime: true},
+			want: Fields{EventType: []byte("click"), UserID: []byte("user-1"), DeviceID: []byte("dev-1"), InsertID: []byte("ins-1"), Time: 1700000000000, HasTime: true, HasInsertIDKey: true},
+		},
+		{
+			name: "null insert_id is absent but its key is seen",
+			in:   `{"insert_id":null,"a":1}`,
+			want: Fields{HasInsertIDKey: true},
+		},
+		{
+			name: "escaped insert_id key",
+			in:   `{"insert\u005fid":"x"}`,
+			want: Fields{InsertID: []byte("x"), HasInsertIDKey: true},
+		},
+		{
+			name: "insert_id key seen even if a later duplicate is null",
+			in:   `{"insert_id":"x","insert_id":null}`,
+			want: Fields{HasInsertIDKey: true},
+		},
+		{
+			name: "nested insert_id is not top-level",
+			in:   `{"p":{"insert_id":"x"},"q":"insert_id","insert_idx":1}`,
+			want: Fields{},
 		},
 		{
 			name: "unicode escape",
@@ -210,7 +231,8 @@ func TestParseFields(t *testing.T) {
 func fieldsEqual(a, b Fields) bool {
 	eq := func(x, y []byte) bool { return (x == nil) == (y == nil) && string(x) == string(y) }
 	return eq(a.EventType, b.EventType) && eq(a.UserID, b.UserID) && eq(a.DeviceID, b.DeviceID) &&
-		eq(a.InsertID, b.InsertID) && a.HasTime == b.HasTime && a.Time == b.Time
+		eq(a.InsertID, b.InsertID) && a.HasTime == b.HasTime && a.Time == b.Time &&
+		a.HasInsertIDKey == b.HasInsertIDKey
 }
 
 func fmtFields(f Fields) string {
@@ -224,6 +246,9 @@ func fmtFields(f Fields) string {
 	if f.HasTime {
 		b, _ := json.Marshal(f.Time)
 		s += " time=" + string(b)
+	}
+	if f.HasInsertIDKey {
+		s += " has_insert_id_key"
 	}
 	return s
 }
@@ -277,15 +302,54 @@ func TestSkipPlainMatchesBytewise(t *testing.T) {
 				for want < len(buf) && plain(buf[want]) {
 					want++
 				}
-				got := skipPlain(buf, 0)
-				// skipPlain may stop early only within the last 8 bytes.
-				for got < len(buf) && plain(buf[got]) && got >= len(buf)-7 {
-					got++
-				}
-				if got != want {
-					t.Fatalf("byte %#x at %d (fill %q): skipPlain = %d, want %d", c, pos, fill, got, want)
+				// Every start, so that the tail (fewer than eight bytes
+				// left) is covered at each offset.
+				for start := 0; start <= len(buf); start++ {
+					w := max(want, start)
+					if start > want {
+						w = start
+						for w < len(buf) && plain(buf[w]) {
+							w++
+						}
+					}
+					if got := skipPlain(buf, start); got != w {
+						t.Fatalf("byte %#x at %d (fill %q) from %d: skipPlain = %d, want %d", c, pos, fill, start, got, w)
+					}
+					if got := skipPlain(buf[:min(len(buf), start+5)], start); got != min(w, start+5) {
+						t.Fatalf("short input: byte %#x at %d from %d: skipPlain = %d, want %d", c, pos, start, got, min(w, start+5))
+					}
 				}
 			}
+		}
+	}
+}
+
+func TestSkipDigitsMatchesBytewise(t *testing.T) {
+	for c := 0; c < 256; c++ {
+		for pos := 0; pos < 12; pos++ {
+			buf := []byte("123456789012")
+			buf[pos] = byte(c)
+			for start := 0; start <= len(buf); start++ {
+				want := start
+				for want < len(buf) && '0' <= buf[want] && buf[want] <= '9' {
+					want++
+				}
+				if got := skipDigits(buf, start); got != want {
+					t.Fatalf("byte %#x at %d from %d: skipDigits = %d, want %d", c, pos, start, got, want)
+				}
+			}
+		}
+	}
+}
+
+func TestParseInt64(t *testing.T) {
+	for _, s := range []string{"0", "-0", "7", "-7", "12345678", "-12345678", "123456789", "99999999",
+		"1764237600000", "1000000000000000000", "9223372036854775807", "-9223372036854775808",
+		"9223372036854775808", "-9223372036854775809", "9999999999999999999", "10000000000000000000"} {
+		want, werr := strconv.ParseInt(s, 10, 64)
+		got, ok := parseInt64([]byte(s))
+		if ok != (werr == nil) || ok && got != want {
+			t.Errorf("parseInt64(%q) = %d, %v; want %d, %v", s, got, ok, want, werr)
 		}
 	}
 }

@@ -144,14 +144,13 @@ func (s *scanner) malformed() *Invalid {
 	return &Invalid{Reason: ReasonMalformedJSON, Detail: s.err + " at byte " + strconv.Itoa(s.errAt)}
 }
 
+// wsBits has bit c set for each JSON whitespace byte c (all are < 64).
+const wsBits = 1<<' ' | 1<<'\t' | 1<<'\n' | 1<<'\r'
+
 func skipWS(data []byte, i int) int {
-	for i < len(data) {
-		switch data[i] {
-		case ' ', '\t', '\n', '\r':
-			i++
-		default:
-			return i
-		}
+	// Compact JSON is the common case: one comparison rejects any byte above ' '.
+	for i < len(data) && data[i] <= ' ' && wsBits>>data[i]&1 != 0 {
+		i++
 	}
 	return i
 }
@@ -160,47 +159,113 @@ func isHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
+// SWAR constants: a byte repeated in every lane of a uint64, so that one
+// 64-bit operation looks at eight input bytes.
+const (
+	lanes01 = 0x0101010101010101
+	lanes7f = 0x7f7f7f7f7f7f7f7f
+	lanes80 = 0x8080808080808080
+)
+
+// stringStops returns x (eight input bytes, little-endian) with the high bit
+// of lane k set exactly when byte k ends a run of plain string content: '"',
+// '\\', a control character (< 0x20) or a non-ASCII byte (>= 0x80), and all
+// other bits clear. Each test adds at most 0x7f+0x7f to a lane masked to
+// seven bits, so no carry crosses lanes and every lane is exact.
+func stringStops(x uint64) uint64 {
+	t := x & lanes7f
+	notQuote := (t ^ lanes01*'"') + lanes7f      // high bit set iff t != '"'
+	notBackslash := (t ^ lanes01*'\\') + lanes7f // iff t != '\\'
+	notControl := t + lanes01*(0x80-0x20)        // iff t >= 0x20
+	return (x | ^(notQuote & notBackslash & notControl)) & lanes80
+}
+
+// nonDigits is stringStops for numbers: the high bit of lane k is set
+// exactly when byte k of x is not an ASCII digit. v = byte^'0' is a digit's
+// value and >= 10 for every other byte (xor is a bijection).
+func nonDigits(x uint64) uint64 {
+	v := x ^ lanes01*'0'
+	return ((v&lanes7f + lanes01*(0x80-10)) | v) & lanes80
+}
+
 // skipPlain returns the index of the first byte at or after i that is not
-// printable ASCII other than '"' and '\\', looking at eight bytes per step
-// (SWAR). It may stop early, near the end of data, leaving the rest to the
-// byte loop.
+// printable ASCII other than '"' and '\\', or len(data) if there is none,
+// looking at eight bytes per step (SWAR).
 func skipPlain(data []byte, i int) int {
-	const (
-		lo = 0x0101010101010101
-		hi = 0x8080808080808080
-	)
 	for i+8 <= len(data) {
-		x := binary.LittleEndian.Uint64(data[i:])
-		q := x ^ (lo * '"')
-		b := x ^ (lo * '\\')
-		// Byte k of the mask has its high bit set if byte k of x is '"',
-		// '\\', < 0x20 or >= 0x80. Borrows can only flag bytes above the
-		// first special one, so the lowest flagged byte is exact.
-		mask := ((q - lo) &^ q) | ((b - lo) &^ b) | ((x - lo*0x20) &^ x) | x
-		if mask &= hi; mask != 0 {
-			return i + bits.TrailingZeros64(mask)>>3
+		if m := stringStops(binary.LittleEndian.Uint64(data[i:])); m != 0 {
+			return i + bits.TrailingZeros64(m)>>3
 		}
 		i += 8
+	}
+	return skipPlainTail(data, i)
+}
+
+// skipPlainTail is skipPlain for i+8 > len(data).
+func skipPlainTail(data []byte, i int) int {
+	if i >= len(data) {
+		return i
+	}
+	if len(data) >= 8 {
+		// The last eight bytes, shifted so that data[i] is the lowest lane
+		// (1 to 7 lanes): the zero lanes shifted in count as stops and sit at
+		// len(data) and beyond, so "no stop in the rest" yields len(data).
+		x := binary.LittleEndian.Uint64(data[len(data)-8:]) >> (8 * uint(i+8-len(data)))
+		return i + bits.TrailingZeros64(stringStops(x))>>3
+	}
+	for i < len(data) {
+		if c := data[i]; c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
+			break
+		}
+		i++
+	}
+	return i
+}
+
+// skipDigits returns the index of the first byte at or after i that is not
+// an ASCII digit.
+func skipDigits(data []byte, i int) int {
+	for i+8 <= len(data) {
+		if m := nonDigits(binary.LittleEndian.Uint64(data[i:])); m != 0 {
+			return i + bits.TrailingZeros64(m)>>3
+		}
+		i += 8
+	}
+	for i < len(data) && data[i]-'0' < 10 {
+		i++
 	}
 	return i
 }
 
 // scanString validates the string starting at data[i] == '"' and returns the
 // index after the closing quote and whether it contains escapes.
+//
+// This is the fast path, for the common case of a short string of plain
+// ASCII: the first stop byte found eight bytes at a time is then usually the
+// closing quote. Everything else continues in scanStringRest.
 func (s *scanner) scanString(i int) (int, bool) {
 	data := s.data
-	esc := false
 	i++
-	for {
-		// Fast path: plain printable ASCII, eight bytes at a time.
-		i = skipPlain(data, i)
-		for i < len(data) {
-			c := data[i]
-			if c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
-				break
+	for i+8 <= len(data) {
+		if m := stringStops(binary.LittleEndian.Uint64(data[i:])); m != 0 {
+			i += bits.TrailingZeros64(m) >> 3
+			if data[i] == '"' {
+				return i + 1, false
 			}
-			i++
+			break
 		}
+		i += 8
+	}
+	return s.scanStringRest(i)
+}
+
+// scanStringRest continues scanString at data[i], inside a string that has
+// had no escapes so far.
+func (s *scanner) scanStringRest(i int) (int, bool) {
+	data := s.data
+	esc := false
+	for {
+		i = skipPlain(data, i)
 		if i >= len(data) {
 			return s.fail(i, "unterminated string"), esc
 		}
@@ -247,41 +312,31 @@ func (s *scanner) scanNumber(i int) (int, bool) {
 		return s.fail(i, "invalid number"), false
 	case data[i] == '0':
 		i++
-	case '1' <= data[i] && data[i] <= '9':
-		i++
-		for i < len(data) && '0' <= data[i] && data[i] <= '9' {
-			i++
-		}
+	case data[i]-'1' < 9:
+		i = skipDigits(data, i+1)
 	default:
 		return s.fail(i, "invalid number"), false
 	}
-	isInt := true
-	if i < len(data) && data[i] == '.' {
-		isInt = false
-		i++
-		start := i
-		for i < len(data) && '0' <= data[i] && data[i] <= '9' {
-			i++
-		}
-		if i == start {
+	if i >= len(data) || data[i] != '.' && data[i] != 'e' && data[i] != 'E' {
+		return i, true
+	}
+	if data[i] == '.' {
+		start := i + 1
+		if i = skipDigits(data, start); i == start {
 			return s.fail(i, "invalid number"), false
 		}
 	}
 	if i < len(data) && (data[i] == 'e' || data[i] == 'E') {
-		isInt = false
 		i++
 		if i < len(data) && (data[i] == '+' || data[i] == '-') {
 			i++
 		}
 		start := i
-		for i < len(data) && '0' <= data[i] && data[i] <= '9' {
-			i++
-		}
-		if i == start {
+		if i = skipDigits(data, start); i == start {
 			return s.fail(i, "invalid number"), false
 		}
 	}
-	return i, isInt
+	return i, false
 }
 
 // parseInt64 converts an integer token already validated by scanNumber.
@@ -293,9 +348,14 @@ func parseInt64(b []byte) (int64, bool) {
 	if len(b) > 19 {
 		return 0, false
 	}
+	// 19 digits cannot overflow uint64.
 	var u uint64
+	for len(b) >= 8 {
+		u = u*100000000 + eightDigits(binary.LittleEndian.Uint64(b))
+		b = b[8:]
+	}
 	for _, c := range b {
-		u = u*10 + uint64(c-'0') // 19 digits cannot overflow uint64
+		u = u*10 + uint64(c-'0')
 	}
 	if neg {
 		if u > 1<<63 {
@@ -309,21 +369,35 @@ func parseInt64(b []byte) (int64, bool) {
 	return int64(u), true
 }
 
+// eightDigits returns the value of eight ASCII digits loaded little-endian
+// (the first digit in the lowest lane) with three multiplications instead of
+// a chain of eight (the simdjson method): pairs of digits, then pairs of
+// pairs, then the two halves.
+func eightDigits(x uint64) uint64 {
+	x -= lanes01 * '0'
+	x = x*10 + x>>8 // lanes 0, 2, 4, 6: two-digit values
+	const (
+		mask = 0x000000ff000000ff
+		mul1 = 100 + 1000000<<32
+		mul2 = 1 + 10000<<32
+	)
+	return (x&mask*mul1 + x>>16&mask*mul2) >> 32
+}
+
+// scanLiteral validates true, false or null at data[i].
 func (s *scanner) scanLiteral(i int) int {
 	data := s.data
-	var lit string
-	switch data[i] {
-	case 't':
-		lit = "true"
-	case 'f':
-		lit = "false"
-	default:
-		lit = "null"
+	if len(data)-i >= 4 {
+		switch binary.LittleEndian.Uint32(data[i:]) {
+		case 'n' | 'u'<<8 | 'l'<<16 | 'l'<<24, 't' | 'r'<<8 | 'u'<<16 | 'e'<<24:
+			return i + 4
+		case 'f' | 'a'<<8 | 'l'<<16 | 's'<<24:
+			if len(data)-i >= 5 && data[i+4] == 'e' {
+				return i + 5
+			}
+		}
 	}
-	if len(data)-i < len(lit) || string(data[i:i+len(lit)]) != lit {
-		return s.fail(i, "invalid literal")
-	}
-	return i + len(lit)
+	return s.fail(i, "invalid literal")
 }
 
 // scanKey validates an object key at data[i] (after whitespace) and the colon
@@ -333,9 +407,11 @@ func (s *scanner) scanKey(i int) int {
 	if i >= len(data) || data[i] != '"' {
 		return s.fail(i, "expected object key")
 	}
-	i, _ = s.scanString(i)
-	if i < 0 {
+	if i, _ = s.scanString(i); i < 0 {
 		return -1
+	}
+	if i < len(data) && data[i] == ':' { // compact JSON
+		return i + 1
 	}
 	i = skipWS(data, i)
 	if i >= len(data) || data[i] != ':' {
@@ -353,13 +429,15 @@ func (s *scanner) skipValue(i, depth int) int {
 	var stack uint64
 	d := 0 // containers opened by this call
 	for {
-		// A value is expected at i.
+		// A value is expected at i. Tests in order of frequency in events.
 		i = skipWS(data, i)
 		if i >= len(data) {
 			return s.fail(i, "unexpected end of input")
 		}
-		switch c := data[i]; c {
-		case '{', '[':
+		c := data[i]
+		if c == '"' {
+			i, _ = s.scanString(i)
+		} else if c == '{' || c == '[' {
 			if depth+d >= maxDepth {
 				return s.fail(i, "nesting deeper than "+strconv.Itoa(maxDepth))
 			}
@@ -373,23 +451,19 @@ func (s *scanner) skipValue(i, depth int) int {
 			if i < len(data) && data[i] == c+2 { // '{'+2 == '}', '['+2 == ']'
 				d--
 				i++
-				break // empty container: a complete value
+			} else if c == '[' {
+				continue // the first element
+			} else if i = s.scanKey(i); i < 0 {
+				return -1
+			} else {
+				continue // the first member's value
 			}
-			if c == '{' {
-				if i = s.scanKey(i); i < 0 {
-					return -1
-				}
-			}
-			continue // the first element
-		case '"':
-			i, _ = s.scanString(i)
-		case 't', 'f', 'n':
-			i = s.scanLiteral(i)
-		default:
-			if c != '-' && (c < '0' || c > '9') {
-				return s.fail(i, "unexpected character")
-			}
+		} else if c-'0' < 10 || c == '-' {
 			i, _ = s.scanNumber(i)
+		} else if c == 't' || c == 'f' || c == 'n' {
+			i = s.scanLiteral(i)
+		} else {
+			return s.fail(i, "unexpected character")
 		}
 		if i < 0 {
 			return -1
@@ -442,6 +516,7 @@ func Parse(raw []byte) (Fields, error) {
 		strs    [fInsertID + 1]strSpan
 		t       int64
 		hasTime bool
+		seen    uint16 // bit f set: field f occurred as a key
 		bad     uint16 // bit f set: the last occurrence of field f had the wrong type
 	)
 	i := skipWS(raw, 0)
@@ -477,6 +552,7 @@ func Parse(raw []byte) (Fields, error) {
 			} else {
 				f = lookupField(raw[i+1 : ke-1])
 			}
+			seen |= 1 << f
 			i = skipWS(raw, ke)
 			if i >= len(raw) || raw[i] != ':' {
 				s.fail(i, "expected ':'")
@@ -539,7 +615,11 @@ func Parse(raw []byte) (Fields, error) {
 				ok = c == '{' || c == 'n'
 				i = s.skipValue(i, 1)
 			default:
-				i = s.skipValue(i, 1)
+				if c == '"' { // most members are strings: skip skipValue's dispatch
+					i, _ = s.scanString(i)
+				} else {
+					i = s.skipValue(i, 1)
+				}
 			}
 			if i < 0 {
 				return Fields{}, s.malformed()
@@ -580,6 +660,8 @@ func Parse(raw []byte) (Fields, error) {
 		InsertID:  strs[fInsertID].bytes(raw),
 		Time:      t,
 		HasTime:   hasTime,
+
+		HasInsertIDKey: seen&(1<<fInsertID) != 0,
 	}, nil
 }
 
