@@ -2,6 +2,8 @@ package consume
 
 import (
 	"sync"
+
+	"github.com/ampstream/ampstream/internal/deliver"
 )
 
 // acks tracks one partition's fetched offsets until each is resolved
@@ -65,6 +67,33 @@ func (a *acks) add(off, tsMS int64, size int) uint64 {
 func (a *acks) resolve(seq uint64) (int, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	size, ok := a.resolveLocked(seq)
+	if ok {
+		a.advance()
+		a.signal()
+	}
+	return size, ok
+}
+
+// resolveAll is resolve for every item's Seq under one lock. It returns how
+// many were resolved by this call and the budget bytes they held.
+func (a *acks) resolveAll(items []*deliver.Item) (n, bytes int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, it := range items {
+		if size, ok := a.resolveLocked(it.Seq); ok {
+			n++
+			bytes += size
+		}
+	}
+	if n > 0 {
+		a.advance()
+		a.signal()
+	}
+	return n, bytes
+}
+
+func (a *acks) resolveLocked(seq uint64) (int, bool) {
 	i := a.head + int(seq-a.base)
 	if seq < a.base || i >= len(a.ents) || a.ents[i].done {
 		return 0, false // resolved twice, or released: the first one counted
@@ -76,8 +105,6 @@ func (a *acks) resolve(seq uint64) (int, bool) {
 	} else {
 		a.abandoned--
 	}
-	a.advance()
-	a.signal()
 	return size, true
 }
 

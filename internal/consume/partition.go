@@ -51,8 +51,12 @@ type message struct {
 
 var _ deliver.Owner = (*partition)(nil)
 
-func (p *partition) Accepted(it *deliver.Item) {
-	p.resolve(it.Seq)
+func (p *partition) Accepted(items []*deliver.Item) {
+	// One acks lock and one budget release for the whole request's share.
+	n, size := p.acks.resolveAll(items)
+	if n > 0 {
+		p.c.budget.releaseN(n, size)
+	}
 }
 
 func (p *partition) Rejected(it *deliver.Item, reason, detail string) {
@@ -156,7 +160,8 @@ func (c *Consumer) runPartition(ctx context.Context, gen *kafka.Generation, topi
 
 func (c *Consumer) fetchLoop(ctx context.Context, p *partition, r *kafka.Reader) {
 	var keyBuf []byte
-	for n := 0; ; n++ {
+	beat := 0
+	for {
 		msg, err := r.FetchMessage(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -168,8 +173,9 @@ func (c *Consumer) fetchLoop(ctx context.Context, p *partition, r *kafka.Reader)
 			}
 			continue
 		}
-		if n%256 == 0 {
+		if beat++; beat == 256 {
 			c.heartbeat() // liveness needs seconds, not nanoseconds, of resolution
+			beat = 0
 		}
 		c.m.EventsConsumed.Inc()
 		p.setHWM(msg.HighWaterMark)
@@ -206,7 +212,7 @@ func (c *Consumer) fetchLoop(ctx context.Context, p *partition, r *kafka.Reader)
 		}
 		it.Raw = msg.Value
 		if len(f.InsertID) == 0 {
-			it.Raw = event.WithInsertID(msg.Value, event.StableInsertID(p.topic, p.id, msg.Offset))
+			it.Raw = f.WithStableInsertID(msg.Value, p.topic, p.id, msg.Offset)
 		}
 		if len(f.DeviceID) > 0 {
 			it.Key = f.DeviceID
@@ -223,7 +229,10 @@ func (c *Consumer) fetchLoop(ctx context.Context, p *partition, r *kafka.Reader)
 				it.Override = route.ParseLane(h.Value)
 			}
 		}
-		if lt := c.opts.LagThreshold; lt > 0 && time.Since(msg.Time) > lt {
+		// One clock read per event: the lag check and the rate tracker's
+		// second.
+		it.At = time.Now()
+		if lt := c.opts.LagThreshold; lt > 0 && it.At.Sub(msg.Time) > lt {
 			it.Lagging = true
 		}
 		if err := c.deliv.Submit(ctx, it); err != nil {

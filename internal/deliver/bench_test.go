@@ -33,15 +33,16 @@ type countingOwner struct {
 	done        chan struct{}
 }
 
-func (o *countingOwner) Accepted(*Item) {
-	if o.n.Add(1) == o.target {
+func (o *countingOwner) Accepted(items []*Item) {
+	n := int64(len(items))
+	if after := o.n.Add(n); after >= o.target && after-n < o.target {
 		close(o.done)
 	}
 }
 
 func (o *countingOwner) Rejected(*Item, string, string) {
 	o.rejected.Add(1)
-	o.Accepted(nil)
+	o.Accepted(make([]*Item, 1))
 }
 
 func (o *countingOwner) Revoked() bool { return false }

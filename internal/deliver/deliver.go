@@ -44,8 +44,10 @@ import (
 // Owner learns the fate of its items. Methods are called from sender and
 // shard goroutines and must not block for long.
 type Owner interface {
-	// Accepted: Amplitude accepted the item (or had it already).
-	Accepted(it *Item)
+	// Accepted: Amplitude accepted the items (or had them already). Every
+	// item has this owner; there is at least one. One call per request and
+	// owner, not per item: the owner resolves them under one lock.
+	Accepted(items []*Item)
 	// Rejected: the item can never be accepted; it must be dead-lettered.
 	Rejected(it *Item, reason, detail string)
 	// Revoked reports that the owner gave the item's partition up: the item
@@ -62,9 +64,13 @@ type Item struct {
 	TimeMS   int64      // the event's own time, 0 when absent
 	Override route.Lane // from the amplitude-api header
 	Lagging  bool       // its partition is catching up
-	Owner    Owner
-	Seq      uint64 // the owner's bookkeeping
-	Ref      any    // the owner's bookkeeping
+	// At is when the item was fetched, the time its key's rates count it
+	// at; Submit reads the clock when it is zero. A caller that already
+	// read the clock for the event saves a second read.
+	At    time.Time
+	Owner Owner
+	Seq   uint64 // the owner's bookkeeping
+	Ref   any    // the owner's bookkeeping
 
 	lane route.Lane
 	pace bool   // subject to Batch pacing (a fast key)
@@ -244,7 +250,10 @@ func (d *Deliverer) Submit(ctx context.Context, it *Item) error {
 		// cases, and a shard's buffer may have room after Stop.
 		return ErrStopped
 	}
-	now := d.opts.Now()
+	now := it.At
+	if now.IsZero() {
+		now = d.opts.Now()
+	}
 	dec := d.policy.Decide(route.Input{
 		Device: it.Key, User: it.UserID, TimeMS: it.TimeMS, Override: it.Override, Lagging: it.Lagging,
 	}, now)

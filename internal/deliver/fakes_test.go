@@ -162,7 +162,11 @@ func newFakeOwner() *fakeOwner {
 	return &fakeOwner{byKey: map[string][]*Item{}, fates: map[*Item]*fate{}, changed: make(chan struct{}, 1)}
 }
 
-func (o *fakeOwner) Accepted(it *Item) { o.resolve(it, true, "") }
+func (o *fakeOwner) Accepted(items []*Item) {
+	for _, it := range items {
+		o.resolve(it, true, "")
+	}
+}
 
 func (o *fakeOwner) Rejected(it *Item, reason, _ string) { o.resolve(it, false, reason) }
 

@@ -31,6 +31,7 @@ type job struct {
 	// deferredKeys are the keys with deferred items: their later events in
 	// this job are deferred too, whichever segment they are in.
 	deferredKeys map[*keyState]bool
+	groups       []ownerItems // accept's scratch space
 }
 
 func (d *Deliverer) laneOpts(l route.Lane) LaneOptions {
@@ -110,9 +111,7 @@ func (d *Deliverer) execute(ctx context.Context, j *job) {
 		}
 		switch res.Class {
 		case amplitude.Accepted:
-			for _, i := range seg {
-				d.accept(j, i)
-			}
+			d.accept(j, seg)
 			segs, attempt = segs[1:], 0
 
 		case amplitude.Rejected:
@@ -270,11 +269,36 @@ func overQuota(it *Item, res amplitude.Result) bool {
 	return false
 }
 
-func (d *Deliverer) accept(j *job, i int) {
-	j.res[i] = resAccepted
-	it := j.items[i]
-	d.acceptedCtr[j.lane].Inc()
-	it.Owner.Accepted(it)
+// accept resolves the items of seg as accepted: one Accepted call per
+// owner (a request mixes the partitions of its shard's keys).
+func (d *Deliverer) accept(j *job, seg []int) {
+	d.acceptedCtr[j.lane].Add(float64(len(seg)))
+	groups := j.groups[:0]
+	for _, i := range seg {
+		j.res[i] = resAccepted
+		it := j.items[i]
+		g := len(groups) - 1
+		// Linear search from the last group: consecutive items often share
+		// an owner, and a shard sees a handful of partitions.
+		for ; g >= 0 && groups[g].owner != it.Owner; g-- {
+		}
+		if g < 0 {
+			groups = append(groups, ownerItems{owner: it.Owner})
+			g = len(groups) - 1
+		}
+		groups[g].items = append(groups[g].items, it)
+	}
+	for g := range groups {
+		groups[g].owner.Accepted(groups[g].items)
+		clear(groups[g].items)
+		groups[g].items = groups[g].items[:0]
+	}
+	j.groups = groups
+}
+
+type ownerItems struct {
+	owner Owner
+	items []*Item
 }
 
 func (d *Deliverer) reject(j *job, i int, reason, detail string) {

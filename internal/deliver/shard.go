@@ -19,6 +19,7 @@ type keyState struct {
 	until   time.Time
 	held    bool // counted in throttledKeys
 	listed  bool // in the shard's quarantine list
+	touched bool // in shard.touched (finish's scratch list)
 }
 
 type batch struct {
@@ -42,6 +43,7 @@ type shard struct {
 	sealed [3][]*job // per lane, waiting for a free sender
 
 	quarantined []*keyState
+	touched     []*keyState // finish's scratch list
 
 	compMu     sync.Mutex
 	comps      []*job
@@ -306,14 +308,19 @@ func (s *shard) drain(ks *keyState, now time.Time) {
 // front of their key's queue under a hold, and every touched key drains.
 func (s *shard) finish(j *job) {
 	now := s.d.opts.Now()
-	var touched []*keyState
+	// Each key once, however many of its events the request carried (a hot
+	// key has hundreds in a Batch request).
+	touched := s.touched[:0]
 	for _, it := range j.items {
 		ks := it.ks
 		ks.pending--
 		if ks.open != nil && ks.pending == 0 {
 			ks.open = nil
 		}
-		touched = append(touched, ks)
+		if !ks.touched {
+			ks.touched = true
+			touched = append(touched, ks)
+		}
 	}
 	if j.deferred > 0 {
 		// Put deferred events back in front of anything that arrived while
@@ -330,8 +337,11 @@ func (s *shard) finish(j *job) {
 		}
 	}
 	for _, ks := range touched {
+		ks.touched = false
 		if ks.pending == 0 {
 			s.drain(ks, now)
 		}
 	}
+	clear(touched)
+	s.touched = touched[:0]
 }

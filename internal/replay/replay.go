@@ -193,7 +193,7 @@ func selectRecord(m kafka.Message, o Options, reasons map[string]bool) (kafka.Me
 		part, perr := strconv.Atoi(srcPart)
 		off, oerr := strconv.ParseInt(srcOff, 10, 64)
 		if perr == nil && oerr == nil && srcTopic != "" {
-			value = event.WithInsertID(value, event.StableInsertID(srcTopic, part, off))
+			value = f.WithStableInsertID(value, srcTopic, part, off)
 		}
 	}
 	headers = append(headers, kafka.Header{Key: "ampstream-replayed-from", Value: []byte(fmt.Sprintf("%s/%d/%d", m.Topic, m.Partition, m.Offset))})
