@@ -2,6 +2,7 @@ package route
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -97,6 +98,44 @@ func BenchmarkPolicyDecide(b *testing.B) {
 	for b.Loop() {
 		k := keys[i%len(keys)]
 		p.Decide(Input{Device: k, User: k[:20], TimeMS: now.UnixMilli()}, now)
+		i++
+	}
+}
+
+// benchMixedOrder returns n key indices below keys in the order events for
+// them arrive: a tenth of the events from 100 hot keys, the rest spread
+// evenly over all keys, so most lookups miss the CPU caches without
+// following the order in which the keys were first seen.
+func benchMixedOrder(n, keys int) []int32 {
+	r := rand.New(rand.NewPCG(1, 2))
+	order := make([]int32, n)
+	for i := range order {
+		if r.IntN(10) == 0 {
+			order[i] = int32(r.IntN(100))
+		} else {
+			order[i] = int32(r.IntN(keys))
+		}
+	}
+	return order
+}
+
+// BenchmarkPolicyDecideMixed is BenchmarkPolicyDecide over 1M devices, in
+// the arrival order of benchMixedOrder, at 1M events/s.
+func BenchmarkPolicyDecideMixed(b *testing.B) {
+	keys := benchKeyList(benchKeys)
+	order := benchMixedOrder(1<<20, benchKeys)
+	tr := benchTracker()
+	p := NewPolicy(tr, PolicyOptions{UserEPSMargin: 0.8, BackfillAge: time.Hour})
+	now := time.Unix(1_800_000_000, 0)
+	for _, k := range keys {
+		p.Decide(Input{Device: k, User: k[:20]}, now)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		k := keys[order[i&(len(order)-1)]]
+		t := now.Add(time.Duration(i) * time.Microsecond)
+		p.Decide(Input{Device: k, User: k[:20], TimeMS: t.UnixMilli()}, t)
 		i++
 	}
 }

@@ -1,6 +1,7 @@
 package route
 
 import (
+	"hash/maphash"
 	"time"
 )
 
@@ -49,8 +50,9 @@ type PolicyOptions struct {
 
 // Policy decides lanes. It is safe for concurrent use.
 type Policy struct {
-	tr   *Tracker
-	opts PolicyOptions
+	tr      *Tracker
+	opts    PolicyOptions
+	userLim limits // for user keys: HotEPS×UserEPSMargin
 }
 
 // NewPolicy returns a Policy using tr for rates.
@@ -58,7 +60,7 @@ func NewPolicy(tr *Tracker, o PolicyOptions) *Policy {
 	if o.UserEPSMargin <= 0 || o.UserEPSMargin > 1 {
 		o.UserEPSMargin = 1
 	}
-	return &Policy{tr: tr, opts: o}
+	return &Policy{tr: tr, opts: o, userLim: tr.limitsFor(tr.opts.HotEPS * o.UserEPSMargin)}
 }
 
 // Input is what the policy looks at for one event.
@@ -76,21 +78,30 @@ type Decision struct {
 	Switched bool // the device key changed lane with this event
 	Pace     bool // the device key runs fast enough that Batch pacing applies
 	HotDelta int  // change in the number of hot keys caused by this event (−2..2)
+	// Hash is the device key's Tracker.Hash, for callers that shard by key:
+	// one hash per event serves both.
+	Hash uint64
 }
 
 // Decide counts the event against its keys' rates and picks its lane. Rates
 // are counted whatever the lane, so a key that is forced to Batch by a header
 // or a backfill still has an accurate rate when it returns to Auto.
 func (p *Policy) Decide(in Input, now time.Time) Decision {
+	t := p.tr
+	sec := now.Unix()
 	var d Decision
 	userHot := false
 	if len(in.User) > 0 {
-		var buf [160]byte
-		uk := append(append(buf[:0], 'U', 0), in.User...)
-		uo := p.tr.Observe(uk, now, p.tr.opts.HotEPS*p.opts.UserEPSMargin)
-		userHot = uo.Hot
-		if uo.Changed {
-			d.HotDelta += delta(uo.Hot)
+		// The same locking as Tracker.Observe, with the user seed (see Tracker).
+		h := maphash.Bytes(t.userSeed, in.User)
+		sh := t.shard(h)
+		sh.mu.Lock()
+		e := t.get(sh, h)
+		changed, _, _ := t.count(e, sec, &p.userLim)
+		userHot = e.hot
+		sh.mu.Unlock()
+		if changed {
+			d.HotDelta += delta(userHot)
 		}
 	}
 	var forced Lane
@@ -102,12 +113,20 @@ func (p *Policy) Decide(in Input, now time.Time) Decision {
 	case in.Lagging:
 		forced = Batch
 	}
-	o, lane, switched := p.tr.ObserveRoute(in.Device, now, p.tr.opts.HotEPS, uint8(forced), userHot)
-	if o.Changed {
-		d.HotDelta += delta(o.Hot)
+	// Tracker.ObserveRoute, and Tracker.NeedsPacing on its rate.
+	h := t.Hash(in.Device)
+	sh := t.shard(h)
+	sh.mu.Lock()
+	e := t.get(sh, h)
+	changed, cur, sum := t.count(e, sec, &t.lim)
+	hot := e.hot
+	lane, switched := e.route(uint8(forced), userHot)
+	sh.mu.Unlock()
+	if changed {
+		d.HotDelta += delta(hot)
 	}
-	d.Lane, d.Switched = Lane(lane), switched
-	d.Pace = p.tr.NeedsPacing(o.Rate)
+	d.Lane, d.Switched, d.Hash = Lane(lane), switched, h
+	d.Pace = cur >= t.lim.paceCur || sum >= t.lim.paceSum
 	return d
 }
 

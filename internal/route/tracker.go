@@ -21,21 +21,23 @@ const numBuckets = 32
 
 // entry is the per-key state. Its size is what bounds the tracker's memory:
 // 32×uint16 buckets (64 B) + 5 words (40 B), allocated in the 112 B size
-// class, plus its map slot (8 B hash + 8 B pointer, at swiss-table load
-// factors ≈ 25 B). Keys are stored as their 64-bit hash, not as strings: a
-// 36-byte device_id would add a 48 B allocation and a 16 B string header per
-// key, which put the tracker at 216 B/key, over its 200 B/key budget
-// (BenchmarkTrackerMemory measures ≈ 150 B/key now). Two keys whose hashes
-// collide (about 3·10⁻⁸ for a million keys) share one rate, which at worst
-// sends a cool key to Batch.
+// class, plus its slot in the shard's table (16 B at a load of 3/8..3/4,
+// ≈ 30 B). Keys are stored as their 64-bit hash, not as strings: a 36-byte
+// device_id would add a 48 B allocation and a 16 B string header per key,
+// over the tracker's 200 B/key budget (BenchmarkTrackerMemory measures
+// ≈ 145 B/key now). Two keys whose hashes collide (about 3·10⁻⁸ for a
+// million keys) share one rate, which at worst sends a cool key to Batch.
+//
+// The fields an event touches, but for the bucket of its second, come first.
 type entry struct {
-	buckets  [numBuckets]uint16 // events per second, ring indexed by unix second
-	last     int64              // unix second of the newest bucket
-	coolFrom int64              // unix second since which the key runs below CoolEPS; 0 = not cooling
+	last     int64  // unix second of the newest bucket
+	coolFrom int64  // unix second since which the key runs below CoolEPS; 0 = not cooling
+	sum      uint32 // events in the window ending at last: the buckets last-win+1..last
+	hot      bool
+	lane     uint8              // last lane decided for the key (for switch counting): 0 none, 1 realtime, 2 batch
 	batchTok float32            // Batch-lane pacing tokens
 	batchAt  int64              // unix ms of the last token refill
-	hot      bool
-	lane     uint8 // last lane decided for the key (for switch counting): 0 none, 1 realtime, 2 batch
+	buckets  [numBuckets]uint16 // events per second, ring indexed by unix second
 }
 
 // TrackerOptions configure a Tracker.
@@ -52,17 +54,22 @@ type TrackerOptions struct {
 
 // Tracker measures per-key rates.
 type Tracker struct {
-	opts   TrackerOptions
-	win    int64
-	seed   maphash.Seed
-	shards [64]trackerShard
-	perCap int
+	opts TrackerOptions
+	win  int64
+	// seed hashes device (ordering) keys, userSeed user keys. Independent
+	// seeds keep the two apart: a user and a device hash are equal with
+	// probability 2⁻⁶⁴, as two device hashes are, so a user never shares a
+	// device's entry more often than two devices share one (see entry).
+	seed, userSeed maphash.Seed
+	lim            limits // for HotEPS, the device keys' threshold
+	shards         [64]trackerShard
+	perCap         uint32 // keys per shard, from MaxKeys
 }
 
 type trackerShard struct {
-	mu sync.Mutex
-	m  map[uint64]*entry // by the key's hash (see entry)
-	_  [48]byte          // 64 B per shard: neighbours don't share a cache line
+	mu  sync.Mutex
+	tab table
+	_   [64 - 8 - 32]byte // 64 B per shard: neighbours don't share a cache line
 }
 
 // NewTracker returns a Tracker.
@@ -76,48 +83,176 @@ func NewTracker(o TrackerOptions) *Tracker {
 	if o.MaxKeys <= 0 {
 		o.MaxKeys = 1_000_000
 	}
-	t := &Tracker{opts: o, win: int64(o.Window / time.Second), seed: maphash.MakeSeed()}
+	t := &Tracker{opts: o, win: int64(o.Window / time.Second), seed: maphash.MakeSeed(), userSeed: maphash.MakeSeed()}
 	if t.win < 1 {
 		t.win = 1
 	}
-	t.perCap = o.MaxKeys/len(t.shards) + 1
-	for i := range t.shards {
-		t.shards[i].m = make(map[uint64]*entry)
-	}
+	t.perCap = uint32(o.MaxKeys/len(t.shards) + 1)
+	t.lim = t.limitsFor(o.HotEPS)
 	return t
 }
 
-// shard returns key's shard and its hash, the key's identity in the shard's map.
-func (t *Tracker) shard(key []byte) (*trackerShard, uint64) {
-	h := maphash.Bytes(t.seed, key)
-	return &t.shards[h%uint64(len(t.shards))], h
+// Hash returns the hash by which the tracker knows a device (ordering) key,
+// the one Decision.Hash carries: maphash with a seed fixed for the tracker's
+// lifetime, uniform over 64 bits, so callers may shard by it instead of
+// hashing the key again.
+func (t *Tracker) Hash(key []byte) uint64 {
+	return maphash.Bytes(t.seed, key)
 }
 
-// advance moves e's ring to second now, zeroing skipped buckets.
-func (e *entry) advance(now int64) {
+// shard returns the shard of hash h. It uses the top bits: table positions
+// use the low ones, as callers sharding by Hash are likely to.
+func (t *Tracker) shard(h uint64) *trackerShard {
+	return &t.shards[h>>58]
+}
+
+// get returns h's entry, adding it (and evicting another at capacity) when
+// the key is new. Called with the shard lock held.
+func (t *Tracker) get(sh *trackerShard, h uint64) *entry {
+	if e := sh.tab.find(h); e != nil {
+		return e
+	}
+	if sh.tab.n >= t.perCap {
+		sh.tab.evict()
+	}
+	return sh.tab.insert(h)
+}
+
+// advance moves e's ring to second now, zeroing skipped buckets and keeping
+// e.sum the sum of the window (win seconds) ending at e.last. It does nothing
+// for a second before e.last (see count).
+func (e *entry) advance(now, win int64) {
 	if e.last == 0 || now-e.last >= numBuckets {
 		e.buckets = [numBuckets]uint16{}
-		e.last = now
+		e.last, e.sum = now, 0
 		return
 	}
+	// Second s enters the window as s-win leaves it. The bucket of s-win is
+	// still the ring's (win < numBuckets), or already zeroed by this loop
+	// when s-win > e.last, which is right: that second had no event.
 	for s := e.last + 1; s <= now; s++ {
-		e.buckets[s%numBuckets] = 0
+		e.sum -= uint32(e.buckets[(s-win)&(numBuckets-1)])
+		e.buckets[s&(numBuckets-1)] = 0
 	}
 	if now > e.last {
 		e.last = now
 	}
 }
 
-// sum returns the events in the last w seconds, including the current one.
-func (e *entry) sum(now, w int64) int {
-	n := 0
+// sumAt returns the events in the w seconds up to now, including it, for a
+// now at or before e.last (for now == e.last, e.sum has it).
+func (e *entry) sumAt(now, w int64) uint32 {
+	var n uint32
 	for s := now - w + 1; s <= now; s++ {
 		if s > e.last || s <= e.last-numBuckets {
 			continue
 		}
-		n += int(e.buckets[s%numBuckets])
+		n += uint32(e.buckets[s&(numBuckets-1)])
 	}
 	return n
+}
+
+// maxCount bounds the counts compared with limits: a second holds at most
+// 0xffff events, a window at most 31 such seconds.
+const maxCount = numBuckets * 0xffff
+
+// limits are the rate thresholds for one hotEPS, as event counts. The rate
+// of a key is max(cur, sum/win): its current second's count and its window
+// average. Comparing counts with precomputed thresholds spares each event
+// the float conversions and divisions of the rate and the cool threshold.
+// Each threshold is the least count for which the float expression that
+// defines it holds (see firstWhere), so the comparisons decide exactly as
+// the floats did.
+type limits struct {
+	hotCur, hotSum   uint32 // rate > hotEPS ⇔ cur ≥ hotCur or sum ≥ hotSum
+	coolCur, coolSum uint32 // rate < CoolEPS×hotEPS/HotEPS ⇔ cur < coolCur and sum < coolSum
+	paceCur, paceSum uint32 // NeedsPacing(rate) ⇔ cur ≥ paceCur or sum ≥ paceSum
+}
+
+func (t *Tracker) limitsFor(hotEPS float64) limits {
+	w := float64(t.win)
+	above := func(x, w float64) uint32 { return firstWhere(func(n float64) bool { return n/w > x }) }
+	notBelow := func(x, w float64) uint32 { return firstWhere(func(n float64) bool { return !(n/w < x) }) }
+	cool := t.opts.CoolEPS * hotEPS / t.opts.HotEPS
+	l := limits{
+		hotCur: above(hotEPS, 1), hotSum: above(hotEPS, w),
+		coolCur: notBelow(cool, 1), coolSum: notBelow(cool, w),
+		paceCur: maxCount + 1, paceSum: maxCount + 1,
+	}
+	if t.opts.BatchEPS > 0 {
+		l.paceCur, l.paceSum = above(t.opts.BatchEPS/4, 1), above(t.opts.BatchEPS/4, w)
+	}
+	return l
+}
+
+// firstWhere returns the least count n ≤ maxCount for which f(float64(n))
+// holds, or maxCount+1 if none does. f must be monotone in n (false, then
+// true), which n/w > x and !(n/w < x) are: float64(n) is exact below 2⁵³ and
+// a correctly rounded division by w > 0 never decreases as n grows.
+func firstWhere(f func(n float64) bool) uint32 {
+	lo, hi := uint32(0), uint32(maxCount+1) // f is false below lo, true from hi
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		if f(float64(mid)) {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return lo
+}
+
+// count counts one event for e at sec, updates its hot state against l and
+// returns whether it changed, and the current second's and the window's
+// counts. Called with the shard lock held.
+func (t *Tracker) count(e *entry, sec int64, l *limits) (changed bool, cur, sum uint32) {
+	if e.hot && e.coolFrom == 0 && e.last != 0 && sec-e.last >= t.win {
+		// No event for a whole window: its rate has been 0, below CoolEPS,
+		// since e.last+win. Idle time counts towards CoolHold, as it does
+		// for Stats, which forgets keys idle for window + hold.
+		e.coolFrom = e.last + t.win
+	}
+	e.advance(sec, t.win)
+	b := &e.buckets[sec&(numBuckets-1)]
+	if sec == e.last {
+		if *b < 0xffff {
+			*b++
+			e.sum++
+		}
+		sum = e.sum
+	} else {
+		// An event for a second before the newest (clocks of concurrent
+		// callers differ): counted in its own second's bucket, rated over
+		// the window ending there. Rare, so e.sum is recounted.
+		if *b < 0xffff {
+			*b++
+		}
+		e.sum = e.sumAt(e.last, t.win)
+		sum = e.sumAt(sec, t.win)
+	}
+	cur = uint32(*b)
+	switch {
+	case !e.hot && (cur >= l.hotCur || sum >= l.hotSum):
+		e.hot, e.coolFrom, changed = true, 0, true
+	case e.hot && cur < l.coolCur && sum < l.coolSum:
+		// rate, not avg: a key whose current second is above CoolEPS is not
+		// cooling, or a bursty key (low average, hot seconds) would cool on
+		// a burst's first event and turn hot again within the same second.
+		if e.coolFrom == 0 {
+			e.coolFrom = sec
+		} else if time.Duration(sec-e.coolFrom)*time.Second >= t.opts.CoolHold {
+			e.hot, e.coolFrom, changed = false, 0, true
+		}
+	case e.hot:
+		e.coolFrom = 0
+	}
+	return changed, cur, sum
+}
+
+// rate is the events/s of a key whose current second holds cur events and
+// whose window holds sum.
+func (t *Tracker) rate(cur, sum uint32) float64 {
+	return max(float64(cur), float64(sum)/float64(t.win))
 }
 
 // Observation is the state of a key after an event was counted.
@@ -132,12 +267,16 @@ type Observation struct {
 // larger of the current second's count and the window average, so a burst is
 // seen within its first second rather than after the window fills.
 func (t *Tracker) Observe(key []byte, now time.Time, hotEPS float64) Observation {
+	l := t.thresholds(hotEPS)
 	sec := now.Unix()
-	sh, h := t.shard(key)
+	h := t.Hash(key)
+	sh := t.shard(h)
 	sh.mu.Lock()
-	o := t.observeLocked(sh, h, sec, hotEPS)
+	e := t.get(sh, h)
+	changed, cur, sum := t.count(e, sec, &l)
+	hot := e.hot
 	sh.mu.Unlock()
-	return o
+	return Observation{Hot: hot, Changed: changed, Rate: t.rate(cur, sum)}
 }
 
 // ObserveRoute is Observe for an ordering (device) key that also picks the
@@ -146,73 +285,52 @@ func (t *Tracker) Observe(key []byte, now time.Time, hotEPS float64) Observation
 // user) runs hot, else Realtime. It returns the lane and whether the key
 // switched lanes with this event.
 func (t *Tracker) ObserveRoute(key []byte, now time.Time, hotEPS float64, forced uint8, otherHot bool) (Observation, uint8, bool) {
+	l := t.thresholds(hotEPS)
 	sec := now.Unix()
-	sh, h := t.shard(key)
+	h := t.Hash(key)
+	sh := t.shard(h)
 	sh.mu.Lock()
-	o := t.observeLocked(sh, h, sec, hotEPS)
-	e := sh.m[h]
-	lane := forced
+	e := t.get(sh, h)
+	changed, cur, sum := t.count(e, sec, &l)
+	hot := e.hot
+	lane, switched := e.route(forced, otherHot)
+	sh.mu.Unlock()
+	return Observation{Hot: hot, Changed: changed, Rate: t.rate(cur, sum)}, lane, switched
+}
+
+// thresholds returns the limits for hotEPS. Those for HotEPS are
+// precomputed (and Policy's for user keys); any other hotEPS costs about a
+// microsecond of binary searches per call.
+func (t *Tracker) thresholds(hotEPS float64) limits {
+	if hotEPS == t.opts.HotEPS {
+		return t.lim
+	}
+	return t.limitsFor(hotEPS)
+}
+
+// route picks e's lane (see ObserveRoute), records it and reports whether
+// it switched. Called with the shard lock held.
+func (e *entry) route(forced uint8, otherHot bool) (lane uint8, switched bool) {
+	lane = forced
 	if lane == 0 {
 		lane = 1
-		if o.Hot || otherHot {
+		if e.hot || otherHot {
 			lane = 2
 		}
 	}
 	prev := e.lane
 	e.lane = lane
-	sh.mu.Unlock()
-	return o, lane, prev != 0 && prev != lane
-}
-
-func (t *Tracker) observeLocked(sh *trackerShard, h uint64, sec int64, hotEPS float64) Observation {
-	e := sh.m[h]
-	if e == nil {
-		if len(sh.m) >= t.perCap {
-			sh.evict(sec)
-		}
-		e = &entry{}
-		sh.m[h] = e
-	}
-	if e.hot && e.coolFrom == 0 && e.last != 0 && sec-e.last >= t.win {
-		// No event for a whole window: its rate has been 0, below CoolEPS,
-		// since e.last+win. Idle time counts towards CoolHold, as it does
-		// for Stats, which forgets keys idle for window + hold.
-		e.coolFrom = e.last + t.win
-	}
-	e.advance(sec)
-	if e.buckets[sec%numBuckets] < 0xffff {
-		e.buckets[sec%numBuckets]++
-	}
-	cur := float64(e.buckets[sec%numBuckets])
-	avg := float64(e.sum(sec, t.win)) / float64(t.win)
-	rate := max(cur, avg)
-	var o Observation
-	switch {
-	case !e.hot && rate > hotEPS:
-		e.hot, e.coolFrom, o.Changed = true, 0, true
-	case e.hot && rate < t.opts.CoolEPS*hotEPS/t.opts.HotEPS:
-		// rate, not avg: a key whose current second is above CoolEPS is not
-		// cooling, or a bursty key (low average, hot seconds) would cool on
-		// a burst's first event and turn hot again within the same second.
-		if e.coolFrom == 0 {
-			e.coolFrom = sec
-		} else if time.Duration(sec-e.coolFrom)*time.Second >= t.opts.CoolHold {
-			e.hot, e.coolFrom, o.Changed = false, 0, true
-		}
-	case e.hot:
-		e.coolFrom = 0
-	}
-	o.Hot, o.Rate = e.hot, rate
-	return o
+	return lane, prev != 0 && prev != lane
 }
 
 // SetLane records the lane last chosen for key and reports whether it changed
 // (a lane switch). lane is 1 for realtime, 2 for batch.
 func (t *Tracker) SetLane(key []byte, lane uint8) bool {
-	sh, h := t.shard(key)
+	h := t.Hash(key)
+	sh := t.shard(h)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	e := sh.m[h]
+	e := sh.tab.find(h)
 	if e == nil {
 		return false
 	}
@@ -243,15 +361,20 @@ func (t *Tracker) BatchChunk() int {
 // must wait before sending them; 0 means send now. Tokens refill at BatchEPS
 // into a bucket of BatchEPS×30, mirroring Amplitude's 1000/s averaged over 30 s.
 func (t *Tracker) BatchDelay(key []byte, n int, now time.Time) time.Duration {
+	return t.BatchDelayHash(t.Hash(key), n, now)
+}
+
+// BatchDelayHash is BatchDelay for the key whose Hash (or Decision.Hash) is h.
+func (t *Tracker) BatchDelayHash(h uint64, n int, now time.Time) time.Duration {
 	if t.opts.BatchEPS <= 0 {
 		return 0
 	}
 	ms := now.UnixMilli()
 	capTok := float32(t.opts.BatchEPS * 30)
-	sh, h := t.shard(key)
+	sh := t.shard(h)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	e := sh.m[h]
+	e := sh.tab.find(h)
 	if e == nil {
 		return 0
 	}
@@ -268,24 +391,6 @@ func (t *Tracker) BatchDelay(key []byte, n int, now time.Time) time.Duration {
 	return time.Duration(missing / t.opts.BatchEPS * float64(time.Second))
 }
 
-// evict drops one idle key, chosen among a few sampled entries (Go's map
-// iteration order is randomised): the one seen least recently. Called with
-// the shard lock held.
-func (sh *trackerShard) evict(now int64) {
-	var victim uint64
-	oldest := int64(1<<63 - 1)
-	i := 0
-	for k, e := range sh.m {
-		if e.last < oldest {
-			victim, oldest = k, e.last
-		}
-		if i++; i >= 8 {
-			break
-		}
-	}
-	delete(sh.m, victim)
-}
-
 // Stats counts tracked and hot keys, and drops keys idle for longer than the
 // window plus the hold time (they carry no state worth keeping).
 func (t *Tracker) Stats(now time.Time) (tracked, hot int) {
@@ -294,16 +399,16 @@ func (t *Tracker) Stats(now time.Time) (tracked, hot int) {
 	for i := range t.shards {
 		sh := &t.shards[i]
 		sh.mu.Lock()
-		for k, e := range sh.m {
+		sh.tab.sweep(func(e *entry) bool {
 			if sec-e.last > idle {
-				delete(sh.m, k)
-				continue
+				return false
 			}
 			if e.hot {
 				hot++
 			}
-		}
-		tracked += len(sh.m)
+			return true
+		})
+		tracked += int(sh.tab.n)
 		sh.mu.Unlock()
 	}
 	return tracked, hot

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/stretchr/testify/require"
 )
@@ -199,9 +200,10 @@ func TestTrackerEvictsIdleKeysBeforeActiveOnes(t *testing.T) {
 		tr.Observe(active, sec(i), 1e9)
 		tr.Observe(fmt.Appendf(nil, "idle-%d", i), sec(i), 25)
 	}
-	sh, h := tr.shard(active)
+	h := tr.Hash(active)
+	sh := tr.shard(h)
 	sh.mu.Lock()
-	e := sh.m[h]
+	e := sh.tab.find(h)
 	sh.mu.Unlock()
 	require.NotNil(t, e, "the active key survived 20000 evictions")
 	require.Equal(t, sec(20_000).Unix(), e.last, "and kept its state")
@@ -324,4 +326,11 @@ func TestTrackerCountsIdleTimeTowardsCoolHold(t *testing.T) {
 	observeN(tr2, "k", 0, 40, 25)
 	o, _ = observeN(tr2, "k", 20, 1, 25)
 	require.False(t, o.Hot, "back after 20 s idle: cool at once")
+}
+
+func TestTrackerEntryAndShardKeepTheirSizes(t *testing.T) {
+	// entry's size class is the tracker's memory per key (see entry); a
+	// shard fills a cache line, so neighbouring locks don't share one.
+	require.Equal(t, uintptr(104), unsafe.Sizeof(entry{}), "112 B size class")
+	require.Equal(t, uintptr(64), unsafe.Sizeof(trackerShard{}))
 }
