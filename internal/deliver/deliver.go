@@ -26,7 +26,6 @@ package deliver
 import (
 	"context"
 	"errors"
-	"hash/maphash"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -161,7 +160,6 @@ type Deliverer struct {
 	tracker *route.Tracker
 	m       *metrics.Metrics
 	log     zerolog.Logger
-	seed    maphash.Seed
 
 	shards []*shard
 	jobs   [3]chan *job // indexed by route.Lane
@@ -191,7 +189,6 @@ func New(opts Options, send Sender, policy *route.Policy, tracker *route.Tracker
 		tracker: tracker,
 		m:       m,
 		log:     log.With().Str("component", "deliver").Logger(),
-		seed:    maphash.MakeSeed(),
 	}
 	if opts.EventsPerSecond > 0 {
 		// The burst must hold one full request, or WaitN could never succeed.
@@ -269,7 +266,7 @@ func (d *Deliverer) Submit(ctx context.Context, it *Item) error {
 	if dec.Switched {
 		d.m.LaneSwitches.WithLabelValues(dec.Lane.String()).Inc()
 	}
-	it.hash = maphash.Bytes(d.seed, it.Key)
+	it.hash = dec.Hash // the tracker hashed the key already
 	s := d.shards[it.hash%uint64(len(d.shards))]
 	select {
 	case s.in <- it: // the common case, without the cost of a three-way select

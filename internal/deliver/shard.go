@@ -165,7 +165,7 @@ func (s *shard) tryAdd(ks *keyState, it *Item, now time.Time) bool {
 			// not per event. Unused credit dies with the keyState, which only
 			// makes pacing stricter.
 			n := s.d.tracker.BatchChunk()
-			if wait := s.d.tracker.BatchDelay(it.Key, n, now); wait > 0 {
+			if wait := s.d.tracker.BatchDelayHash(it.hash, n, now); wait > 0 {
 				s.hold(ks, now.Add(wait), false)
 				return false
 			}
