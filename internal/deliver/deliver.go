@@ -44,8 +44,9 @@ import (
 // shard goroutines and must not block for long.
 type Owner interface {
 	// Accepted: Amplitude accepted the items (or had them already). Every
-	// item has this owner; there is at least one. One call per request and
-	// owner, not per item: the owner resolves them under one lock.
+	// item has this owner; there is at least one. Items come in runs (the
+	// consecutive items of a request with one owner), so the owner can
+	// resolve them under one lock.
 	Accepted(items []*Item)
 	// Rejected: the item can never be accepted; it must be dead-lettered.
 	Rejected(it *Item, reason, detail string)

@@ -31,7 +31,7 @@ type job struct {
 	// deferredKeys are the keys with deferred items: their later events in
 	// this job are deferred too, whichever segment they are in.
 	deferredKeys map[*keyState]bool
-	groups       []ownerItems // accept's scratch space
+	run          []*Item // accept's scratch space
 }
 
 func (d *Deliverer) laneOpts(l route.Lane) LaneOptions {
@@ -269,36 +269,28 @@ func overQuota(it *Item, res amplitude.Result) bool {
 	return false
 }
 
-// accept resolves the items of seg as accepted: one Accepted call per
-// owner (a request mixes the partitions of its shard's keys).
+// accept resolves the items of seg as accepted, one Accepted call per run
+// of consecutive items with the same owner: a shard takes its events from
+// the partition goroutines in bursts, so runs are long, and finding each
+// item's owner among all of the request's costs more than a call per run.
 func (d *Deliverer) accept(j *job, seg []int) {
 	d.acceptedCtr[j.lane].Add(float64(len(seg)))
-	groups := j.groups[:0]
+	run := j.run[:0]
 	for _, i := range seg {
 		j.res[i] = resAccepted
 		it := j.items[i]
-		g := len(groups) - 1
-		// Linear search from the last group: consecutive items often share
-		// an owner, and a shard sees a handful of partitions.
-		for ; g >= 0 && groups[g].owner != it.Owner; g-- {
+		if len(run) > 0 && run[0].Owner != it.Owner {
+			run[0].Owner.Accepted(run)
+			clear(run)
+			run = run[:0]
 		}
-		if g < 0 {
-			groups = append(groups, ownerItems{owner: it.Owner})
-			g = len(groups) - 1
-		}
-		groups[g].items = append(groups[g].items, it)
+		run = append(run, it)
 	}
-	for g := range groups {
-		groups[g].owner.Accepted(groups[g].items)
-		clear(groups[g].items)
-		groups[g].items = groups[g].items[:0]
+	if len(run) > 0 {
+		run[0].Owner.Accepted(run)
+		clear(run)
 	}
-	j.groups = groups
-}
-
-type ownerItems struct {
-	owner Owner
-	items []*Item
+	j.run = run[:0]
 }
 
 func (d *Deliverer) reject(j *job, i int, reason, detail string) {
