@@ -236,12 +236,9 @@ func Default() Config {
 			// 10 MiB, ten times kafka-go's 1 MB default: ~10k events of
 			// 1 KiB, five full Batch requests (2000 events) per fetch.
 			FetchMaxBytes: 10 << 20,
-			// kafka-go uses fetch_max_wait as the client's read deadline of a
-			// fetch and tells the broker to wait 1 s less (adjustDeadlineForRTT):
-			// 2 s leaves a second of slack on loaded machines (at 250 ms readers
-			// of idle partitions timed out and re-dialled; testintegration/CHAOS.md
-			// finding 2). With MinBytes 1 a fetch with data is answered at once,
-			// so this costs no latency.
+			// The broker's wait for a caught-up partition (MinBytes 1: a
+			// fetch with data is answered at once, so this costs no latency).
+			// The fetcher's read deadline is this plus 10 s.
 			FetchMaxWait: 2 * time.Second,
 			SASL:         SASL{Mechanism: SASLNone},
 		},

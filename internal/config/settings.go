@@ -27,7 +27,7 @@ func settings() []setting {
 		{key: "kafka.rebalance_timeout", help: "how long members may take to rejoin; must exceed shutdown.drain_timeout", field: func(c *Config) any { return &c.Kafka.RebalanceTimeout }},
 		{key: "kafka.commit_interval", help: "periodic commit of acknowledged watermarks", field: func(c *Config) any { return &c.Kafka.CommitInterval }},
 		{key: "kafka.fetch_max_bytes", help: "max bytes per partition fetch", bytes: true, field: func(c *Config) any { return &c.Kafka.FetchMaxBytes }},
-		{key: "kafka.fetch_max_wait", help: "max wait per fetch (kafka-go's read deadline; the broker waits 1 s less); keep it above 1s", field: func(c *Config) any { return &c.Kafka.FetchMaxWait }},
+		{key: "kafka.fetch_max_wait", help: "how long the broker may hold a fetch of a caught-up partition (the client allows 10 s more)", field: func(c *Config) any { return &c.Kafka.FetchMaxWait }},
 		{key: "kafka.tls.enabled", help: "TLS to brokers", field: func(c *Config) any { return &c.Kafka.TLS.Enabled }},
 		{key: "kafka.tls.ca_file", help: "CA bundle (PEM path); empty = system roots", field: func(c *Config) any { return &c.Kafka.TLS.CAFile }},
 		{key: "kafka.tls.cert_file", help: "client certificate (PEM path, mTLS)", field: func(c *Config) any { return &c.Kafka.TLS.CertFile }},

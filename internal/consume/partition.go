@@ -105,30 +105,18 @@ func (c *Consumer) runPartition(ctx context.Context, gen *kafka.Generation, topi
 	// FirstOffset sentinel (-2) means nothing to an operator.
 	c.m.CommittedOffset.WithLabelValues(topic, p.label).Set(float64(max(offset, -1)))
 
-	readerLog := log.Sample(&zerolog.BurstSampler{Burst: 3, Period: time.Minute})
-	r := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:   c.opts.Brokers,
-		Topic:     topic,
-		Partition: id,
-		Dialer:    c.opts.Dialer,
-		MinBytes:  1,
-		MaxBytes:  c.opts.FetchMaxBytes,
-		MaxWait:   c.opts.FetchMaxWait,
-		// kafka-go prefetches up to QueueCapacity messages per partition
-		// (plus one fetch of MaxBytes) outside our budget: 1000 keeps the
-		// fetcher ahead of processing while bounding that memory to about
-		// partitions × (1000 messages + fetch_max_bytes).
-		QueueCapacity: 1000,
-		// Sampled: a broker restart makes every partition's reader report
-		// the same connection error until it reconnects.
-		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) { readerLog.Warn().Msgf(msg, args...) }),
-	})
-	if err := r.SetOffset(start); err != nil {
-		log.Error().Err(err).Msg("set start offset")
+	f := &fetcher{
+		dialer: c.opts.Dialer, brokers: c.opts.Brokers, topic: topic, partition: id,
+		minBytes: 1, maxBytes: c.opts.FetchMaxBytes, maxWait: c.opts.FetchMaxWait,
+		readTimeout: defaultReadTimeout,
+		// Sampled: a broker restart makes every partition report the same
+		// connection error each second until it is back.
+		log:    log.Sample(&zerolog.BurstSampler{Burst: 3, Period: time.Minute}),
+		offset: start,
 	}
 	log.Info().Int64("offset", offset).Msg("partition assigned")
 
-	c.fetchLoop(ctx, p, r)
+	c.fetchLoop(ctx, p, f)
 
 	// Drain: fetching has stopped; wait for what is in flight.
 	drained := p.drain(c.opts.DrainTimeout)
@@ -137,9 +125,7 @@ func (c *Consumer) runPartition(ctx context.Context, gen *kafka.Generation, topi
 	// Return the budget held by events that will now never be resolved here.
 	unresolved, bytes := p.acks.releaseAll()
 	c.budget.releaseN(unresolved, bytes)
-	if err := r.Close(); err != nil {
-		log.Debug().Err(err).Msg("close reader")
-	}
+	f.close()
 	c.statusMu.Lock()
 	if c.parts[partKey{topic, id}] == p {
 		delete(c.parts, partKey{topic, id})
@@ -158,16 +144,16 @@ func (c *Consumer) runPartition(ctx context.Context, gen *kafka.Generation, topi
 	ev.Bool("drained", drained).Int("unresolved", unresolved).Msg("partition released")
 }
 
-func (c *Consumer) fetchLoop(ctx context.Context, p *partition, r *kafka.Reader) {
+func (c *Consumer) fetchLoop(ctx context.Context, p *partition, f *fetcher) {
 	var keyBuf []byte
 	beat := 0
 	for {
-		msg, err := r.FetchMessage(ctx)
+		msg, now, err := f.next(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			c.log.Warn().Err(err).Str("topic", p.topic).Int("partition", p.id).Msg("fetch failed; retrying")
+			f.log.Warn().Err(err).Msg("fetch failed; reconnecting in 1s")
 			if !sleepCtx(ctx, time.Second) {
 				return
 			}
@@ -229,9 +215,9 @@ func (c *Consumer) fetchLoop(ctx context.Context, p *partition, r *kafka.Reader)
 				it.Override = route.ParseLane(h.Value)
 			}
 		}
-		// One clock read per event: the lag check and the rate tracker's
-		// second.
-		it.At = time.Now()
+		// One clock read per event (the fetcher's): the lag check and the
+		// rate tracker's second.
+		it.At = now
 		if lt := c.opts.LagThreshold; lt > 0 && it.At.Sub(msg.Time) > lt {
 			it.Lagging = true
 		}
