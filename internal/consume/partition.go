@@ -146,19 +146,24 @@ func (c *Consumer) runPartition(ctx context.Context, gen *kafka.Generation, topi
 
 func (c *Consumer) fetchLoop(ctx context.Context, p *partition, f *fetcher) {
 	var keyBuf []byte
-	beat := 0
+	beat, failures := 0, 0
 	for {
 		msg, now, err := f.next(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			f.log.Warn().Err(err).Msg("fetch failed; reconnecting in 1s")
-			if !sleepCtx(ctx, time.Second) {
+			// 100 ms, 200 ms, … 1.6 s: a leadership move is over at once,
+			// a restarting broker takes seconds.
+			wait := 100 * time.Millisecond << min(failures, 4)
+			failures++
+			f.log.Warn().Err(err).Dur("retry_in", wait).Msg("fetch failed; reconnecting")
+			if !sleepCtx(ctx, wait) {
 				return
 			}
 			continue
 		}
+		failures = 0
 		if beat++; beat == 256 {
 			c.heartbeat() // liveness needs seconds, not nanoseconds, of resolution
 			beat = 0
