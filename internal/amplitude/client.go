@@ -9,6 +9,7 @@
 package amplitude
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -121,8 +122,8 @@ func New(opts Options) *Client {
 	c.gzips.New = func() any {
 		// klauspost/compress: a drop-in for compress/gzip at about twice the
 		// speed on these bodies (1.5 ms instead of 3 ms for 2000 events).
-		w, _ := gzip.NewWriterLevel(io.Discard, gzip.BestSpeed)
-		return w
+		z, _ := gzip.NewWriterLevel(io.Discard, gzip.BestSpeed)
+		return &gzipWriter{z: z, b: bufio.NewWriterSize(z, 64<<10)}
 	}
 	return c
 }
@@ -152,24 +153,26 @@ func (c *Client) Send(ctx context.Context, route Route, events [][]byte) Result 
 	buf := c.bufs.Get().(*bytes.Buffer)
 	defer c.putBuf(buf)
 	buf.Reset()
-	buf.Grow(size)
-	writeBody(buf, c.prefix, c.suffix, c.comma, events)
-	payload := buf.Bytes()
+	var payload []byte
 	gz := c.opts.GzipMinBytes > 0 && size >= c.opts.GzipMinBytes
 	if gz {
-		// One Write of the whole body: the compressor's CRC and block
-		// handling cost per call, and a call per event (~400 B) tripled
-		// the CRC's share of the profile.
-		zb := c.bufs.Get().(*bytes.Buffer)
-		defer c.putBuf(zb)
-		zb.Reset()
-		zw := c.gzips.Get().(*gzip.Writer)
-		zw.Reset(zb)
-		_, _ = zw.Write(payload) // writes to a bytes.Buffer cannot fail
-		_ = zw.Close()
+		// The body goes to the compressor through a 64 KiB staging buffer,
+		// never whole: staged chunks are still in cache when compressed
+		// (an 800 KB body is not), and the compressor's CRC and block
+		// handling cost per Write call, which a Write per event (~400 B)
+		// tripled.
+		zw := c.gzips.Get().(*gzipWriter)
+		zw.z.Reset(buf)
+		zw.b.Reset(zw.z)
+		writeBody(zw.b, c.prefix, c.suffix, c.comma, events)
+		_ = zw.b.Flush() // writes to a bytes.Buffer cannot fail
+		_ = zw.z.Close()
 		c.gzips.Put(zw)
-		payload = zb.Bytes()
+	} else {
+		buf.Grow(size)
+		writeBody(buf, c.prefix, c.suffix, c.comma, events)
 	}
+	payload = buf.Bytes()
 
 	lane := route.Lane()
 	m := c.opts.Metrics
@@ -186,6 +189,12 @@ func (c *Client) Send(ctx context.Context, route Route, events [][]byte) Result 
 		m.Requests.WithLabelValues(lane, r.Code).Inc()
 	}
 	return r
+}
+
+// gzipWriter is a pooled compressor with its staging buffer.
+type gzipWriter struct {
+	z *gzip.Writer
+	b *bufio.Writer
 }
 
 // writeBody writes {"api_key":…,"events":[e1,e2,…]…} to w. The writers used
