@@ -44,6 +44,10 @@ type fetcher struct {
 	maxWait     time.Duration
 	readTimeout time.Duration
 	log         zerolog.Logger
+	// beforeFetch, when set, runs before each fetch request, which may wait
+	// up to maxWait for data: the caller flushes what it batches per
+	// response (metrics).
+	beforeFetch func()
 
 	offset   int64 // next offset to read; kafka.FirstOffset/LastOffset until resolved
 	conn     *kafka.Conn
@@ -86,6 +90,9 @@ func (f *fetcher) next(ctx context.Context) (kafka.Message, time.Time, error) {
 			if err := f.connect(ctx); err != nil {
 				return kafka.Message{}, now, err
 			}
+		}
+		if f.beforeFetch != nil {
+			f.beforeFetch()
 		}
 		f.setDeadline(time.Now().Add(f.maxWait + f.readTimeout))
 		f.batch = f.conn.ReadBatchWith(kafka.ReadBatchConfig{

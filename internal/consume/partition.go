@@ -147,6 +147,19 @@ func (c *Consumer) runPartition(ctx context.Context, gen *kafka.Generation, topi
 func (c *Consumer) fetchLoop(ctx context.Context, p *partition, f *fetcher) {
 	var keyBuf []byte
 	beat, failures := 0, 0
+	// Consumed events are counted per fetch response, not per event (one
+	// shared atomic add per event from every partition goroutine): the
+	// count is added before each fetch, before waiting for in-flight room
+	// and at least every 256 events.
+	consumed := 0
+	flush := func() {
+		if consumed > 0 {
+			c.m.EventsConsumed.Add(float64(consumed))
+			consumed = 0
+		}
+	}
+	f.beforeFetch = flush
+	defer flush()
 	for {
 		msg, now, err := f.next(ctx)
 		if err != nil {
@@ -166,14 +179,16 @@ func (c *Consumer) fetchLoop(ctx context.Context, p *partition, f *fetcher) {
 		failures = 0
 		if beat++; beat == 256 {
 			c.heartbeat() // liveness needs seconds, not nanoseconds, of resolution
+			flush()
 			beat = 0
 		}
-		c.m.EventsConsumed.Inc()
+		consumed++
 		p.setHWM(msg.HighWaterMark)
 
 		size := len(msg.Value) + len(msg.Key) + 64
 		if p.acks.full() {
 			c.m.FetchBlocked.Inc()
+			flush()
 			if !p.waitSpace(ctx) {
 				return // not added: never committed, redelivered
 			}
