@@ -14,6 +14,7 @@ import (
 	"github.com/ampstream/ampstream/internal/deliver"
 	"github.com/ampstream/ampstream/internal/dlq"
 	"github.com/ampstream/ampstream/internal/event"
+	"github.com/ampstream/ampstream/internal/fetch"
 	"github.com/ampstream/ampstream/internal/route"
 )
 
@@ -105,18 +106,9 @@ func (c *Consumer) runPartition(ctx context.Context, gen *kafka.Generation, topi
 	// FirstOffset sentinel (-2) means nothing to an operator.
 	c.m.CommittedOffset.WithLabelValues(topic, p.label).Set(float64(max(offset, -1)))
 
-	f := &fetcher{
-		dialer: c.opts.Dialer, brokers: c.opts.Brokers, topic: topic, partition: id,
-		minBytes: 1, maxBytes: c.opts.FetchMaxBytes, maxWait: c.opts.FetchMaxWait,
-		readTimeout: defaultReadTimeout,
-		// Sampled: a broker restart makes every partition report the same
-		// connection error each second until it is back.
-		log:    log.Sample(&zerolog.BurstSampler{Burst: 3, Period: time.Minute}),
-		offset: start,
-	}
 	log.Info().Int64("offset", offset).Msg("partition assigned")
 
-	c.fetchLoop(ctx, p, f)
+	c.fetchLoop(ctx, p, start, log)
 
 	// Drain: fetching has stopped; wait for what is in flight.
 	drained := p.drain(c.opts.DrainTimeout)
@@ -125,7 +117,6 @@ func (c *Consumer) runPartition(ctx context.Context, gen *kafka.Generation, topi
 	// Return the budget held by events that will now never be resolved here.
 	unresolved, bytes := p.acks.releaseAll()
 	c.budget.releaseN(unresolved, bytes)
-	f.close()
 	c.statusMu.Lock()
 	if c.parts[partKey{topic, id}] == p {
 		delete(c.parts, partKey{topic, id})
@@ -144,7 +135,10 @@ func (c *Consumer) runPartition(ctx context.Context, gen *kafka.Generation, topi
 	ev.Bool("drained", drained).Int("unresolved", unresolved).Msg("partition released")
 }
 
-func (c *Consumer) fetchLoop(ctx context.Context, p *partition, f *fetcher) {
+func (c *Consumer) fetchLoop(ctx context.Context, p *partition, start int64, log zerolog.Logger) {
+	// Sampled: a broker restart makes every partition report the same
+	// connection error each second until it is back.
+	flog := log.Sample(&zerolog.BurstSampler{Burst: 3, Period: time.Minute})
 	var keyBuf []byte
 	beat, failures := 0, 0
 	// Consumed events are counted per fetch response, not per event (one
@@ -158,10 +152,15 @@ func (c *Consumer) fetchLoop(ctx context.Context, p *partition, f *fetcher) {
 			consumed = 0
 		}
 	}
-	f.beforeFetch = flush
 	defer flush()
+	f := fetch.New(fetch.Config{
+		Dialer: c.opts.Dialer, Brokers: c.opts.Brokers, Topic: p.topic, Partition: p.id, Offset: start,
+		MaxBytes: c.opts.FetchMaxBytes, MaxWait: c.opts.FetchMaxWait, Log: flog,
+		BeforeFetch: flush,
+	})
+	defer f.Close()
 	for {
-		msg, now, err := f.next(ctx)
+		msg, now, err := f.Next(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -170,7 +169,7 @@ func (c *Consumer) fetchLoop(ctx context.Context, p *partition, f *fetcher) {
 			// a restarting broker takes seconds.
 			wait := 100 * time.Millisecond << min(failures, 4)
 			failures++
-			f.log.Warn().Err(err).Dur("retry_in", wait).Msg("fetch failed; reconnecting")
+			flog.Warn().Err(err).Dur("retry_in", wait).Msg("fetch failed; reconnecting")
 			if !sleepCtx(ctx, wait) {
 				return
 			}

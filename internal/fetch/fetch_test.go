@@ -1,4 +1,4 @@
-package consume
+package fetch
 
 import (
 	"context"
@@ -13,12 +13,11 @@ import (
 	"github.com/ampstream/ampstream/internal/kafkatest"
 )
 
-func newTestFetcher(c *kafkatest.Cluster, topic string, offset int64, maxBytes int) *fetcher {
-	return &fetcher{
-		dialer: &kafka.Dialer{Timeout: 10 * time.Second}, brokers: c.Brokers, topic: topic,
-		minBytes: 1, maxBytes: maxBytes, maxWait: 200 * time.Millisecond, readTimeout: defaultReadTimeout,
-		log: zerolog.Nop(), offset: offset,
-	}
+func newTestFetcher(c *kafkatest.Cluster, topic string, offset int64, maxBytes int) *Fetcher {
+	return New(Config{
+		Dialer: &kafka.Dialer{Timeout: 10 * time.Second}, Brokers: c.Brokers, Topic: topic,
+		Offset: offset, MaxBytes: maxBytes, MaxWait: 200 * time.Millisecond, Log: zerolog.Nop(),
+	})
 }
 
 func produceN(t *testing.T, c *kafkatest.Cluster, topic string, from, n int) {
@@ -36,17 +35,17 @@ func produceN(t *testing.T, c *kafkatest.Cluster, topic string, from, n int) {
 
 // readN reads n messages and checks they are offsets from, from+1, … with
 // the values produceN wrote.
-func readN(t *testing.T, ctx context.Context, f *fetcher, from int64, n int) {
+func readN(t *testing.T, ctx context.Context, f *Fetcher, from int64, n int) {
 	t.Helper()
 	for i := range int64(n) {
-		msg, at, err := f.next(ctx)
+		msg, at, err := f.Next(ctx)
 		if err != nil {
 			t.Fatalf("message %d: %v", from+i, err)
 		}
 		if msg.Offset != from+i || string(msg.Value) != fmt.Sprintf(`{"n":%d}`, from+i) {
 			t.Fatalf("got offset %d value %s, want offset %d", msg.Offset, msg.Value, from+i)
 		}
-		if msg.Topic != f.topic || msg.Partition != 0 || msg.HighWaterMark < msg.Offset+1 {
+		if msg.Topic != f.cfg.Topic || msg.Partition != 0 || msg.HighWaterMark < msg.Offset+1 {
 			t.Fatalf("message %d: topic %q partition %d hwm %d", from+i, msg.Topic, msg.Partition, msg.HighWaterMark)
 		}
 		if at.IsZero() || time.Since(at) > time.Minute {
@@ -64,7 +63,7 @@ func TestFetcherReadsEveryOffsetInOrderAcrossFetches(t *testing.T) {
 
 	// 4 KiB per fetch: many fetches, each ending mid-record-batch.
 	f := newTestFetcher(c, topic, kafka.FirstOffset, 4<<10)
-	defer f.close()
+	defer f.Close()
 	readN(t, ctx, f, 0, 3000)
 
 	// Caught up: more data produced later arrives on the same connection.
@@ -84,11 +83,11 @@ func TestFetcherStartsAtTheGivenOffset(t *testing.T) {
 
 	f := newTestFetcher(c, topic, 57, 1<<20)
 	readN(t, ctx, f, 57, 43)
-	f.close()
+	f.Close()
 
 	// LastOffset starts after what exists when it connects.
 	f = newTestFetcher(c, topic, kafka.LastOffset, 1<<20)
-	defer f.close()
+	defer f.Close()
 	if err := f.connect(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -104,13 +103,13 @@ func TestFetcherResumesAfterAPauseLongerThanItsReadTimeout(t *testing.T) {
 	defer cancel()
 
 	f := newTestFetcher(c, topic, 0, 1<<20)
-	f.readTimeout = 200 * time.Millisecond
-	defer f.close()
+	f.cfg.ReadTimeout = 200 * time.Millisecond
+	defer f.Close()
 	readN(t, ctx, f, 0, 10)
 	// A consumer held back by its in-flight budget, mid-response: the
 	// deadline is re-armed before the next read, nothing is skipped or
 	// read twice.
-	time.Sleep(3 * f.readTimeout)
+	time.Sleep(3 * f.cfg.ReadTimeout)
 	readN(t, ctx, f, 10, 490)
 }
 
@@ -121,13 +120,13 @@ func TestFetcherReturnsPromptlyWhenCancelledWhileWaiting(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	f := newTestFetcher(c, topic, 0, 1<<20)
-	f.maxWait = 30 * time.Second // the broker holds an empty fetch this long
-	defer f.close()
+	f.cfg.MaxWait = 30 * time.Second // the broker holds an empty fetch this long
+	defer f.Close()
 	readN(t, ctx, f, 0, 1) // connected, and at the end of the partition
 
 	done := make(chan error, 1)
 	go func() {
-		_, _, err := f.next(ctx)
+		_, _, err := f.Next(ctx)
 		done <- err
 	}()
 	// Give the fetch time to reach the broker (the assertion holds either
@@ -152,13 +151,13 @@ func TestFetcherReportsAnUnreachableBrokerAndRecovers(t *testing.T) {
 	defer cancel()
 
 	f := newTestFetcher(c, topic, 0, 1<<20)
-	f.dialer = &kafka.Dialer{Timeout: time.Second}
-	f.brokers = []string{"127.0.0.1:1"} // nothing listens there
-	if _, _, err := f.next(ctx); err == nil || errors.Is(err, context.Canceled) {
+	f.cfg.Dialer = &kafka.Dialer{Timeout: time.Second}
+	f.cfg.Brokers = []string{"127.0.0.1:1"} // nothing listens there
+	if _, _, err := f.Next(ctx); err == nil || errors.Is(err, context.Canceled) {
 		t.Fatalf("next with no reachable broker: %v, want a dial error", err)
 	}
 	// The first broker of the list is down, the second is up.
-	f.brokers = append(f.brokers, c.Brokers...)
-	defer f.close()
+	f.cfg.Brokers = append(f.cfg.Brokers, c.Brokers...)
+	defer f.Close()
 	readN(t, ctx, f, 0, 5)
 }

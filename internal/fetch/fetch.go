@@ -1,4 +1,7 @@
-package consume
+// Package fetch reads one Kafka partition over a kafka-go Conn, in the
+// caller's goroutine. The consumer's partition goroutines use it instead of
+// kafka-go's Reader, and the benchmark's Conn baseline uses it too.
+package fetch
 
 import (
 	"context"
@@ -11,8 +14,9 @@ import (
 	"github.com/segmentio/kafka-go"
 )
 
-// fetcher reads one partition from its leader over a kafka-go Conn, one
-// fetch at a time, in the calling goroutine.
+// Fetcher reads one partition from its leader over a kafka-go Conn, one
+// fetch at a time, in the calling goroutine. It is not safe for concurrent
+// use.
 //
 // kafka-go's Reader does the same work in a goroutine of its own and hands
 // every message over a channel, re-arming the connection's read deadline
@@ -34,20 +38,8 @@ import (
 // deleted it) moves to the log start with a warning naming the skipped
 // range, as kafka-go's Reader does silently; an offset above the log end is
 // retried after a pause.
-type fetcher struct {
-	dialer      *kafka.Dialer
-	brokers     []string
-	topic       string
-	partition   int
-	minBytes    int
-	maxBytes    int
-	maxWait     time.Duration
-	readTimeout time.Duration
-	log         zerolog.Logger
-	// beforeFetch, when set, runs before each fetch request, which may wait
-	// up to maxWait for data: the caller flushes what it batches per
-	// response (metrics).
-	beforeFetch func()
+type Fetcher struct {
+	cfg Config
 
 	offset   int64 // next offset to read; kafka.FirstOffset/LastOffset until resolved
 	conn     *kafka.Conn
@@ -57,19 +49,59 @@ type fetcher struct {
 	dials    int
 }
 
-const defaultReadTimeout = 10 * time.Second
+// Config configures a Fetcher.
+type Config struct {
+	Dialer    *kafka.Dialer
+	Brokers   []string
+	Topic     string
+	Partition int
+	// Offset is the first offset to read, or kafka.FirstOffset or
+	// kafka.LastOffset (resolved when the Fetcher first connects).
+	Offset   int64
+	MinBytes int // 0 means 1
+	MaxBytes int // per fetch; 0 means 10 MiB
+	// MaxWait is how long the broker may hold a fetch for MinBytes; 0
+	// means 2 s. The read deadline of a fetch is MaxWait + ReadTimeout.
+	MaxWait     time.Duration
+	ReadTimeout time.Duration // 0 means 10 s
+	Log         zerolog.Logger
+	// BeforeFetch, when set, runs before each fetch request, which may wait
+	// up to MaxWait for data: the caller flushes what it batches per
+	// response.
+	BeforeFetch func()
+}
 
-// next returns the next message and the time it was read at: one clock
+// New returns a Fetcher; it connects on the first Next.
+func New(cfg Config) *Fetcher {
+	if cfg.MinBytes <= 0 {
+		cfg.MinBytes = 1
+	}
+	if cfg.MaxBytes <= 0 {
+		cfg.MaxBytes = 10 << 20
+	}
+	if cfg.MaxWait <= 0 {
+		cfg.MaxWait = 2 * time.Second
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = 10 * time.Second
+	}
+	if cfg.Dialer == nil {
+		cfg.Dialer = kafka.DefaultDialer
+	}
+	return &Fetcher{cfg: cfg, offset: cfg.Offset}
+}
+
+// Next returns the next message and the time it was read at: one clock
 // reading per message, which the caller reuses (the rate tracker's second,
 // the lag check) instead of reading the clock again. It returns an error
 // when ctx ends or the connection failed; the caller decides how long to
 // wait before calling again.
-func (f *fetcher) next(ctx context.Context) (kafka.Message, time.Time, error) {
+func (f *Fetcher) Next(ctx context.Context) (kafka.Message, time.Time, error) {
 	now := time.Now()
 	for {
 		if f.batch != nil {
-			if now.After(f.deadline.Add(-f.readTimeout / 2)) {
-				f.setDeadline(now.Add(f.readTimeout))
+			if now.After(f.deadline.Add(-f.cfg.ReadTimeout / 2)) {
+				f.setDeadline(now.Add(f.cfg.ReadTimeout))
 			}
 			msg, err := f.batch.ReadMessage()
 			if err == nil {
@@ -91,14 +123,14 @@ func (f *fetcher) next(ctx context.Context) (kafka.Message, time.Time, error) {
 				return kafka.Message{}, now, err
 			}
 		}
-		if f.beforeFetch != nil {
-			f.beforeFetch()
+		if f.cfg.BeforeFetch != nil {
+			f.cfg.BeforeFetch()
 		}
-		f.setDeadline(time.Now().Add(f.maxWait + f.readTimeout))
+		f.setDeadline(time.Now().Add(f.cfg.MaxWait + f.cfg.ReadTimeout))
 		f.batch = f.conn.ReadBatchWith(kafka.ReadBatchConfig{
-			MinBytes: f.minBytes,
-			MaxBytes: f.maxBytes,
-			MaxWait:  f.maxWait,
+			MinBytes: f.cfg.MinBytes,
+			MaxBytes: f.cfg.MaxBytes,
+			MaxWait:  f.cfg.MaxWait,
 		})
 		// The fetch may have waited up to maxWait for data: read the clock
 		// again for its first message.
@@ -106,14 +138,14 @@ func (f *fetcher) next(ctx context.Context) (kafka.Message, time.Time, error) {
 	}
 }
 
-func (f *fetcher) setDeadline(t time.Time) {
+func (f *Fetcher) setDeadline(t time.Time) {
 	f.deadline = t
 	_ = f.conn.SetReadDeadline(t) // never fails
 }
 
 // endBatch closes the current batch after ReadMessage returned err and
 // decides what happens next: nil to fetch again, or the error to return.
-func (f *fetcher) endBatch(err error) error {
+func (f *Fetcher) endBatch(err error) error {
 	cerr := f.batch.Close()
 	f.batch = nil
 	if errors.Is(err, io.EOF) {
@@ -134,27 +166,27 @@ func (f *fetcher) endBatch(err error) error {
 	case errors.Is(err, kafka.OffsetOutOfRange):
 		return f.outOfRange()
 	}
-	f.close()
+	f.Close()
 	return err
 }
 
 // outOfRange handles an offset outside the partition's log.
-func (f *fetcher) outOfRange() error {
-	_ = f.conn.SetDeadline(time.Now().Add(f.readTimeout))
+func (f *Fetcher) outOfRange() error {
+	_ = f.conn.SetDeadline(time.Now().Add(f.cfg.ReadTimeout))
 	first, last, err := f.conn.ReadOffsets()
 	if err != nil {
-		f.close()
+		f.Close()
 		return fmt.Errorf("offset %d out of range, reading the log's range: %w", f.offset, err)
 	}
 	switch {
 	case f.offset < first:
-		f.log.Warn().Int64("offset", f.offset).Int64("log_start", first).Int64("skipped", first-f.offset).
+		f.cfg.Log.Warn().Int64("offset", f.offset).Int64("log_start", first).Int64("skipped", first-f.offset).
 			Msg("offset below the log start (deleted by retention before it was consumed): continuing at the log start")
 		f.offset = first
 	case f.offset <= last:
 		// The log moved between the fetch and now: try again.
 	default:
-		f.close()
+		f.Close()
 		return fmt.Errorf("offset %d is past the log end %d", f.offset, last)
 	}
 	_, err = f.conn.Seek(f.offset, kafka.SeekAbsolute|kafka.SeekDontCheck)
@@ -163,13 +195,13 @@ func (f *fetcher) outOfRange() error {
 
 // connect dials the partition's leader through the first broker that
 // answers, and positions the connection at the next offset.
-func (f *fetcher) connect(ctx context.Context) error {
+func (f *Fetcher) connect(ctx context.Context) error {
 	var errs []error
-	for i := range f.brokers {
+	for i := range f.cfg.Brokers {
 		// Start from a different broker on each attempt: one that is down
 		// should not delay every reconnection.
-		b := f.brokers[(f.dials+i)%len(f.brokers)]
-		conn, err := f.dialer.DialLeader(ctx, "tcp", b, f.topic, f.partition)
+		b := f.cfg.Brokers[(f.dials+i)%len(f.cfg.Brokers)]
+		conn, err := f.cfg.Dialer.DialLeader(ctx, "tcp", b, f.cfg.Topic, f.cfg.Partition)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -184,16 +216,16 @@ func (f *fetcher) connect(ctx context.Context) error {
 		return nil
 	}
 	f.dials++
-	return fmt.Errorf("dial the leader of %s/%d: %w", f.topic, f.partition, errors.Join(errs...))
+	return fmt.Errorf("dial the leader of %s/%d: %w", f.cfg.Topic, f.cfg.Partition, errors.Join(errs...))
 }
 
 // position resolves a symbolic start offset and seeks conn to the next offset.
-func (f *fetcher) position(conn *kafka.Conn) error {
+func (f *Fetcher) position(conn *kafka.Conn) error {
 	if f.offset < 0 {
-		_ = conn.SetDeadline(time.Now().Add(f.readTimeout))
+		_ = conn.SetDeadline(time.Now().Add(f.cfg.ReadTimeout))
 		first, last, err := conn.ReadOffsets()
 		if err != nil {
-			return fmt.Errorf("read the log range of %s/%d: %w", f.topic, f.partition, err)
+			return fmt.Errorf("read the log range of %s/%d: %w", f.cfg.Topic, f.cfg.Partition, err)
 		}
 		if f.offset == kafka.LastOffset {
 			f.offset = last
@@ -205,8 +237,8 @@ func (f *fetcher) position(conn *kafka.Conn) error {
 	return err
 }
 
-// close drops the connection; the next call reconnects.
-func (f *fetcher) close() {
+// Close drops the connection; a later Next reconnects.
+func (f *Fetcher) Close() {
 	if f.batch != nil {
 		_ = f.batch.Close()
 		f.batch = nil
