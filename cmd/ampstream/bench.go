@@ -76,6 +76,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := writeJSON(*out, res); err != nil {
 		return fmt.Errorf("bench: %w", err)
 	}
+	if s := res.Summary; s.BaselineConnEPS > 0 {
+		fmt.Fprintf(stderr, "\nagainst the baseline on ampstream's fetch path (baseline_conn, %.0f events/s): ratio_conn=%.2f; CPU per event, baseline/ampstream: cpu_ratio=%.2f\n",
+			s.BaselineConnEPS, s.RatioConn, s.CPURatio)
+	}
 	fmt.Fprintf(stderr, "\ndetails: %s\n", *out)
 	if runErr != nil {
 		return fmt.Errorf("bench: %w", runErr)

@@ -171,7 +171,11 @@ type Result struct {
 	// baseline, batch_trivial, …, baseline (Options.Pairs pairs), so that
 	// every ampstream run has a baseline right before and right after it.
 	// BatchTrivial[0] is the profiled one.
-	Baselines        []*Throughput `json:"baselines,omitempty"`
+	Baselines []*Throughput `json:"baselines,omitempty"`
+	// BaselineConn is the baseline reading through internal/fetch (a
+	// kafka-go Conn in the partition goroutine, as ampstream reads) instead
+	// of kafka-go's Reader: the stronger yardstick, run once.
+	BaselineConn     *Throughput   `json:"baseline_conn,omitempty"`
 	BatchTrivial     []*Throughput `json:"batch_trivial,omitempty"`
 	BatchEmulator    *Throughput   `json:"batch_emulator,omitempty"`
 	RealtimeTrivial  *Throughput   `json:"realtime_trivial,omitempty"`
@@ -214,6 +218,10 @@ type Summary struct {
 	// Both include the in-process broker and sink, which pulls it toward 1.
 	CPURatio float64 `json:"cpu_ratio"`
 	CPUSPerM float64 `json:"cpu_s_per_M"` // CPU seconds per million events, see Cost.Method
+	// BaselineConnEPS and RatioConn (not on the BENCH line) compare with
+	// BaselineConn: E2EEPS over its eps, a run minutes apart, not paired.
+	BaselineConnEPS float64 `json:"baseline_conn_eps"`
+	RatioConn       float64 `json:"ratio_conn"`
 }
 
 // Line is the one-line summary printed on stdout.
@@ -346,6 +354,12 @@ func (r *runner) all(ctx context.Context) error {
 			return err
 		}
 		return r.addBaseline(ctx, base, "baseline_1")
+	}}, {"baseline on the Conn fetch path", o.SkipBaseline, func() error {
+		t, err := r.baseline(ctx, base, "baseline_conn", true)
+		if t != nil && err == nil {
+			r.res.BaselineConn = t
+		}
+		return err
 	}}}
 	for i := 1; i <= o.Pairs; i++ {
 		var profile io.Writer
@@ -427,12 +441,12 @@ func (r *runner) warmUp(ctx context.Context) error {
 	out := r.out
 	r.out = io.Discard
 	defer func() { r.out = out }()
-	_, err = r.baseline(ctx, p, "warm-up")
+	_, err = r.baseline(ctx, p, "warm-up", false)
 	return err
 }
 
 func (r *runner) addBaseline(ctx context.Context, base Produced, name string) error {
-	t, err := r.baseline(ctx, base, name)
+	t, err := r.baseline(ctx, base, name, false)
 	if t != nil && err == nil {
 		r.res.Baselines = append(r.res.Baselines, t)
 	}
@@ -484,6 +498,9 @@ func (r *runner) summarize() {
 	if c := r.res.Cost; c != nil {
 		s.RSSMB, s.CPUSPerM = c.PeakRSSMB, c.CPUSecondsPerM
 	}
+	if t := r.res.BaselineConn; t != nil && t.EPS > 0 {
+		s.BaselineConnEPS, s.RatioConn = t.EPS, s.E2EEPS/t.EPS
+	}
 }
 
 // phaseCtx bounds one run.
@@ -503,7 +520,9 @@ func (r *runner) baselineTopic(ctx context.Context) (Produced, error) {
 	return p, err
 }
 
-func (r *runner) baseline(ctx context.Context, p Produced, name string) (*Throughput, error) {
+// baseline runs the baseline forwarder once; conn selects the Conn fetch
+// path instead of kafka-go's Reader.
+func (r *runner) baseline(ctx context.Context, p Produced, name string, conn bool) (*Throughput, error) {
 	ctx, cancel := r.phaseCtx(ctx)
 	defer cancel()
 	fmt.Fprintf(r.out, "\n[%s] minimal forwarder on %s\n", name, p.Topic)
@@ -514,6 +533,7 @@ func (r *runner) baseline(ctx context.Context, p Produced, name string) (*Throug
 	defer func() { _ = s.close() }()
 	group := uniqueName("bench-baseline")
 	b := newBaseline(r.c.brokers, p.Topic, group, s.url(), r.log)
+	b.conn = conn
 	runtime.GC()
 	before := takeUsage()
 	runCtx, stop := context.WithCancel(ctx)
@@ -521,6 +541,9 @@ func (r *runner) baseline(ctx context.Context, p Produced, name string) (*Throug
 	done := make(chan error, 1)
 	go func() { done <- b.run(runCtx) }()
 	t := &Throughput{Name: name, Forward: "baseline", Sink: "trivial", Produced: p}
+	if conn {
+		t.Forward = "baseline_conn"
+	}
 	joined, err := waitFor(ctx, time.Millisecond*5, func() bool { return b.joined.Load() != 0 })
 	if err == nil {
 		t.JoinSeconds = joined.Sub(before.at).Seconds()
