@@ -112,4 +112,3 @@ func diffFrom(got, want string) string {
 	}
 	return got[max(i-20, 0):]
 }
-

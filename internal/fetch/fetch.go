@@ -47,6 +47,9 @@ type Fetcher struct {
 	batch    *kafka.Batch
 	deadline time.Time // read deadline currently set on conn
 	dials    int
+	// checkRange: the broker answered OFFSET_OUT_OF_RANGE; the next
+	// connection reads the log's range before fetching.
+	checkRange bool
 }
 
 // Config configures a Fetcher.
@@ -164,32 +167,11 @@ func (f *Fetcher) endBatch(err error) error {
 	case errors.Is(err, kafka.RequestTimedOut):
 		return nil // the broker's wait ran out: fetch again
 	case errors.Is(err, kafka.OffsetOutOfRange):
-		return f.outOfRange()
+		// The log's range is read on a fresh connection: after this error
+		// kafka-go's Conn was seen failing the next request on kfake.
+		f.checkRange = true
 	}
 	f.Close()
-	return err
-}
-
-// outOfRange handles an offset outside the partition's log.
-func (f *Fetcher) outOfRange() error {
-	_ = f.conn.SetDeadline(time.Now().Add(f.cfg.ReadTimeout))
-	first, last, err := f.conn.ReadOffsets()
-	if err != nil {
-		f.Close()
-		return fmt.Errorf("offset %d out of range, reading the log's range: %w", f.offset, err)
-	}
-	switch {
-	case f.offset < first:
-		f.cfg.Log.Warn().Int64("offset", f.offset).Int64("log_start", first).Int64("skipped", first-f.offset).
-			Msg("offset below the log start (deleted by retention before it was consumed): continuing at the log start")
-		f.offset = first
-	case f.offset <= last:
-		// The log moved between the fetch and now: try again.
-	default:
-		f.Close()
-		return fmt.Errorf("offset %d is past the log end %d", f.offset, last)
-	}
-	_, err = f.conn.Seek(f.offset, kafka.SeekAbsolute|kafka.SeekDontCheck)
 	return err
 }
 
@@ -219,19 +201,29 @@ func (f *Fetcher) connect(ctx context.Context) error {
 	return fmt.Errorf("dial the leader of %s/%d: %w", f.cfg.Topic, f.cfg.Partition, errors.Join(errs...))
 }
 
-// position resolves a symbolic start offset and seeks conn to the next offset.
+// position resolves a symbolic start offset, checks the offset against the
+// log's range after an out-of-range answer, and seeks conn to it.
 func (f *Fetcher) position(conn *kafka.Conn) error {
-	if f.offset < 0 {
+	if f.offset < 0 || f.checkRange {
 		_ = conn.SetDeadline(time.Now().Add(f.cfg.ReadTimeout))
 		first, last, err := conn.ReadOffsets()
 		if err != nil {
 			return fmt.Errorf("read the log range of %s/%d: %w", f.cfg.Topic, f.cfg.Partition, err)
 		}
-		if f.offset == kafka.LastOffset {
+		switch {
+		case f.offset == kafka.LastOffset:
 			f.offset = last
-		} else {
+		case f.offset < 0:
 			f.offset = first
+		case f.offset < first:
+			f.cfg.Log.Warn().Int64("offset", f.offset).Int64("log_start", first).Int64("skipped", first-f.offset).
+				Msg("offset below the log start (deleted by retention before it was consumed): continuing at the log start")
+			f.offset = first
+		case f.offset > last:
+			return fmt.Errorf("offset %d of %s/%d is past the log end %d", f.offset, f.cfg.Topic, f.cfg.Partition, last)
 		}
+		f.checkRange = false
+		_ = conn.SetDeadline(time.Time{})
 	}
 	_, err := conn.Seek(f.offset, kafka.SeekAbsolute|kafka.SeekDontCheck)
 	return err

@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/ampstream/ampstream/internal/kafkatest"
 )
@@ -160,4 +164,90 @@ func TestFetcherReportsAnUnreachableBrokerAndRecovers(t *testing.T) {
 	f.cfg.Brokers = append(f.cfg.Brokers, c.Brokers...)
 	defer f.Close()
 	readN(t, ctx, f, 0, 5)
+}
+
+func TestFetcherPastTheLogEndReportsItAndReadsOnceTheLogGetsThere(t *testing.T) {
+	c := kafkatest.Start(t)
+	topic := c.CreateTopic(t, "fetch", 1)
+	produceN(t, c, topic, 0, 10)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	// A committed offset beyond the log's end (a topic recreated under a
+	// group, an unclean leader election): an error, never a silent jump.
+	f := newTestFetcher(c, topic, 20, 1<<20)
+	defer f.Close()
+	var errs []error
+	for range 3 {
+		_, _, err := f.Next(ctx)
+		if err == nil {
+			t.Fatal("Next at offset 20 of a 10-message log returned a message")
+		}
+		if errs = append(errs, err); strings.Contains(err.Error(), "past the log end 10") {
+			break
+		}
+	}
+	if last := errs[len(errs)-1]; !strings.Contains(last.Error(), "past the log end 10") {
+		t.Fatalf("Next at offset 20 of a 10-message log: %v, want a past-the-log-end error", errs)
+	}
+	// Once the log reaches the offset, reading resumes exactly there.
+	produceN(t, c, topic, 10, 15)
+	readN(t, ctx, f, 20, 5)
+}
+
+func TestFetcherBelowTheLogStartSkipsToItWithAWarning(t *testing.T) {
+	c := kafkatest.Start(t)
+	topic := c.CreateTopic(t, "fetch", 1)
+	produceN(t, c, topic, 0, 30)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	deleteRecordsBefore(t, ctx, c, topic, 12) // what retention does to a slow consumer
+
+	var logged strings.Builder
+	f := newTestFetcher(c, topic, 5, 1<<20)
+	f.cfg.Log = zerolog.New(&logged)
+	defer f.Close()
+	// The first fetch may be answered OFFSET_OUT_OF_RANGE (an error to
+	// retry); the next call moves to the log start.
+	msg, _, err := f.Next(ctx)
+	if err != nil {
+		msg, _, err = f.Next(ctx)
+	}
+	if err != nil || msg.Offset != 12 {
+		t.Fatalf("first message after the log start moved to 12: offset %d, %v", msg.Offset, err)
+	}
+	readN(t, ctx, f, 13, 17)
+	if !strings.Contains(logged.String(), `"skipped":7`) {
+		t.Fatalf("no warning naming the 7 skipped offsets: %s", logged.String())
+	}
+}
+
+// deleteRecordsBefore moves the log start of partition 0 to offset, with
+// franz-go's client: kafka-go has no DeleteRecords.
+func deleteRecordsBefore(t *testing.T, ctx context.Context, c *kafkatest.Cluster, topic string, offset int64) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	req := kmsg.NewPtrDeleteRecordsRequest()
+	rt := kmsg.NewDeleteRecordsRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewDeleteRecordsRequestTopicPartition()
+	rp.Partition, rp.Offset = 0, offset
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	req.TimeoutMillis = 10_000
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatalf("DeleteRecords: %v", err)
+	}
+	for _, tp := range resp.Topics {
+		for _, p := range tp.Partitions {
+			if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+				t.Fatalf("DeleteRecords %s/%d: %v", tp.Topic, p.Partition, err)
+			}
+		}
+	}
 }
