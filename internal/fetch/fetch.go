@@ -34,10 +34,11 @@ import (
 //
 // Errors: leadership moves, broker restarts and network failures close the
 // connection and are returned; the next call reconnects to the current
-// leader from the next offset. An offset below the log start (retention
-// deleted it) moves to the log start with a warning naming the skipped
-// range, as kafka-go's Reader does silently; an offset above the log end is
-// retried after a pause.
+// leader from the next offset. After an OFFSET_OUT_OF_RANGE answer the next
+// connection reads the log's range first: an offset below the log start
+// (retention deleted it) moves to the log start with a warning naming the
+// skipped count, as kafka-go's Reader does silently; an offset past the log
+// end is returned as an error, call after call, until the log reaches it.
 type Fetcher struct {
 	cfg Config
 
