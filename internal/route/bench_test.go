@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"runtime/metrics"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -138,4 +140,52 @@ func BenchmarkPolicyDecideMixed(b *testing.B) {
 		p.Decide(Input{Device: k, User: k[:20], TimeMS: t.UnixMilli()}, t)
 		i++
 	}
+}
+
+// BenchmarkPolicyDecideNewKeys is the tracker at MaxKeys (1M keys) when every
+// event brings a new device and user, as a flood of new devices does: each
+// key evicts an idle one. Its keys are kept in a batch of 1024 events, as
+// the deliverer keeps records, so the benchmark allocates as a pipeline does
+// and the collector runs; gc-ns/op is the collector's CPU time per event
+// (runtime/metrics), on any core, ns/op the time of the loop, GC assists
+// included, and gc-ms/cycle the collector's CPU time for one cycle at the
+// end, most of it marking what the tracker holds.
+func BenchmarkPolicyDecideNewKeys(b *testing.B) {
+	const live = 1_000_000
+	tr := NewTracker(TrackerOptions{Window: 10 * time.Second, HotEPS: 30, CoolEPS: 20, CoolHold: 10 * time.Second, MaxKeys: live})
+	p := NewPolicy(tr, PolicyOptions{UserEPSMargin: 0.8, BackfillAge: time.Hour})
+	now := time.Unix(1_800_000_000, 0)
+	key := func(prefix byte, i int) []byte { // 32 B, a fresh allocation as a record's are
+		k := append(make([]byte, 0, 32), prefix, '-')
+		k = strconv.AppendUint(k, uint64(i)*2654435761, 16)
+		return strconv.AppendUint(append(k, '-'), uint64(i), 16)
+	}
+	for i := range live / 2 {
+		p.Decide(Input{Device: key('d', i), User: key('u', i)}, now)
+	}
+	var batch [1024]Input
+	gcCPU := []metrics.Sample{{Name: "/cpu/classes/gc/total:cpu-seconds"}}
+	runtime.GC()
+	metrics.Read(gcCPU)
+	before := gcCPU[0].Value.Float64()
+	b.ReportAllocs()
+	i := live / 2
+	for b.Loop() {
+		// A second per 250k events, as at 250k new devices/s.
+		t := now.Add(time.Duration(i-live/2) * 4 * time.Microsecond)
+		in := Input{Device: key('d', i), User: key('u', i), TimeMS: t.UnixMilli()}
+		batch[i%len(batch)] = in
+		p.Decide(in, t)
+		i++
+	}
+	metrics.Read(gcCPU)
+	b.ReportMetric((gcCPU[0].Value.Float64()-before)*1e9/float64(b.N), "gc-ns/op")
+	// One cycle at 1M live keys, which a short run may not reach.
+	b.StopTimer()
+	before = gcCPU[0].Value.Float64()
+	runtime.GC()
+	metrics.Read(gcCPU)
+	b.ReportMetric((gcCPU[0].Value.Float64()-before)*1e3, "gc-ms/cycle")
+	runtime.KeepAlive(batch)
+	runtime.KeepAlive(tr)
 }

@@ -275,45 +275,61 @@ func TestLimitsDecideAsTheFloatComparisons(t *testing.T) {
 
 func TestTableFindsInsertsAndRemovesAsAMap(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 1))
-	var tb table
-	model := map[uint64]*entry{}
+	tb := table{a: newArena(3000 * 40)}
+	// Each key's entry is told apart by its last, unique per insert: freed
+	// entries are reused.
+	model := map[uint64]int64{}
 	// Few distinct low bits: long probe runs, which wrap around the end.
-	key := func() uint64 { return uint64(r.IntN(300))<<58 | uint64(r.IntN(40)) | 0xfff0 }
-	for i := range 20_000 {
-		h := key()
-		switch r.IntN(4) {
-		case 0, 1:
-			if model[h] == nil {
-				e := tb.insert(h)
-				e.last = int64(i + 1)
-				model[h] = e
+	key := func() uint64 { return uint64(r.IntN(3000))<<54 | uint64(r.IntN(40)) | 0xfff0 }
+	evicted := 0 // keys evicted since the last check, still in model
+	i := 0
+	check := func() {
+		t.Helper()
+		for k, last := range model {
+			e := tb.find(k)
+			if e == nil && evicted > 0 {
+				delete(model, k)
+				evicted--
+				continue
 			}
-		case 2:
-			if len(model) > 0 {
-				tb.evict()
-				// Which key went is random: find it.
-				for k, e := range model {
-					if tb.find(k) == nil {
-						require.Equal(t, e, model[k])
-						delete(model, k)
-						break
-					}
-				}
+			if e == nil || e.last != last {
+				t.Fatalf("op %d: key %#x has entry %+v, want last %d", i, k, e, last)
+			}
+		}
+		require.Zero(t, evicted, "op %d: evicted keys still found", i)
+		require.Nil(t, tb.find(1<<40), "op %d", i)
+	}
+	for ; i < 40_000; i++ {
+		h := key()
+		// Mostly inserts, so the entries fill two chunks (up to ~1600 keys) and
+		// the free list empties and fills again.
+		switch op := r.IntN(64); {
+		case op < 48:
+			if _, ok := model[h]; !ok {
+				e := tb.insert(h)
+				require.Zero(t, *e, "op %d: a new key's entry, reused or not, starts zero", i)
+				e.last = int64(i + 1)
+				model[h] = e.last
+			}
+		case op < 63:
+			if tb.n > 0 {
+				tb.evict() // which key goes is random: the check below finds it
+				evicted++
 			}
 		default:
+			check()
 			cut := int64(r.IntN(i + 1))
 			tb.sweep(func(e *entry) bool { return e.last >= cut })
-			for k, e := range model {
-				if e.last < cut {
+			for k, last := range model {
+				if last < cut {
 					delete(model, k)
 				}
 			}
 		}
-		require.Equal(t, len(model), int(tb.n), "op %d", i)
-		for k, e := range model {
-			require.Same(t, e, tb.find(k), "op %d", i)
+		require.Equal(t, len(model)-evicted, int(tb.n), "op %d", i)
+		if i%64 == 0 { // a wrong table stays wrong: checking every key at every op is slow
+			check()
 		}
-		require.Nil(t, tb.find(1<<40), "op %d", i)
 	}
 }
 

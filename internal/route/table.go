@@ -1,23 +1,83 @@
 package route
 
-import "math/rand/v2"
+import (
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+)
 
 // table is one shard's key → entry index: an open-addressing hash table
-// (linear probing) of the key hashes and their entries. It replaces a
-// map[uint64]*entry, whose lookup touched a group's control word and then
-// its slot, two cache misses at a million keys before the entry's own; here
-// a lookup reads one 16 B slot, most often one cache line. Entries are
-// allocated one by one, as before: the collector frees evicted ones, and keys
-// first seen together sit together in memory. Not safe for concurrent use:
-// the shard's mutex guards it.
+// (linear probing) of the key hashes and the indexes of their entries in the
+// tracker's arena. It replaces a map[uint64]*entry, whose lookup touched a
+// group's control word and then its slot, two cache misses at a million keys
+// before the entry's own; here a lookup reads one 16 B slot, most often one
+// cache line. Entries a shard evicts or removes go on its free list, which
+// its new keys take before the arena's unused ones. Not safe for concurrent
+// use: the shard's mutex guards it. An *entry from find or insert is the
+// key's until it is removed.
 type table struct {
 	slots []slot // power-of-two length, at most 3/4 full
-	n     uint32
+	a     *arena
+	n     uint32 // keys in the table
+	free  uint32 // first entry of the free list, 0 when it is empty (see release)
 }
 
 type slot struct {
 	h uint64 // the key's hash; Tracker picks shards from its top 6 bits, slots from its low ones
-	e *entry // nil when the slot is empty
+	i uint32 // the key's entry in the arena; 0 when the slot is empty
+}
+
+// arena holds the entries of all the tracker's keys, in chunks of chunkSize
+// allocated as the keys arrive. Neither the entries nor the slots hold
+// pointers, so the collector never scans them: a million keys used to be a
+// million objects and a million slot pointers to mark on every cycle, and
+// every new key an allocation.
+//
+// One arena for all shards, not one per shard, keeps keys first seen
+// together next to each other in memory, as the allocator did for the
+// entries it allocated one by one: a source that sends its keys again in
+// about the order it first sent them (BenchmarkPolicyDecide) reads the
+// entries as a stream instead of from 64 places. It also bounds the slack to
+// one part-filled chunk. A shard only takes an unused entry when its free
+// list is empty, so the entries ever taken stay below the sum of the shards'
+// capacities, which sizes the chunk list once and for all: chunks never
+// move, so an *entry stays valid, and finding one takes no lock. Shards
+// share only next, one atomic add per new key, and mu, once per chunk.
+type arena struct {
+	next   atomic.Uint32 // the next unused entry; entry 0 stands for none
+	mu     sync.Mutex    // guards allocating chunks
+	chunks []atomic.Pointer[[chunkSize]entry]
+}
+
+// chunkSize entries make a chunk: 104 KiB, exactly 13 pages, so a chunk
+// wastes nothing to rounding; a part-filled one at most 104 KiB, about a
+// thousand keys' worth.
+const chunkSize = 1024
+
+func newArena(keys int) *arena {
+	a := &arena{chunks: make([]atomic.Pointer[[chunkSize]entry], (keys+1+chunkSize-1)/chunkSize)}
+	a.next.Store(1)
+	return a
+}
+
+// take returns an unused entry's index, allocating its chunk if it is the
+// first of one.
+func (a *arena) take() uint32 {
+	i := a.next.Add(1) - 1
+	c := &a.chunks[i/chunkSize]
+	if c.Load() == nil {
+		a.mu.Lock()
+		if c.Load() == nil {
+			c.Store(new([chunkSize]entry))
+		}
+		a.mu.Unlock()
+	}
+	return i
+}
+
+// at returns entry i, which take has returned.
+func (a *arena) at(i uint32) *entry {
+	return &a.chunks[i/chunkSize].Load()[i%chunkSize]
 }
 
 // find returns h's entry, or nil.
@@ -28,8 +88,11 @@ func (tb *table) find(h uint64) *entry {
 	mask := uint64(len(tb.slots) - 1)
 	for p := h & mask; ; p = (p + 1) & mask {
 		s := &tb.slots[p]
-		if s.e == nil || s.h == h {
-			return s.e
+		if s.i == 0 {
+			return nil
+		}
+		if s.h == h {
+			return tb.a.at(s.i)
 		}
 	}
 }
@@ -39,17 +102,36 @@ func (tb *table) insert(h uint64) *entry {
 	if int(tb.n+1) > len(tb.slots)/4*3 {
 		tb.grow()
 	}
-	e := &entry{}
-	tb.place(slot{h, e})
+	i := tb.alloc()
+	tb.place(slot{h, i})
 	tb.n++
-	return e
+	return tb.a.at(i)
+}
+
+// alloc returns a zero entry's index: the free list's first, else an
+// unused one.
+func (tb *table) alloc() uint32 {
+	if i := tb.free; i != 0 {
+		e := tb.a.at(i)
+		tb.free = e.sum
+		*e = entry{}
+		return i
+	}
+	return tb.a.take()
+}
+
+// release puts entry i on the free list, which threads through the free
+// entries' sum fields (alloc zeroes an entry before handing it out again).
+func (tb *table) release(i uint32) {
+	tb.a.at(i).sum = tb.free
+	tb.free = i
 }
 
 // place puts s at the first free position from its home.
 func (tb *table) place(s slot) {
 	mask := uint64(len(tb.slots) - 1)
 	p := s.h & mask
-	for tb.slots[p].e != nil {
+	for tb.slots[p].i != 0 {
 		p = (p + 1) & mask
 	}
 	tb.slots[p] = s
@@ -60,18 +142,20 @@ func (tb *table) grow() {
 	old := tb.slots
 	tb.slots = make([]slot, max(16, 2*len(old)))
 	for _, s := range old {
-		if s.e != nil {
+		if s.i != 0 {
 			tb.place(s)
 		}
 	}
 }
 
-// remove empties position p by backward-shift deletion: a later slot of the
-// same probe run moves back into the hole unless that would put it before its
-// home, so lookups need no tombstones. Slots outside p's run do not move.
+// remove empties position p and frees its entry, by backward-shift
+// deletion: a later slot of the same probe run moves back into the hole
+// unless that would put it before its home, so lookups need no tombstones.
+// Slots outside p's run do not move.
 func (tb *table) remove(p uint64) {
+	tb.release(tb.slots[p].i)
 	mask := uint64(len(tb.slots) - 1)
-	for q := (p + 1) & mask; tb.slots[q].e != nil; q = (q + 1) & mask {
+	for q := (p + 1) & mask; tb.slots[q].i != 0; q = (q + 1) & mask {
 		home := tb.slots[q].h & mask
 		if (q-home)&mask >= (q-p)&mask {
 			tb.slots[p] = tb.slots[q]
@@ -91,12 +175,12 @@ func (tb *table) sweep(keep func(*entry) bool) {
 	// Start after an empty slot: runs never wrap past it, so remove only
 	// moves slots not yet visited into the position being visited.
 	start := uint64(0)
-	for tb.slots[start].e != nil {
+	for tb.slots[start].i != 0 {
 		start++
 	}
 	for k := uint64(1); k <= mask; {
 		p := (start + k) & mask
-		if e := tb.slots[p].e; e != nil && !keep(e) {
+		if i := tb.slots[p].i; i != 0 && !keep(tb.a.at(i)) {
 			tb.remove(p) // p holds the next slot of its run now, or nothing
 			continue
 		}
@@ -114,8 +198,8 @@ func (tb *table) evict() {
 	oldest := int64(1<<63 - 1)
 	for sampled := 0; sampled < 8; {
 		p := rand.Uint64N(uint64(len(tb.slots)))
-		if e := tb.slots[p].e; e != nil {
-			if e.last < oldest {
+		if i := tb.slots[p].i; i != 0 {
+			if e := tb.a.at(i); e.last < oldest {
 				victim, oldest = p, e.last
 			}
 			sampled++

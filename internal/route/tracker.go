@@ -20,19 +20,20 @@ import (
 const numBuckets = 32
 
 // entry is the per-key state. Its size is what bounds the tracker's memory:
-// 32×uint16 buckets (64 B) + 5 words (40 B), allocated in the 112 B size
-// class, plus its slot in the shard's table (16 B at a load of 3/8..3/4,
-// ≈ 30 B). Keys are stored as their 64-bit hash, not as strings: a 36-byte
+// 32×uint16 buckets (64 B) + 5 words (40 B) in a chunk of the tracker's arena,
+// plus its slot (16 B at a load of 3/8..3/4, ≈ 30 B). It must hold no
+// pointers: the collector does not scan the arena because of that (see
+// arena). Keys are stored as their 64-bit hash, not as strings: a 36-byte
 // device_id would add a 48 B allocation and a 16 B string header per key,
 // over the tracker's 200 B/key budget (BenchmarkTrackerMemory measures
-// ≈ 145 B/key now). Two keys whose hashes collide (about 3·10⁻⁸ for a
+// ≈ 140 B/key now). Two keys whose hashes collide (about 3·10⁻⁸ for a
 // million keys) share one rate, which at worst sends a cool key to Batch.
 //
 // The fields an event touches, but for the bucket of its second, come first.
 type entry struct {
 	last     int64  // unix second of the newest bucket
 	coolFrom int64  // unix second since which the key runs below CoolEPS; 0 = not cooling
-	sum      uint32 // events in the window ending at last: the buckets last-win+1..last
+	sum      uint32 // events in the window ending at last: the buckets last-win+1..last; the next free entry while free
 	hot      bool
 	lane     uint8              // last lane decided for the key (for switch counting): 0 none, 1 realtime, 2 batch
 	batchTok float32            // Batch-lane pacing tokens
@@ -69,7 +70,7 @@ type Tracker struct {
 type trackerShard struct {
 	mu  sync.Mutex
 	tab table
-	_   [64 - 8 - 32]byte // 64 B per shard: neighbours don't share a cache line
+	_   [64 - 8 - 40]byte // 64 B per shard: neighbours don't share a cache line
 }
 
 // NewTracker returns a Tracker.
@@ -88,6 +89,10 @@ func NewTracker(o TrackerOptions) *Tracker {
 		t.win = 1
 	}
 	t.perCap = uint32(o.MaxKeys/len(t.shards) + 1)
+	a := newArena(len(t.shards) * int(t.perCap))
+	for i := range t.shards {
+		t.shards[i].tab.a = a
+	}
 	t.lim = t.limitsFor(o.HotEPS)
 	return t
 }

@@ -2,6 +2,7 @@ package route
 
 import (
 	"fmt"
+	"reflect"
 	"testing"
 	"time"
 	"unsafe"
@@ -329,8 +330,20 @@ func TestTrackerCountsIdleTimeTowardsCoolHold(t *testing.T) {
 }
 
 func TestTrackerEntryAndShardKeepTheirSizes(t *testing.T) {
-	// entry's size class is the tracker's memory per key (see entry); a
-	// shard fills a cache line, so neighbouring locks don't share one.
-	require.Equal(t, uintptr(104), unsafe.Sizeof(entry{}), "112 B size class")
+	// entry's size is the tracker's memory per key (see entry); a shard
+	// fills a cache line, so neighbouring locks don't share one.
+	require.Equal(t, uintptr(104), unsafe.Sizeof(entry{}))
 	require.Equal(t, uintptr(64), unsafe.Sizeof(trackerShard{}))
+	require.Equal(t, uintptr(16), unsafe.Sizeof(slot{}))
+	require.Zero(t, 104*chunkSize%8192, "a chunk fills whole pages")
+	// Neither holds a pointer, so the collector does not scan them.
+	for _, typ := range []reflect.Type{reflect.TypeFor[entry](), reflect.TypeFor[slot]()} {
+		for f := range typ.Fields() {
+			k := f.Type.Kind()
+			if k == reflect.Array {
+				k = f.Type.Elem().Kind()
+			}
+			require.True(t, k >= reflect.Bool && k <= reflect.Float64, "%s.%s holds no pointer", typ, f.Name)
+		}
+	}
 }
