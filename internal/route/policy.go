@@ -96,7 +96,7 @@ func (p *Policy) Decide(in Input, now time.Time) Decision {
 		h := maphash.Bytes(t.userSeed, in.User)
 		sh := t.shard(h)
 		sh.mu.Lock()
-		e := t.get(sh, h)
+		e := t.get(sh, h, sec)
 		changed, _, _ := t.count(e, sec, &p.userLim)
 		userHot = e.hot
 		sh.mu.Unlock()
@@ -117,7 +117,7 @@ func (p *Policy) Decide(in Input, now time.Time) Decision {
 	h := t.Hash(in.Device)
 	sh := t.shard(h)
 	sh.mu.Lock()
-	e := t.get(sh, h)
+	e := t.get(sh, h, sec)
 	changed, cur, sum := t.count(e, sec, &t.lim)
 	hot := e.hot
 	lane, switched := e.route(uint8(forced), userHot)

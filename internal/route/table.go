@@ -25,6 +25,11 @@ type table struct {
 type slot struct {
 	h uint64 // the key's hash; Tracker picks shards from its top 6 bits, slots from its low ones
 	i uint32 // the key's entry in the arena; 0 when the slot is empty
+	// last is the low 32 bits of the entry's last (Tracker.get keeps them
+	// equal), so evict compares keys' ages reading slots only, not entries.
+	// Compared as int32 differences, it orders seconds less than 68 years
+	// apart, wrapping or not.
+	last uint32
 }
 
 // arena holds the entries of all the tracker's keys, in chunks of chunkSize
@@ -82,6 +87,15 @@ func (a *arena) at(i uint32) *entry {
 
 // find returns h's entry, or nil.
 func (tb *table) find(h uint64) *entry {
+	if s := tb.findSlot(h); s != nil {
+		return tb.a.at(s.i)
+	}
+	return nil
+}
+
+// findSlot returns h's slot, or nil. The slot is valid until the table
+// changes (insert, remove, sweep, evict).
+func (tb *table) findSlot(h uint64) *slot {
 	if len(tb.slots) == 0 {
 		return nil
 	}
@@ -92,20 +106,26 @@ func (tb *table) find(h uint64) *entry {
 			return nil
 		}
 		if s.h == h {
-			return tb.a.at(s.i)
+			return s
 		}
 	}
 }
 
 // insert adds a zero entry for h, which must not be in the table.
 func (tb *table) insert(h uint64) *entry {
+	return tb.a.at(tb.insertSlot(h, 0).i)
+}
+
+// insertSlot adds a zero entry for h, which must not be in the table, with
+// last in its slot, and returns the slot (valid as findSlot's).
+func (tb *table) insertSlot(h uint64, last uint32) *slot {
 	if int(tb.n+1) > len(tb.slots)/4*3 {
 		tb.grow()
 	}
 	i := tb.alloc()
-	tb.place(slot{h, i})
+	s := tb.place(slot{h: h, i: i, last: last})
 	tb.n++
-	return tb.a.at(i)
+	return s
 }
 
 // alloc returns a zero entry's index: the free list's first, else an
@@ -127,14 +147,15 @@ func (tb *table) release(i uint32) {
 	tb.free = i
 }
 
-// place puts s at the first free position from its home.
-func (tb *table) place(s slot) {
+// place puts s at the first free position from its home and returns it.
+func (tb *table) place(s slot) *slot {
 	mask := uint64(len(tb.slots) - 1)
 	p := s.h & mask
 	for tb.slots[p].i != 0 {
 		p = (p + 1) & mask
 	}
 	tb.slots[p] = s
+	return &tb.slots[p]
 }
 
 // grow doubles the slots and places every key again.
@@ -188,21 +209,46 @@ func (tb *table) sweep(keep func(*entry) bool) {
 	}
 }
 
-// evict drops one idle entry, chosen among a few sampled at random: the one
-// seen least recently.
+// evict drops one idle entry, chosen near a random position (see
+// evictNear).
 func (tb *table) evict() {
+	tb.evictNear(rand.Uint64())
+}
+
+// evictSample is how many keys evictNear compares, and evictSpan how many
+// slots it reads at least, if they hold fewer keys.
+const (
+	evictSample = 8
+	evictSpan   = 64
+)
+
+// evictNear drops one idle entry: of the first evictSample keys from the
+// start of the 128 B (8 slots) around h's home — fewer if the evictSpan
+// slots from there hold fewer, but at least one — the one seen least
+// recently (the first of those seen least recently), by the seconds in the
+// slots. Neighbourhoods of random hashes are random samples of the keys, so
+// this approximates LRU as well as sampling 8 random slots did, but it reads
+// a few consecutive cache lines, those the insert of h reads anyway, instead
+// of 8 random slots and their 8 entries: about 2 cache misses instead of 16.
+func (tb *table) evictNear(h uint64) {
 	if tb.n == 0 {
 		return
 	}
-	var victim uint64
-	oldest := int64(1<<63 - 1)
-	for sampled := 0; sampled < 8; {
-		p := rand.Uint64N(uint64(len(tb.slots)))
-		if i := tb.slots[p].i; i != 0 {
-			if e := tb.a.at(i); e.last < oldest {
-				victim, oldest = p, e.last
+	mask := uint64(len(tb.slots) - 1)
+	p := h & mask &^ 7
+	victim, found := p, 0
+	var oldest uint32
+	for read := 1; read <= len(tb.slots); read, p = read+1, (p+1)&mask {
+		if s := &tb.slots[p]; s.i != 0 {
+			if found == 0 || int32(s.last-oldest) < 0 {
+				victim, oldest = p, s.last
 			}
-			sampled++
+			if found++; found == evictSample {
+				break
+			}
+		}
+		if read >= evictSpan && found > 0 {
+			break
 		}
 	}
 	tb.remove(victim)

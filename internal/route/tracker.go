@@ -112,15 +112,21 @@ func (t *Tracker) shard(h uint64) *trackerShard {
 }
 
 // get returns h's entry, adding it (and evicting another at capacity) when
-// the key is new. Called with the shard lock held.
-func (t *Tracker) get(sh *trackerShard, h uint64) *entry {
-	if e := sh.tab.find(h); e != nil {
-		return e
+// the key is new, for an event at second sec, which it records in the
+// key's slot as count will in the entry: the entry's last becomes the later
+// of last and sec. Called with the shard lock held.
+func (t *Tracker) get(sh *trackerShard, h uint64, sec int64) *entry {
+	sec32 := uint32(sec)
+	if s := sh.tab.findSlot(h); s != nil {
+		if int32(sec32-s.last) > 0 {
+			s.last = sec32
+		}
+		return sh.tab.a.at(s.i)
 	}
 	if sh.tab.n >= t.perCap {
-		sh.tab.evict()
+		sh.tab.evictNear(h)
 	}
-	return sh.tab.insert(h)
+	return sh.tab.a.at(sh.tab.insertSlot(h, sec32).i)
 }
 
 // advance moves e's ring to second now, zeroing skipped buckets and keeping
@@ -277,7 +283,7 @@ func (t *Tracker) Observe(key []byte, now time.Time, hotEPS float64) Observation
 	h := t.Hash(key)
 	sh := t.shard(h)
 	sh.mu.Lock()
-	e := t.get(sh, h)
+	e := t.get(sh, h, sec)
 	changed, cur, sum := t.count(e, sec, &l)
 	hot := e.hot
 	sh.mu.Unlock()
@@ -295,7 +301,7 @@ func (t *Tracker) ObserveRoute(key []byte, now time.Time, hotEPS float64, forced
 	h := t.Hash(key)
 	sh := t.shard(h)
 	sh.mu.Lock()
-	e := t.get(sh, h)
+	e := t.get(sh, h, sec)
 	changed, cur, sum := t.count(e, sec, &l)
 	hot := e.hot
 	lane, switched := e.route(forced, otherHot)

@@ -2,6 +2,7 @@ package route
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"reflect"
 	"testing"
 	"time"
@@ -346,4 +347,82 @@ func TestTrackerEntryAndShardKeepTheirSizes(t *testing.T) {
 			require.True(t, k >= reflect.Bool && k <= reflect.Float64, "%s.%s holds no pointer", typ, f.Name)
 		}
 	}
+}
+
+func TestTableEvictsTheLeastRecentlySeenKeyNearTheHome(t *testing.T) {
+	r := rand.New(rand.NewPCG(2, 2))
+	for round := range 200 {
+		tb := table{a: newArena(4096)}
+		// Seconds around the wrap of the slots' 32 bits in half the rounds.
+		base := uint32(1_800_000_000)
+		if round%2 == 1 {
+			base = 1<<32 - 300
+		}
+		lasts := map[uint64]uint32{}
+		for range 1000 {
+			h := r.Uint64()
+			last := base + uint32(r.IntN(600))
+			tb.insertSlot(h, last)
+			lasts[h] = last
+		}
+		for range 100 {
+			h := r.Uint64()
+			mask := uint64(len(tb.slots) - 1)
+			block := h & mask &^ 7
+			var near []slot // the keys in the 8 slots around h's home
+			for p := block; p < block+8; p++ {
+				if s := tb.slots[p]; s.i != 0 {
+					near = append(near, s)
+				}
+			}
+			n := tb.n
+			tb.evictNear(h)
+			require.Equal(t, n-1, tb.n)
+			var gone []uint64
+			for k := range lasts {
+				if tb.findSlot(k) == nil {
+					gone = append(gone, k)
+				}
+			}
+			require.Len(t, gone, 1, "one key evicted")
+			victim := lasts[gone[0]]
+			delete(lasts, gone[0])
+			for _, s := range near {
+				require.LessOrEqual(t, int32(victim-s.last), int32(0),
+					"evicted a key seen at %d, the home's block had one seen at %d", victim, s.last)
+			}
+		}
+	}
+}
+
+func TestTrackerEvictionKeepsTheRecentKeys(t *testing.T) {
+	const maxKeys = 6400
+	tr := testTracker(TrackerOptions{MaxKeys: maxKeys})
+	const keys = 20 * maxKeys
+	for i := range keys {
+		tr.Observe(fmt.Appendf(nil, "device-%d", i), sec(i/100), 25)
+		if i%1000 == 0 {
+			for j := range tr.shards {
+				require.LessOrEqual(t, tr.shards[j].tab.n, tr.perCap)
+			}
+		}
+	}
+	// Keys are seen once each, in order: LRU keeps the last maxKeys. Count
+	// how many of the survivors are among the last 2×maxKeys: 98% or more
+	// (random eviction would keep 1-e⁻² ≈ 86%).
+	recent, tracked := 0, 0
+	for i := range keys {
+		k := fmt.Appendf(nil, "device-%d", i)
+		h := tr.Hash(k)
+		if tr.shard(h).tab.find(h) != nil {
+			tracked++
+			if i >= keys-2*maxKeys {
+				recent++
+			}
+		}
+	}
+	require.LessOrEqual(t, tracked, maxKeys+len(tr.shards))
+	require.Greater(t, tracked, maxKeys*9/10)
+	t.Logf("%d of %d survivors among the last %d keys", recent, tracked, 2*maxKeys)
+	require.Greater(t, recent, tracked*98/100, "evicts the least recently seen keys first, approximately")
 }
