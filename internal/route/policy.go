@@ -92,7 +92,7 @@ func (p *Policy) Decide(in Input, now time.Time) Decision {
 	var d Decision
 	userHot := false
 	if len(in.User) > 0 {
-		// The same locking as Tracker.Observe, with the user seed (see Tracker).
+		// Tracker.observe spelled out (see there), with the user seed.
 		h := maphash.Bytes(t.userSeed, in.User)
 		sh := t.shard(h)
 		sh.mu.Lock()
