@@ -144,30 +144,7 @@ func (b *baseline) partition(ctx context.Context, gen *kafka.Generation, id int,
 		b.fail(err)
 		return
 	}
-	prefix := []byte(`{"api_key":"k","events":[`)
-	body := bytes.NewBuffer(make([]byte, 0, 1<<20))
-	n, last := 0, int64(-1)
-	flush := func() bool {
-		if n == 0 {
-			return true
-		}
-		body.WriteString(`]}`)
-		for {
-			if err := b.post(ctx, body.Bytes()); err == nil {
-				break
-			} else if ctx.Err() != nil {
-				return false
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		b.resolved.Add(int64(n))
-		b.mu.Lock()
-		b.offs[id], b.dirty = last+1, true
-		b.mu.Unlock()
-		n = 0
-		body.Reset()
-		return true
-	}
+	body := b.newBody(id)
 	// Linger like ampstream's Batch lane: a body leaves 200 ms after its
 	// first event at the latest. One deadline per body, not per fetch: a
 	// context per message would cost the baseline ~3 allocations and a
@@ -182,7 +159,7 @@ func (b *baseline) partition(ctx context.Context, gen *kafka.Generation, id int,
 			}
 			if errors.Is(err, context.DeadlineExceeded) {
 				l.stop()
-				if !flush() {
+				if !body.flush(ctx) {
 					break
 				}
 				continue
@@ -190,18 +167,12 @@ func (b *baseline) partition(ctx context.Context, gen *kafka.Generation, id int,
 			b.fail(fmt.Errorf("baseline fetch %s/%d: %w", b.topic, id, err))
 			break
 		}
-		if n == 0 {
-			body.Write(prefix)
+		if body.n == 0 {
 			l.start(200 * time.Millisecond)
-		} else {
-			body.WriteByte(',')
 		}
-		body.Write(m.Value)
-		n++
-		last = m.Offset
-		if n == baselineBodyEvents {
+		if body.add(m) {
 			l.stop()
-			if !flush() {
+			if !body.flush(ctx) {
 				break
 			}
 		}
@@ -217,38 +188,14 @@ func (b *baseline) partitionConn(ctx context.Context, gen *kafka.Generation, id 
 	if offset < 0 {
 		offset = kafka.FirstOffset
 	}
-	prefix := []byte(`{"api_key":"k","events":[`)
-	body := bytes.NewBuffer(make([]byte, 0, 1<<20))
-	n, last := 0, int64(-1)
-	var opened time.Time
+	body := b.newBody(id)
 	ok := true
-	flush := func() bool {
-		if n == 0 {
-			return true
-		}
-		body.WriteString(`]}`)
-		for {
-			if err := b.post(ctx, body.Bytes()); err == nil {
-				break
-			} else if ctx.Err() != nil {
-				return false
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		b.resolved.Add(int64(n))
-		b.mu.Lock()
-		b.offs[id], b.dirty = last+1, true
-		b.mu.Unlock()
-		n = 0
-		body.Reset()
-		return true
-	}
 	f := fetch.New(fetch.Config{
 		Dialer: b.dialer, Brokers: b.brokers, Topic: b.topic, Partition: id, Offset: offset,
 		MaxBytes: 10 << 20, MaxWait: 250 * time.Millisecond, Log: b.log,
 		BeforeFetch: func() {
-			if ok && n > 0 && time.Since(opened) >= 200*time.Millisecond {
-				ok = flush()
+			if ok && body.n > 0 && time.Since(body.opened) >= 200*time.Millisecond {
+				ok = body.flush(ctx)
 			}
 		},
 	})
@@ -262,20 +209,64 @@ func (b *baseline) partitionConn(ctx context.Context, gen *kafka.Generation, id 
 			b.fail(fmt.Errorf("baseline fetch %s/%d: %w", b.topic, id, err))
 			break
 		}
-		if n == 0 {
-			body.Write(prefix)
-			opened = time.Now()
-		} else {
-			body.WriteByte(',')
-		}
-		body.Write(m.Value)
-		n++
-		last = m.Offset
-		if n == baselineBodyEvents && !flush() {
+		if body.add(m) && !body.flush(ctx) {
 			break
 		}
 	}
 	b.commit(gen) // before returning: kafka-go refuses commits on an ended generation
+}
+
+// body is a partition's request body being filled: raw message values
+// between the envelope's brackets.
+type body struct {
+	b      *baseline
+	id     int // partition
+	buf    *bytes.Buffer
+	n      int       // events in buf
+	last   int64     // offset of the last one
+	opened time.Time // when the first one was added
+}
+
+func (b *baseline) newBody(id int) *body {
+	return &body{b: b, id: id, buf: bytes.NewBuffer(make([]byte, 0, 1<<20))}
+}
+
+// add appends m's value and reports whether the body is full.
+func (w *body) add(m kafka.Message) bool {
+	if w.n == 0 {
+		w.buf.WriteString(`{"api_key":"k","events":[`)
+		w.opened = time.Now()
+	} else {
+		w.buf.WriteByte(',')
+	}
+	w.buf.Write(m.Value)
+	w.n++
+	w.last = m.Offset
+	return w.n == baselineBodyEvents
+}
+
+// flush posts the body until the sink answers 200 and marks its offsets
+// for the next commit. It returns false if ctx ended first.
+func (w *body) flush(ctx context.Context) bool {
+	if w.n == 0 {
+		return true
+	}
+	w.buf.WriteString(`]}`)
+	for {
+		if err := w.b.post(ctx, w.buf.Bytes()); err == nil {
+			break
+		} else if ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	w.b.resolved.Add(int64(w.n))
+	w.b.mu.Lock()
+	w.b.offs[w.id], w.b.dirty = w.last+1, true
+	w.b.mu.Unlock()
+	w.n = 0
+	w.buf.Reset()
+	return true
 }
 
 func (b *baseline) post(ctx context.Context, body []byte) error {
