@@ -125,17 +125,23 @@ func TestFetcherReturnsPromptlyWhenCancelledWhileWaiting(t *testing.T) {
 	defer cancel()
 	f := newTestFetcher(c, topic, 0, 1<<20)
 	f.cfg.MaxWait = 30 * time.Second // the broker holds an empty fetch this long
+	fetching := make(chan struct{}, 2)
+	f.cfg.BeforeFetch = func() {
+		select {
+		case fetching <- struct{}{}:
+		default: // never block the fetcher
+		}
+	}
 	defer f.Close()
 	readN(t, ctx, f, 0, 1) // connected, and at the end of the partition
+	<-fetching
 
 	done := make(chan error, 1)
 	go func() {
 		_, _, err := f.Next(ctx)
 		done <- err
 	}()
-	// Give the fetch time to reach the broker (the assertion holds either
-	// way: a cancel before it is sent returns at once too).
-	time.Sleep(200 * time.Millisecond)
+	<-fetching // the empty fetch is being sent: cancel while it waits
 	cancel()
 	select {
 	case err := <-done:
