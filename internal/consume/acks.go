@@ -3,6 +3,8 @@ package consume
 import (
 	"sync"
 
+	"github.com/segmentio/kafka-go"
+
 	"github.com/ampstream/ampstream/internal/deliver"
 )
 
@@ -49,6 +51,23 @@ func newAcks(start int64, limit int) *acks {
 func (a *acks) add(off, tsMS int64, size int) uint64 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	return a.addLocked(off, tsMS, size)
+}
+
+// addMsgs records fetched messages, whose budget bytes are sizes[i], under
+// one lock. Their sequence numbers are consecutive from the one returned.
+func (a *acks) addMsgs(msgs []kafka.Message, sizes []int) uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	first := a.addLocked(msgs[0].Offset, msgs[0].Time.UnixMilli(), sizes[0])
+	for i := 1; i < len(msgs); i++ {
+		a.ents = append(a.ents, ackEnt{off: msgs[i].Offset, ts: msgs[i].Time.UnixMilli(), size: int32(sizes[i])})
+	}
+	a.live += len(msgs) - 1
+	return first
+}
+
+func (a *acks) addLocked(off, tsMS int64, size int) uint64 {
 	if a.head > 1024 && a.head > len(a.ents)/2 {
 		// Compact: drop the resolved prefix so the slice does not grow forever.
 		n := copy(a.ents, a.ents[a.head:])
@@ -182,8 +201,13 @@ func (a *acks) pending() int {
 }
 
 // full reports whether the partition reached its in-flight cap.
-func (a *acks) full() bool {
+func (a *acks) full() bool { return !a.room(1) }
+
+// room reports whether n more events fit under the in-flight cap; n events
+// always fit when nothing is pending, or a cap below n would stop the
+// partition forever.
+func (a *acks) room(n int) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.live >= a.limit
+	return a.live == 0 || a.live+n <= a.limit
 }

@@ -26,10 +26,17 @@ func newBudget(maxEvents, maxBytes int) *budget {
 // ends. A single event larger than the byte cap is let through alone, or it
 // could never be consumed. It reports whether it had to wait.
 func (b *budget) acquire(ctx context.Context, n int) (waited bool, err error) {
+	return b.acquireN(ctx, 1, n)
+}
+
+// acquireN takes events events of total size n at once, blocking until
+// there is room or ctx ends. Like a single event, a group that exceeds a
+// cap on its own is let through when nothing else is held.
+func (b *budget) acquireN(ctx context.Context, events, n int) (waited bool, err error) {
 	for {
 		b.mu.Lock()
-		if b.events < b.maxEvents && (b.bytes+n <= b.maxBytes || b.events == 0) {
-			b.events++
+		if b.events == 0 || (b.events+events <= b.maxEvents && b.bytes+n <= b.maxBytes) {
+			b.events += events
 			b.bytes += n
 			b.mu.Unlock()
 			return waited, nil

@@ -58,7 +58,9 @@ type Options struct {
 
 // Submitter is the delivery side (deliver.Deliverer).
 type Submitter interface {
-	Submit(ctx context.Context, it *deliver.Item) error
+	// SubmitBatch hands items over in their order; on error it returns
+	// those it never handed over.
+	SubmitBatch(ctx context.Context, items []*deliver.Item) (unhanded []*deliver.Item, err error)
 }
 
 // DeadLetterer is the DLQ side (dlq.Writer).

@@ -159,8 +159,13 @@ func (c *Consumer) fetchLoop(ctx context.Context, p *partition, start int64, log
 		BeforeFetch: flush,
 	})
 	defer f.Close()
+	msgs := make([]kafka.Message, 0, fetchChunk)
+	sizes := make([]int, 0, fetchChunk)
+	items := make([]*deliver.Item, 0, fetchChunk)
 	for {
-		msg, now, err := f.Next(ctx)
+		var now time.Time
+		var err error
+		msgs, now, err = f.Fill(ctx, msgs[:0], fetchChunk)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -176,79 +181,116 @@ func (c *Consumer) fetchLoop(ctx context.Context, p *partition, start int64, log
 			continue
 		}
 		failures = 0
-		if beat++; beat == 256 {
+		if beat += len(msgs); beat >= 256 {
 			c.heartbeat() // liveness needs seconds, not nanoseconds, of resolution
 			flush()
 			beat = 0
 		}
-		consumed++
-		p.setHWM(msg.HighWaterMark)
+		consumed += len(msgs)
+		p.setHWM(msgs[len(msgs)-1].HighWaterMark)
 
-		size := len(msg.Value) + len(msg.Key) + 64
-		if p.acks.full() {
+		// Room for the chunk: in-flight cap, then budget, each taken once.
+		total := 0
+		sizes = sizes[:0]
+		for i := range msgs {
+			size := len(msgs[i].Value) + len(msgs[i].Key) + 64
+			sizes = append(sizes, size)
+			total += size
+		}
+		if !p.acks.room(len(msgs)) {
 			c.m.FetchBlocked.Inc()
 			flush()
-			if !p.waitSpace(ctx) {
+			if !p.waitRoom(ctx, len(msgs)) {
 				return // not added: never committed, redelivered
 			}
 		}
-		if waited, err := c.budget.acquire(ctx, size); err != nil {
+		if waited, err := c.budget.acquireN(ctx, len(msgs), total); err != nil {
 			return
 		} else if waited {
 			c.m.FetchBlocked.Inc()
 		}
-		seq := p.acks.add(msg.Offset, msg.Time.UnixMilli(), size)
-		m := &message{msg: msg}
-		it := &m.item
-		it.Ref, it.Owner, it.Seq = m, p, seq
+		seq := p.acks.addMsgs(msgs, sizes)
 
-		f, perr := event.Parse(msg.Value)
-		if perr == nil {
-			perr = f.Validate(c.opts.MinIDLength)
-		}
-		if perr != nil {
-			reason, detail := string(event.ReasonMalformedJSON), perr.Error()
-			var inv *event.Invalid
-			if errors.As(perr, &inv) {
-				reason = string(inv.Reason)
+		items = items[:0]
+		for i := range msgs {
+			if it := p.prepare(&msgs[i], seq+uint64(i), now, &keyBuf); it != nil {
+				items = append(items, it)
 			}
-			p.deadLetter(m, seq, reason, detail)
+		}
+		clear(msgs) // the messages live on in their items; drop the chunk's references
+		if len(items) == 0 {
 			continue
 		}
-		it.Raw = msg.Value
-		if len(f.InsertID) == 0 {
-			it.Raw = f.WithStableInsertID(msg.Value, p.topic, p.id, msg.Offset)
-		}
-		if len(f.DeviceID) > 0 {
-			it.Key = f.DeviceID
-		} else {
-			keyBuf = f.KeyBytes(keyBuf[:0])
-			it.Key = append([]byte(nil), keyBuf...)
-		}
-		it.DeviceID, it.UserID = f.DeviceID, f.UserID
-		if f.HasTime {
-			it.TimeMS = f.Time
-		}
-		for _, h := range msg.Headers {
-			if h.Key == HeaderLane {
-				it.Override = route.ParseLane(h.Value)
+		if unhanded, err := c.deliv.SubmitBatch(ctx, items); err != nil {
+			for _, it := range unhanded {
+				p.acks.abandon(it.Seq)
 			}
-		}
-		// One clock read per event (the fetcher's): the lag check and the
-		// rate tracker's second.
-		it.At = now
-		if lt := c.opts.LagThreshold; lt > 0 && it.At.Sub(msg.Time) > lt {
-			it.Lagging = true
-		}
-		if err := c.deliv.Submit(ctx, it); err != nil {
-			p.acks.abandon(seq)
+			clear(items)
 			return
 		}
+		clear(items)
 	}
 }
 
-func (p *partition) waitSpace(ctx context.Context) bool {
-	for p.acks.full() {
+// fetchChunk is how many messages of a fetch response the partition
+// goroutine takes at once: the in-flight cap, the budget and the acks are
+// settled once per chunk, and each shard gets its share in one handoff.
+// A chunk never waits for the broker (fetch.Fill), so it adds no latency.
+const fetchChunk = 64
+
+// prepare turns a fetched message into an item for delivery, or
+// dead-letters it (and returns nil) when it is not a valid event.
+func (p *partition) prepare(msg *kafka.Message, seq uint64, now time.Time, keyBuf *[]byte) *deliver.Item {
+	c := p.c
+	m := &message{msg: *msg}
+	it := &m.item
+	it.Ref, it.Owner, it.Seq = m, p, seq
+
+	f, perr := event.Parse(msg.Value)
+	if perr == nil {
+		perr = f.Validate(c.opts.MinIDLength)
+	}
+	if perr != nil {
+		reason, detail := string(event.ReasonMalformedJSON), perr.Error()
+		var inv *event.Invalid
+		if errors.As(perr, &inv) {
+			reason = string(inv.Reason)
+		}
+		p.deadLetter(m, seq, reason, detail)
+		return nil
+	}
+	it.Raw = msg.Value
+	if len(f.InsertID) == 0 {
+		it.Raw = f.WithStableInsertID(msg.Value, p.topic, p.id, msg.Offset)
+	}
+	if len(f.DeviceID) > 0 {
+		it.Key = f.DeviceID
+	} else {
+		*keyBuf = f.KeyBytes((*keyBuf)[:0])
+		it.Key = append([]byte(nil), *keyBuf...)
+	}
+	it.DeviceID, it.UserID = f.DeviceID, f.UserID
+	if f.HasTime {
+		it.TimeMS = f.Time
+	}
+	for _, h := range msg.Headers {
+		if h.Key == HeaderLane {
+			it.Override = route.ParseLane(h.Value)
+		}
+	}
+	// One clock read per chunk (the fetcher's): the lag check and the rate
+	// tracker's second.
+	it.At = now
+	if lt := c.opts.LagThreshold; lt > 0 && it.At.Sub(msg.Time) > lt {
+		it.Lagging = true
+	}
+	return it
+}
+
+// waitRoom waits until n more events fit under the partition's in-flight
+// cap, or ctx ends.
+func (p *partition) waitRoom(ctx context.Context, n int) bool {
+	for !p.acks.room(n) {
 		select {
 		case <-ctx.Done():
 			return false

@@ -118,6 +118,7 @@ func (o *Options) defaults() {
 	if o.Shards <= 0 {
 		o.Shards = 4
 	}
+	o.Shards = min(o.Shards, maxShards)
 	if o.Realtime.MaxEvents <= 0 {
 		o.Realtime.MaxEvents = 100
 	}
@@ -243,39 +244,98 @@ func (d *Deliverer) Healthy() error {
 // Submit routes it to a lane and hands it to its key's shard. It blocks
 // while the shard's queue is full, until ctx ends.
 func (d *Deliverer) Submit(ctx context.Context, it *Item) error {
+	_, err := d.SubmitBatch(ctx, []*Item{it})
+	return err
+}
+
+// SubmitBatch is Submit for items, in their order: each is routed, then
+// each shard gets its share in one handoff instead of one per item (a
+// channel operation, and often a goroutine wakeup, each). An item too large
+// for any request is rejected through its owner. When ctx ends or the
+// Deliverer stops first, it returns the error and the items that were
+// never handed over (whose owner must settle them itself); the others are
+// delivered as usual. The items slice is not retained.
+func (d *Deliverer) SubmitBatch(ctx context.Context, items []*Item) (unhanded []*Item, err error) {
 	if d.ctx.Err() != nil {
 		// Checked first: the select below picks at random among ready
 		// cases, and a shard's buffer may have room after Stop.
-		return ErrStopped
+		return items, ErrStopped
 	}
-	now := it.At
-	if now.IsZero() {
-		now = d.opts.Now()
+	var now time.Time
+	ns := uint64(len(d.shards))
+	var counts [maxShards]int
+	kept := 0
+	for _, it := range items {
+		at := it.At
+		if at.IsZero() {
+			if now.IsZero() {
+				now = d.opts.Now()
+			}
+			at = now
+		}
+		dec := d.policy.Decide(route.Input{
+			Device: it.Key, User: it.UserID, TimeMS: it.TimeMS, Override: it.Override, Lagging: it.Lagging,
+		}, at)
+		it.lane, it.pace = dec.Lane, dec.Pace
+		it.hash = dec.Hash // the tracker hashed the key already
+		if dec.Switched {
+			d.m.LaneSwitches.WithLabelValues(dec.Lane.String()).Inc()
+		}
+		size := d.send.BodySize(1, len(it.Raw))
+		if size > d.opts.Batch.MaxBytes {
+			it.lane = route.Auto // rejected below, in order
+			continue
+		}
+		if it.lane == route.Realtime && size > d.opts.Realtime.MaxBytes {
+			// Too big for an HTTP V2 request of its own: the Batch lane takes up to 20 MB.
+			it.lane = route.Batch
+		}
+		counts[it.hash%ns]++
+		kept++
 	}
-	dec := d.policy.Decide(route.Input{
-		Device: it.Key, User: it.UserID, TimeMS: it.TimeMS, Override: it.Override, Lagging: it.Lagging,
-	}, now)
-	it.lane, it.pace = dec.Lane, dec.Pace
-	if it.lane == route.Realtime && d.send.BodySize(1, len(it.Raw)) > d.opts.Realtime.MaxBytes {
-		// Too big for an HTTP V2 request of its own: the Batch lane takes up to 20 MB.
-		it.lane = route.Batch
+	// One backing array holds every shard's share, in item order within
+	// each share: per-key order is kept, since a key has one shard.
+	var offs, fill [maxShards]int
+	for i := uint64(1); i < ns; i++ {
+		offs[i] = offs[i-1] + counts[i-1]
 	}
-	if d.send.BodySize(1, len(it.Raw)) > d.opts.Batch.MaxBytes {
-		it.Owner.Rejected(it, amplitude.ReasonTooLarge, "event larger than a request may carry")
-		return nil
+	fill = offs
+	all := make([]*Item, kept)
+	for _, it := range items {
+		if it.lane == route.Auto {
+			it.Owner.Rejected(it, amplitude.ReasonTooLarge, "event larger than a request may carry")
+			continue
+		}
+		si := it.hash % ns
+		all[fill[si]] = it
+		fill[si]++
 	}
-	if dec.Switched {
-		d.m.LaneSwitches.WithLabelValues(dec.Lane.String()).Inc()
+	for si := range ns {
+		if counts[si] == 0 {
+			continue
+		}
+		share := all[offs[si]:fill[si]:fill[si]]
+		if err := d.handoff(ctx, d.shards[si], share); err != nil {
+			for sj := si; sj < ns; sj++ {
+				unhanded = append(unhanded, all[offs[sj]:fill[sj]]...)
+			}
+			return unhanded, err
+		}
 	}
-	it.hash = dec.Hash // the tracker hashed the key already
-	s := d.shards[it.hash%uint64(len(d.shards))]
+	return nil, nil
+}
+
+// maxShards bounds Options.Shards: SubmitBatch's scratch lives on the stack.
+const maxShards = 64
+
+func (d *Deliverer) handoff(ctx context.Context, s *shard, share []*Item) error {
 	select {
-	case s.in <- it: // the common case, without the cost of a three-way select
+	case s.in <- share: // the common case, without the cost of a three-way select
 		return nil
 	default:
 	}
 	select {
-	case s.in <- it:
+	case s.in <- share:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()

@@ -539,6 +539,39 @@ func TestRoutesAnEventTooLargeForRealtimeToBatchAndRejectsOneTooLargeForBatch(t 
 	})
 }
 
+func TestSubmitBatchRejectsTheTooLargeEventInPlaceAndKeepsEachKeysOrder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		opts := testOptions()
+		opts.Batch.MaxBytes = 5000
+		h := newHarness(t, opts, route.TrackerOptions{}, always200)
+		defer h.d.Stop()
+		var items []*Item
+		for i := range 40 {
+			pad := 0
+			if i == 17 {
+				pad = 6000
+			}
+			items = append(items, h.item(fmt.Sprintf("k%d", i%7), "", route.Auto, pad, false))
+		}
+		unhanded, err := h.d.SubmitBatch(context.Background(), items)
+		require.NoError(t, err)
+		require.Empty(t, unhanded)
+		h.waitResolved(40)
+		require.Equal(t, map[*Item]string{items[17]: amplitude.ReasonTooLarge}, h.check(false))
+	})
+}
+
+func TestSubmitBatchAfterStopHandsNothingOver(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, testOptions(), route.TrackerOptions{}, always200)
+		h.d.Stop()
+		items := []*Item{h.item("a", "", route.Auto, 0, false), h.item("b", "", route.Auto, 0, false)}
+		unhanded, err := h.d.SubmitBatch(context.Background(), items)
+		require.ErrorIs(t, err, ErrStopped)
+		require.Equal(t, items, unhanded)
+	})
+}
+
 func TestPacesABatchKeyAtBatchEPSAndDeliversEveryEventInOrder(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		// 2 events/s into a bucket of 60: 100 events need ≈ 20 s more.

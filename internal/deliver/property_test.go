@@ -142,6 +142,10 @@ func randomRun(t *testing.T, seed uint64) {
 	for p := range producers {
 		rng := rand.New(rand.NewPCG(seed, uint64(p)+2))
 		wg.Go(func() {
+			// Items go in batches of random size, as a partition submits
+			// its fetch chunks: one SubmitBatch spans keys and shards.
+			var batch []*Item
+			size := 1 + rng.IntN(64)
 			for range perProducer {
 				k := rng.IntN(keysPer)
 				key := fmt.Sprintf("p%d-d%d", p, k)
@@ -154,12 +158,22 @@ func randomRun(t *testing.T, seed uint64) {
 				if rng.IntN(20) == 0 {
 					pad = 2000
 				}
-				it := h.item(key, user, lane, pad, false)
-				require.NoError(t, h.d.Submit(context.Background(), it))
+				batch = append(batch, h.item(key, user, lane, pad, false))
+				if len(batch) < size {
+					continue
+				}
+				unhanded, err := h.d.SubmitBatch(context.Background(), batch)
+				require.NoError(t, err)
+				require.Empty(t, unhanded)
+				batch, size = nil, 1+rng.IntN(64)
 				if rng.IntN(10) == 0 {
 					// Fake time: spread the submissions over lingers and holds.
 					time.Sleep(time.Duration(rng.IntN(3000)) * time.Millisecond)
 				}
+			}
+			if len(batch) > 0 {
+				_, err := h.d.SubmitBatch(context.Background(), batch)
+				require.NoError(t, err)
 			}
 		})
 	}

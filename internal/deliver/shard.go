@@ -33,7 +33,7 @@ type batch struct {
 // open and sealed; senders talk back through comps.
 type shard struct {
 	d  *Deliverer
-	in chan *Item
+	in chan []*Item // shares of SubmitBatch calls, in submission order
 	// keys are by 64-bit hash of the ordering key: no string copy per new
 	// key. Two keys whose hashes collide (about n²/2^65) would share one
 	// keyState, which only orders them together: over-serialising is safe.
@@ -57,9 +57,10 @@ type shard struct {
 func newShard(d *Deliverer) *shard {
 	return &shard{
 		d: d,
-		// 1024 events amortise the handoff from partition goroutines; the
-		// consumer's in-flight budget, not this buffer, bounds memory.
-		in:         make(chan *Item, 1024),
+		// Shares of up to a fetch chunk each amortise the handoff from
+		// partition goroutines; the consumer's in-flight budget, not this
+		// buffer, bounds memory.
+		in:         make(chan []*Item, 128),
 		keys:       make(map[uint64]*keyState),
 		compNotify: make(chan struct{}, 1),
 	}
@@ -94,15 +95,19 @@ func (s *shard) run(ctx context.Context) {
 		case <-ctx.Done():
 			s.timer.Stop()
 			return
-		case it := <-s.in:
+		case share := <-s.in:
 			// One clock read for what is already queued, taken without
 			// going back to select.
 			now := s.d.opts.Now()
-			s.arrive(it, now)
-			for n := 0; n < 256; n++ {
+			for _, it := range share {
+				s.arrive(it, now)
+			}
+			for n := 0; n < 16; n++ {
 				select {
-				case it := <-s.in:
-					s.arrive(it, now)
+				case share := <-s.in:
+					for _, it := range share {
+						s.arrive(it, now)
+					}
 					continue
 				default:
 				}

@@ -51,6 +51,7 @@ type Fetcher struct {
 	// checkRange: the broker answered OFFSET_OUT_OF_RANGE; the next
 	// connection reads the log's range before fetching.
 	checkRange bool
+	err        error // met by Fill after it had read messages: the next call returns it
 }
 
 // Config configures a Fetcher.
@@ -101,30 +102,64 @@ func New(cfg Config) *Fetcher {
 // when ctx ends or the connection failed; the caller decides how long to
 // wait before calling again.
 func (f *Fetcher) Next(ctx context.Context) (kafka.Message, time.Time, error) {
+	var one [1]kafka.Message
+	msgs, now, err := f.Fill(ctx, one[:0], 1)
+	if err != nil {
+		return kafka.Message{}, now, err
+	}
+	return msgs[0], now, nil
+}
+
+// Fill appends to dst up to n messages (n ≥ 1) and returns it with the time
+// they were read at: one clock reading for the lot, which the caller reuses
+// (the rate tracker's second, the lag check). It fetches only when the
+// current response is used up and nothing was read yet, so it never waits
+// for the broker while holding messages: what it returns was already
+// arriving. It returns at least one message, or an error when ctx ends or
+// the connection failed (the messages read before a failure are returned
+// first, the error on the next call); the caller decides how long to wait
+// before calling again.
+func (f *Fetcher) Fill(ctx context.Context, dst []kafka.Message, n int) ([]kafka.Message, time.Time, error) {
 	now := time.Now()
+	if err := f.err; err != nil {
+		f.err = nil
+		return dst, now, err
+	}
+	start := len(dst)
 	for {
 		if f.batch != nil {
 			if now.After(f.deadline.Add(-f.cfg.ReadTimeout / 2)) {
 				f.setDeadline(now.Add(f.cfg.ReadTimeout))
 			}
-			msg, err := f.batch.ReadMessage()
-			if err == nil {
+			for len(dst)-start < n {
+				msg, err := f.batch.ReadMessage()
+				if err != nil {
+					err = f.endBatch(err)
+					if len(dst) > start {
+						f.err = err // after what was read
+						return dst, now, nil
+					}
+					if err != nil {
+						return dst, now, err
+					}
+					break
+				}
 				f.offset = msg.Offset + 1
+				dst = append(dst, msg)
+			}
+			if len(dst) > start {
 				// Reading from a response already being received takes
 				// microseconds: now stands for the read time.
-				return msg, now, nil
-			}
-			if err = f.endBatch(err); err != nil {
-				return kafka.Message{}, now, err
+				return dst, now, nil
 			}
 			continue
 		}
 		if err := ctx.Err(); err != nil {
-			return kafka.Message{}, now, err
+			return dst, now, err
 		}
 		if f.conn == nil {
 			if err := f.connect(ctx); err != nil {
-				return kafka.Message{}, now, err
+				return dst, now, err
 			}
 		}
 		if f.cfg.BeforeFetch != nil {

@@ -257,3 +257,49 @@ func deleteRecordsBefore(t *testing.T, ctx context.Context, c *kafkatest.Cluster
 		}
 	}
 }
+
+func TestFillReadsChunksInOrderWithoutWaitingForTheNextFetch(t *testing.T) {
+	c := kafkatest.Start(t)
+	topic := c.CreateTopic(t, "fill", 1)
+	produceN(t, c, topic, 0, 1000)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	fetches := 0
+	f := newTestFetcher(c, topic, kafka.FirstOffset, 1<<10)
+	f.cfg.BeforeFetch = func() { fetches++ }
+	defer f.Close()
+	var msgs []kafka.Message
+	next := int64(0)
+	for next < 1000 {
+		before := fetches
+		var err error
+		msgs, _, err = f.Fill(ctx, msgs[:0], 64)
+		if err != nil {
+			t.Fatalf("at offset %d: %v", next, err)
+		}
+		if len(msgs) == 0 || len(msgs) > 64 {
+			t.Fatalf("at offset %d: a chunk of %d messages", next, len(msgs))
+		}
+		if fetches > before+1 {
+			t.Fatalf("at offset %d: one chunk took %d fetches; a chunk never spans responses", next, fetches-before)
+		}
+		for _, m := range msgs {
+			if m.Offset != next || string(m.Value) != fmt.Sprintf(`{"n":%d}`, next) {
+				t.Fatalf("got offset %d value %s, want offset %d", m.Offset, m.Value, next)
+			}
+			next++
+		}
+	}
+	// 1 KiB fetches get one record batch (200 records) each: five
+	// responses, and chunks end where they do.
+	if fetches < 5 {
+		t.Fatalf("%d fetches for 1000 messages in five record batches", fetches)
+	}
+	// Caught up: the next Fill waits for the broker, then returns new data.
+	go func() { produceN(t, c, topic, 1000, 3) }()
+	msgs, _, err := f.Fill(ctx, msgs[:0], 64)
+	if err != nil || len(msgs) == 0 || msgs[0].Offset != 1000 {
+		t.Fatalf("after catching up: %d messages, err %v", len(msgs), err)
+	}
+}
