@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func reasonOf(err error) Reason {
@@ -352,4 +354,102 @@ func TestParseInt64(t *testing.T) {
 			t.Errorf("parseInt64(%q) = %d, %v; want %d, %v", s, got, ok, want, werr)
 		}
 	}
+}
+
+// scanStringBytewise is the straightforward string scan: the index after the
+// closing quote of the string at data[i] == '"', or -1 if it is invalid.
+func scanStringBytewise(data []byte, i int) int {
+	for i++; i < len(data); {
+		switch c := data[i]; {
+		case c == '"':
+			return i + 1
+		case c == '\\':
+			if i+1 >= len(data) {
+				return -1
+			}
+			switch data[i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				i += 2
+			case 'u':
+				if i+5 >= len(data) {
+					return -1
+				}
+				if _, err := strconv.ParseUint(string(data[i+2:i+6]), 16, 16); err != nil {
+					return -1
+				}
+				i += 6
+			default:
+				return -1
+			}
+		case c < 0x20:
+			return -1
+		default:
+			r, size := utf8.DecodeRune(data[i:])
+			if r == utf8.RuneError && size == 1 {
+				return -1
+			}
+			i += size
+		}
+	}
+	return -1
+}
+
+// TestStringFastPathsMatchBytewise checks scanString and its inlined fast
+// paths plainString and plainKey, which must either decline (-1) or agree
+// with scanString and scanKey, against scanStringBytewise on random strings
+// rich in the bytes that stop the SWAR scan.
+func TestStringFastPathsMatchBytewise(t *testing.T) {
+	alphabet := []byte{'"', '\\', 'a', 'u', '0', 'F', '/', ':', ' ', 0x01, 0x1f, 0x7f, 0x80, 0xbf, 0xc3, 0xa9, 0xe2, 0x82, 0xac, 0xf0, 0xff}
+	rng := rand.New(rand.NewPCG(7, 8))
+	for range 300000 {
+		data := make([]byte, 1+rng.IntN(24))
+		data[0] = '"'
+		for k := 1; k < len(data); k++ {
+			if rng.IntN(3) == 0 {
+				data[k] = alphabet[rng.IntN(len(alphabet))]
+			} else {
+				data[k] = 'a' + byte(rng.IntN(26))
+			}
+		}
+		checkStringScan(t, data)
+		// plainKey must also decline where no key starts.
+		if k := rng.IntN(len(data)); data[k] != '"' && plainKey(data, k) >= 0 {
+			t.Fatalf("plainKey(%q, %d) accepted a non-string", data, k)
+		}
+	}
+}
+
+// checkStringScan compares scanString, plainString and plainKey at data[0]
+// with scanStringBytewise.
+func checkStringScan(t *testing.T, data []byte) {
+	t.Helper()
+	want := scanStringBytewise(data, 0)
+	s := scanner{data: data}
+	got, esc := s.scanString(0)
+	if got != want || got >= 0 && esc != bytes.Contains(data[:got], []byte{'\\'}) {
+		t.Fatalf("scanString(%q) = %d, %v; want %d", data, got, esc, want)
+	}
+	plainOK := want >= 0 && want-2 <= 8 && len(data) >= 10 && !bytes.ContainsAny(data[1:want-1], "\\") && utf8.RuneCount(data[1:want-1]) == want-2
+	if got := plainString(data, 0); got != want && (got >= 0 || plainOK) {
+		t.Fatalf("plainString(%q) = %d; scanString %d", data, got, want)
+	}
+	s = scanner{data: data}
+	wantKey := s.scanKey(0)
+	keyOK := plainOK && len(data) >= 11 && want < len(data) && data[want] == ':'
+	if got := plainKey(data, 0); got != wantKey && (got >= 0 || keyOK) {
+		t.Fatalf("plainKey(%q) = %d; scanKey %d", data, got, wantKey)
+	}
+}
+
+// FuzzStringScan is TestStringFastPathsMatchBytewise on fuzzed strings.
+func FuzzStringScan(f *testing.F) {
+	for _, s := range []string{`"abc":1`, `"abcdefgh"`, `"abcdefgh":`, `"a\"b"`, `"\u00e9xxxxxxx"`, "\"\x01\"xxxxxxxx", "\"\xc3\xa9\":xxxxxxx", `"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) == 0 || data[0] != '"' {
+			return
+		}
+		checkStringScan(t, data)
+	})
 }
