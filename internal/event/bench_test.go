@@ -133,3 +133,32 @@ func BenchmarkWithStableInsertIDTraffic(b *testing.B) {
 		_ = f.WithStableInsertID(trafficEventNoID, "events", 3, 1024)
 	}
 }
+
+// BenchmarkParseValidateTraffic is what the consumer does with every
+// message: Parse, then Validate with the default min_id_length.
+func BenchmarkParseValidateTraffic(b *testing.B) {
+	b.SetBytes(int64(len(trafficEvent)))
+	b.ReportAllocs()
+	for b.Loop() {
+		f, err := Parse(trafficEvent)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := f.Validate(0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkValidateTraffic(b *testing.B) {
+	f, err := Parse(trafficEvent)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := f.Validate(0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

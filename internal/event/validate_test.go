@@ -1,8 +1,10 @@
 package event
 
 import (
+	"math/rand/v2"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestValidate(t *testing.T) {
@@ -101,5 +103,71 @@ func TestKey(t *testing.T) {
 	buf := make([]byte, 0, 64)
 	if n := testing.AllocsPerRun(100, func() { buf = f.KeyBytes(buf[:0]) }); n != 0 {
 		t.Errorf("KeyBytes allocs = %v", n)
+	}
+}
+
+// blocklistedBytewise is the plain definition blocklisted implements.
+func blocklistedBytewise(id []byte) bool {
+	lower := make([]byte, len(id))
+	for i, c := range id {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		lower[i] = c
+	}
+	switch string(lower) {
+	case "anonymous", "nil", "none", "null", "n/a", "na", "undefined", "unknown",
+		`""`, "00000000-0000-0000-0000-000000000000", "{}", "lmy47d", "0", "-1":
+		return true
+	}
+	return false
+}
+
+func TestBlocklistedMatchesBytewise(t *testing.T) {
+	listed := []string{"anonymous", "nil", "none", "null", "n/a", "na", "undefined", "unknown",
+		`""`, "00000000-0000-0000-0000-000000000000", "{}", "lmy47d", "0", "-1"}
+	rng := rand.New(rand.NewPCG(1, 2))
+	var cases [][]byte
+	for _, s := range listed {
+		cases = append(cases, []byte(s), []byte(strings.ToUpper(s)), []byte(s+"x"), []byte(s[1:]))
+	}
+	for range 20000 {
+		// Mutate a listed value: flip case, replace or drop a byte.
+		b := []byte(listed[rng.IntN(len(listed))])
+		for range 1 + rng.IntN(2) {
+			k := rng.IntN(len(b))
+			switch rng.IntN(4) {
+			case 0:
+				b[k] ^= 0x20
+			case 1:
+				b[k] = byte(rng.IntN(256))
+			case 2:
+				b = append(b[:k:k], b[k+1:]...)
+			}
+			if len(b) == 0 {
+				break
+			}
+		}
+		cases = append(cases, b)
+	}
+	for _, id := range cases {
+		if got, want := blocklisted(id), blocklistedBytewise(id); got != want {
+			t.Errorf("blocklisted(%q) = %v, want %v", id, got, want)
+		}
+	}
+}
+
+func TestAtLeastRunesMatchesRuneCount(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	pieces := []string{"a", "Z", "-", "\x00", "\x7f", "\x80", "\xff", "é", "€", "𝄞", "\xe2\x82", "\xf0\x9d", "\xed\xa0\x80"}
+	for range 50000 {
+		var b []byte
+		for range rng.IntN(24) {
+			b = append(b, pieces[rng.IntN(len(pieces))]...)
+		}
+		n := rng.IntN(30) - 2
+		if got, want := atLeastRunes(b, n), utf8.RuneCount(b) >= n; got != want {
+			t.Fatalf("atLeastRunes(%q, %d) = %v, want %v", b, n, got, want)
+		}
 	}
 }
