@@ -162,3 +162,11 @@ func BenchmarkValidateTraffic(b *testing.B) {
 		}
 	}
 }
+
+func BenchmarkAppendStableInsertID(b *testing.B) {
+	buf := make([]byte, 0, 64)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = AppendStableInsertID(buf[:0], "events", 3, 1024)
+	}
+}

@@ -2,6 +2,10 @@ package event
 
 import (
 	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"math/rand/v2"
 	"regexp"
 	"testing"
 )
@@ -39,6 +43,30 @@ func TestStableInsertID(t *testing.T) {
 	}
 	if string(buf) != id {
 		t.Errorf("Append variant %q != %q", buf, id)
+	}
+}
+
+// TestStableInsertIDMatchesFmt checks the hand-written FNV-1a and hex
+// digits against hash/fnv and fmt.
+func TestStableInsertIDMatchesFmt(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	check := func(topic string, partition int, offset int64) {
+		h := fnv.New64a()
+		h.Write([]byte(topic))
+		want := fmt.Sprintf("as-%016x-%d-%d", h.Sum64(), partition, offset)
+		if got := StableInsertID(topic, partition, offset); got != want {
+			t.Fatalf("StableInsertID(%q, %d, %d) = %q, want %q", topic, partition, offset, got, want)
+		}
+	}
+	check("", 0, 0)
+	check("events", math.MaxInt32, math.MinInt64)
+	check("events", -1, math.MaxInt64)
+	for range 20000 {
+		topic := make([]byte, rng.IntN(40))
+		for i := range topic {
+			topic[i] = byte(rng.IntN(256))
+		}
+		check(string(topic), rng.IntN(1000)-10, rng.Int64()>>rng.IntN(64))
 	}
 }
 
