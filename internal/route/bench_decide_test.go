@@ -1,0 +1,116 @@
+package route
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// BenchmarkPolicyDecideParallel is BenchmarkPolicyDecideMixed from 12
+// goroutines, as many as the consumer runs partitions, on GOMAXPROCS cores.
+func BenchmarkPolicyDecideParallel(b *testing.B) {
+	keys := benchKeyList(benchKeys)
+	order := benchMixedOrder(1<<20, benchKeys)
+	tr := benchTracker()
+	p := NewPolicy(tr, PolicyOptions{UserEPSMargin: 0.8, BackfillAge: time.Hour})
+	now := time.Unix(1_800_000_000, 0)
+	for _, k := range keys {
+		p.Decide(Input{Device: k, User: k[:20]}, now)
+	}
+	var next atomic.Int64
+	b.ReportAllocs()
+	b.SetParallelism(max(1, 12/runtime.GOMAXPROCS(0))) // about 12 goroutines
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := int(next.Add(1)) * 7919
+		for pb.Next() {
+			k := keys[order[i&(len(order)-1)]]
+			t := now.Add(time.Duration(i) * time.Microsecond)
+			p.Decide(Input{Device: k, User: k[:20], TimeMS: t.UnixMilli()}, t)
+			i++
+		}
+	})
+}
+
+// benchSmallInputs returns n events over the end-to-end benchmark's keys
+// (cmd/ampstream bench): 5000 devices "device-%06d", two per user
+// "user-%06d", in random order. The tracker's state for them fits the CPU
+// caches, so the policy's own instructions, the hashes and the locks, are
+// what this measures.
+func benchSmallInputs(n int, now time.Time) []Input {
+	r := rand.New(rand.NewPCG(3, 4))
+	ins := make([]Input, n)
+	for i := range ins {
+		d := r.IntN(5000)
+		ins[i] = Input{Device: fmt.Appendf(nil, "device-%06d", d), User: fmt.Appendf(nil, "user-%06d", d/2), TimeMS: now.UnixMilli()}
+	}
+	return ins
+}
+
+// BenchmarkPolicyDecideSmall is Decide at the end-to-end benchmark's keys,
+// 5000 devices and 2500 users.
+func BenchmarkPolicyDecideSmall(b *testing.B) {
+	now := time.Unix(1_800_000_000, 0)
+	ins := benchSmallInputs(1<<16, now)
+	p := NewPolicy(benchTracker(), PolicyOptions{UserEPSMargin: 0.8, BackfillAge: time.Hour})
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		// 100k events/s.
+		p.Decide(ins[i&(len(ins)-1)], now.Add(time.Duration(i)*10*time.Microsecond))
+		i++
+	}
+}
+
+// BenchmarkPolicyDecideBatchSmall is BenchmarkPolicyDecideSmall through
+// DecideBatch, n events a call, all at the time of the call; ns/event is
+// per event.
+func BenchmarkPolicyDecideBatchSmall(b *testing.B) {
+	for _, n := range []int{32, 64, 128, 256, 512} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			now := time.Unix(1_800_000_000, 0)
+			ins := benchSmallInputs(1<<16, now)
+			p := NewPolicy(benchTracker(), PolicyOptions{UserEPSMargin: 0.8, BackfillAge: time.Hour})
+			out := make([]Decision, n)
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				// At 100k events/s.
+				j := (i * n) & (len(ins) - 1)
+				p.DecideBatch(ins[j:j+n], now.Add(time.Duration(i*n)*10*time.Microsecond), out)
+				i++
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/event")
+		})
+	}
+}
+
+// BenchmarkPolicyDecideBatchMixed is BenchmarkPolicyDecideMixed through
+// DecideBatch, 512 events a call at one time; ns/op is per event.
+func BenchmarkPolicyDecideBatchMixed(b *testing.B) {
+	keys := benchKeyList(benchKeys)
+	order := benchMixedOrder(1<<20, benchKeys)
+	tr := benchTracker()
+	p := NewPolicy(tr, PolicyOptions{UserEPSMargin: 0.8, BackfillAge: time.Hour})
+	now := time.Unix(1_800_000_000, 0)
+	for _, k := range keys {
+		p.Decide(Input{Device: k, User: k[:20]}, now)
+	}
+	const n = 512
+	ins, out := make([]Input, n), make([]Decision, n)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		t := now.Add(time.Duration(i) * time.Microsecond)
+		for j := range ins {
+			k := keys[order[(i+j)&(len(order)-1)]]
+			ins[j] = Input{Device: k, User: k[:20], TimeMS: t.UnixMilli()}
+		}
+		p.DecideBatch(ins, t, out)
+		i += n
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/event")
+}
