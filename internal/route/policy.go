@@ -136,19 +136,3 @@ func delta(hot bool) int {
 	}
 	return -1
 }
-
-// forced is the lane the event must take at now whatever its keys' rates,
-// or Auto: DecideBatch's copy of Decide's switch, which Decide keeps
-// spelled out (through this function BenchmarkPolicyDecideParallel measured
-// 8–10 % slower).
-func (p *Policy) forced(in *Input, now time.Time) Lane {
-	switch {
-	case in.Override != Auto:
-		return in.Override
-	case p.opts.BackfillAge > 0 && in.TimeMS > 0 && now.UnixMilli()-in.TimeMS > p.opts.BackfillAge.Milliseconds():
-		return Batch
-	case in.Lagging:
-		return Batch
-	}
-	return Auto
-}

@@ -63,7 +63,7 @@ type Tracker struct {
 	// device's entry more often than two devices share one (see entry).
 	seed, userSeed maphash.Seed
 	lim            limits // for HotEPS, the device keys' threshold
-	shards         [numShards]trackerShard
+	shards         [64]trackerShard
 	perCap         uint32 // keys per shard, from MaxKeys
 }
 
@@ -105,19 +105,10 @@ func (t *Tracker) Hash(key []byte) uint64 {
 	return maphash.Bytes(t.seed, key)
 }
 
-// numShards is the number of tracker shards, each with its own lock.
-const numShards = 64
-
-// shardOf returns the index of hash h's shard: its top 6 bits, for 2⁶
-// shards. Table positions use the low ones, as callers sharding by Hash are
-// likely to.
-func shardOf(h uint64) int {
-	return int(h >> 58)
-}
-
-// shard returns the shard of hash h.
+// shard returns the shard of hash h. It uses the top bits: table positions
+// use the low ones, as callers sharding by Hash are likely to.
 func (t *Tracker) shard(h uint64) *trackerShard {
-	return &t.shards[shardOf(h)]
+	return &t.shards[h>>58]
 }
 
 // get returns h's entry, adding it (and evicting another at capacity) when
