@@ -93,6 +93,7 @@ func New(cfg Config) *Fetcher {
 	if cfg.Dialer == nil {
 		cfg.Dialer = kafka.DefaultDialer
 	}
+	cfg.Dialer = bufferedDialer(cfg.Dialer)
 	return &Fetcher{cfg: cfg, offset: cfg.Offset}
 }
 

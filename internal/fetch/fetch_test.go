@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -301,5 +302,28 @@ func TestFillReadsChunksInOrderWithoutWaitingForTheNextFetch(t *testing.T) {
 	msgs, _, err := f.Fill(ctx, msgs[:0], 64)
 	if err != nil || len(msgs) == 0 || msgs[0].Offset != 1000 {
 		t.Fatalf("after catching up: %d messages, err %v", len(msgs), err)
+	}
+}
+
+func TestFetcherDialsThroughTheConfiguredDialFunc(t *testing.T) {
+	c := kafkatest.Start(t)
+	topic := c.CreateTopic(t, "dialfunc", 1)
+	produceN(t, c, topic, 0, 500)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	dials := 0
+	d := &kafka.Dialer{Timeout: 10 * time.Second, DialFunc: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials++
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}}
+	f := New(Config{Dialer: d, Brokers: c.Brokers, Topic: topic, Offset: kafka.FirstOffset, MaxWait: 200 * time.Millisecond, Log: zerolog.Nop()})
+	defer f.Close()
+	readN(t, ctx, f, 0, 500) // through the read buffer, in order
+	if dials == 0 {
+		t.Fatal("the Dialer's DialFunc was bypassed")
+	}
+	if f.cfg.Dialer == d {
+		t.Fatal("the Fetcher uses the caller's Dialer instead of its buffered copy")
 	}
 }
