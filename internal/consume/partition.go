@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/rs/zerolog"
 	"github.com/segmentio/kafka-go"
@@ -193,7 +194,7 @@ func (c *Consumer) fetchLoop(ctx context.Context, p *partition, start int64, log
 		total := 0
 		sizes = sizes[:0]
 		for i := range msgs {
-			size := len(msgs[i].Value) + len(msgs[i].Key) + 64
+			size := len(msgs[i].Value) + len(msgs[i].Key) + eventOverhead
 			sizes = append(sizes, size)
 			total += size
 		}
@@ -231,6 +232,13 @@ func (c *Consumer) fetchLoop(ctx context.Context, p *partition, start int64, log
 		clear(items)
 	}
 }
+
+// eventOverhead is what an in-flight event holds beyond its key and value,
+// counted against the byte budget: its message (the Kafka message and the
+// delivery item, one allocation) and its acks entry, rounded up for the
+// slice headers that point at it. Events without an insert_id also hold a
+// rewritten copy of their value, which is not counted.
+const eventOverhead = int(unsafe.Sizeof(message{})) + 64
 
 // fetchChunk is how many messages of a fetch response the partition
 // goroutine takes at once: the in-flight cap, the budget and the acks are
