@@ -160,13 +160,21 @@ func (c *Consumer) fetchLoop(ctx context.Context, p *partition, start int64, log
 		BeforeFetch: flush,
 	})
 	defer f.Close()
-	msgs := make([]kafka.Message, 0, fetchChunk)
-	sizes := make([]int, 0, fetchChunk)
-	items := make([]*deliver.Item, 0, fetchChunk)
+	// A chunk never exceeds the in-flight caps, which a chunk is let past
+	// only when nothing else is in flight: with tiny caps they stay exact.
+	chunk := fetchChunk
+	for _, limit := range []int{c.opts.PartitionMaxInflightEvents, c.opts.MaxInflightEvents} {
+		if limit > 0 {
+			chunk = min(chunk, limit)
+		}
+	}
+	msgs := make([]kafka.Message, 0, chunk)
+	sizes := make([]int, 0, chunk)
+	items := make([]*deliver.Item, 0, chunk)
 	for {
 		var now time.Time
 		var err error
-		msgs, now, err = f.Fill(ctx, msgs[:0], fetchChunk)
+		msgs, now, err = f.Fill(ctx, msgs[:0], chunk)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
