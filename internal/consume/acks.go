@@ -47,27 +47,12 @@ func newAcks(start int64, limit int) *acks {
 	}
 }
 
-// add records a fetched offset and returns its sequence number.
-func (a *acks) add(off, tsMS int64, size int) uint64 {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.addLocked(off, tsMS, size)
-}
-
 // addMsgs records fetched messages, whose budget bytes are sizes[i], under
-// one lock. Their sequence numbers are consecutive from the one returned.
+// one lock, and returns the sequence number of the first: the others follow
+// it consecutively.
 func (a *acks) addMsgs(msgs []kafka.Message, sizes []int) uint64 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	first := a.addLocked(msgs[0].Offset, msgs[0].Time.UnixMilli(), sizes[0])
-	for i := 1; i < len(msgs); i++ {
-		a.ents = append(a.ents, ackEnt{off: msgs[i].Offset, ts: msgs[i].Time.UnixMilli(), size: int32(sizes[i])})
-	}
-	a.live += len(msgs) - 1
-	return first
-}
-
-func (a *acks) addLocked(off, tsMS int64, size int) uint64 {
 	if a.head > 1024 && a.head > len(a.ents)/2 {
 		// Compact: drop the resolved prefix so the slice does not grow forever.
 		n := copy(a.ents, a.ents[a.head:])
@@ -75,10 +60,12 @@ func (a *acks) addLocked(off, tsMS int64, size int) uint64 {
 		a.ents = a.ents[:n]
 		a.head = 0
 	}
-	seq := a.base + uint64(len(a.ents)-a.head)
-	a.ents = append(a.ents, ackEnt{off: off, ts: tsMS, size: int32(size)})
-	a.live++
-	return seq
+	first := a.base + uint64(len(a.ents)-a.head)
+	for i := range msgs {
+		a.ents = append(a.ents, ackEnt{off: msgs[i].Offset, ts: msgs[i].Time.UnixMilli(), size: int32(sizes[i])})
+	}
+	a.live += len(msgs)
+	return first
 }
 
 // resolve marks seq as accepted or dead-lettered. It returns the budget
@@ -199,9 +186,6 @@ func (a *acks) pending() int {
 	defer a.mu.Unlock()
 	return a.live
 }
-
-// full reports whether the partition reached its in-flight cap.
-func (a *acks) full() bool { return !a.room(1) }
 
 // room reports whether n more events fit under the in-flight cap; n events
 // always fit when nothing is pending, or a cap below n would stop the

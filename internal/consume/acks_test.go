@@ -5,7 +5,17 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
+
+	"github.com/segmentio/kafka-go"
 )
+
+// add records one fetched offset, as a chunk of one.
+func (a *acks) add(off, tsMS int64, size int) uint64 {
+	return a.addMsgs([]kafka.Message{{Offset: off, Time: time.UnixMilli(tsMS)}}, []int{size})
+}
+
+// acquire takes one event of size n.
+func (b *budget) acquire(ctx context.Context, n int) (bool, error) { return b.acquireN(ctx, 1, n) }
 
 func TestWatermarkIsTheFirstUnresolvedOffset(t *testing.T) {
 	t.Parallel()
@@ -185,5 +195,35 @@ func TestBudgetLetsOneOversizedEventThroughAlone(t *testing.T) {
 	b.release(1000)
 	if _, err := b.acquire(context.Background(), 1); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestAChunkGetsConsecutiveSequenceNumbersAndItsOwnSizesAndTimes(t *testing.T) {
+	t.Parallel()
+	a := newAcks(10, 100)
+	first := a.add(10, 1000, 5)
+	// Offsets 11 and 14-15: compaction or transaction markers left gaps.
+	chunk := []kafka.Message{{Offset: 11, Time: time.UnixMilli(2000)}, {Offset: 14, Time: time.UnixMilli(3000)}, {Offset: 15, Time: time.UnixMilli(4000)}}
+	seq := a.addMsgs(chunk, []int{7, 8, 9})
+	if seq != first+1 {
+		t.Fatalf("chunk starts at seq %d, want %d", seq, first+1)
+	}
+	if a.pending() != 4 {
+		t.Fatalf("pending %d, want 4", a.pending())
+	}
+	if size, ok := a.resolve(seq + 1); !ok || size != 8 {
+		t.Fatalf("resolve offset 14: size %d ok %v, want 8 true", size, ok)
+	}
+	a.resolve(first)
+	if wm, oldest := a.watermark(); wm != 11 || oldest != 2000 {
+		t.Fatalf("watermark %d oldest %d, want 11 2000", wm, oldest)
+	}
+	a.resolve(seq)
+	if wm, oldest := a.watermark(); wm != 15 || oldest != 4000 {
+		t.Fatalf("watermark %d oldest %d, want 15 4000 (offset 14 was resolved first)", wm, oldest)
+	}
+	a.resolve(seq + 2)
+	if wm, oldest := a.watermark(); wm != 16 || oldest != 0 {
+		t.Fatalf("watermark %d oldest %d, want 16 0", wm, oldest)
 	}
 }

@@ -22,16 +22,10 @@ func newBudget(maxEvents, maxBytes int) *budget {
 	return &budget{maxEvents: maxEvents, maxBytes: maxBytes, wake: make(chan struct{})}
 }
 
-// acquire takes one event of size n, blocking until there is room or ctx
-// ends. A single event larger than the byte cap is let through alone, or it
-// could never be consumed. It reports whether it had to wait.
-func (b *budget) acquire(ctx context.Context, n int) (waited bool, err error) {
-	return b.acquireN(ctx, 1, n)
-}
-
 // acquireN takes events events of total size n at once, blocking until
-// there is room or ctx ends. Like a single event, a group that exceeds a
-// cap on its own is let through when nothing else is held.
+// there is room or ctx ends. A group that exceeds a cap on its own (one
+// event larger than the byte cap) is let through when nothing else is
+// held, or it could never be consumed. It reports whether it had to wait.
 func (b *budget) acquireN(ctx context.Context, events, n int) (waited bool, err error) {
 	for {
 		b.mu.Lock()

@@ -10,7 +10,7 @@
 // events behind them, so retries, 429 pauses, 413 splits and lane switches
 // never reorder a device's events.
 //
-// Concurrency. Submit may be called from many goroutines; events of one key
+// Concurrency. SubmitBatch may be called from many goroutines; events of one key
 // must be submitted from one goroutine (the partition that owns them) to keep
 // their order. Shards never block on HTTP: sealed requests go to a bounded
 // pool of sender goroutines per lane, which report back through a
@@ -65,7 +65,7 @@ type Item struct {
 	Override route.Lane // from the amplitude-api header
 	Lagging  bool       // its partition is catching up
 	// At is when the item was fetched, the time its key's rates count it
-	// at; Submit reads the clock when it is zero. A caller that already
+	// at; SubmitBatch reads the clock when it is zero. A caller that already
 	// read the clock for the event saves a second read.
 	At    time.Time
 	Owner Owner
@@ -78,7 +78,7 @@ type Item struct {
 	ks   *keyState
 }
 
-// Lane returns the lane the item was routed to (after Submit).
+// Lane returns the lane the item was routed to (after SubmitBatch).
 func (it *Item) Lane() route.Lane { return it.lane }
 
 // Sender posts a request to Amplitude (amplitude.Client).
@@ -151,7 +151,7 @@ func (o *Options) defaults() {
 	}
 }
 
-// ErrStopped is returned by Submit after Stop.
+// ErrStopped is returned by SubmitBatch after Stop.
 var ErrStopped = errors.New("deliverer stopped")
 
 // Deliverer routes and sends events.
@@ -181,7 +181,7 @@ type Deliverer struct {
 	wg     sync.WaitGroup
 }
 
-// New returns a Deliverer. Call Start before Submit.
+// New returns a Deliverer. Call Start before SubmitBatch.
 func New(opts Options, send Sender, policy *route.Policy, tracker *route.Tracker, m *metrics.Metrics, log zerolog.Logger) *Deliverer {
 	opts.defaults()
 	d := &Deliverer{
@@ -241,16 +241,10 @@ func (d *Deliverer) Healthy() error {
 	return nil
 }
 
-// Submit routes it to a lane and hands it to its key's shard. It blocks
-// while the shard's queue is full, until ctx ends.
-func (d *Deliverer) Submit(ctx context.Context, it *Item) error {
-	_, err := d.SubmitBatch(ctx, []*Item{it})
-	return err
-}
-
-// SubmitBatch is Submit for items, in their order: each is routed, then
-// each shard gets its share in one handoff instead of one per item (a
-// channel operation, and often a goroutine wakeup, each). An item too large
+// SubmitBatch routes items, in their order, to a lane each and hands them
+// to their keys' shards: each shard gets its share in one handoff instead of
+// one per item (a channel operation, and often a goroutine wakeup, each).
+// It blocks while a shard's queue is full, until ctx ends. An item too large
 // for any request is rejected through its owner. When ctx ends or the
 // Deliverer stops first, it returns the error and the items that were
 // never handed over (whose owner must settle them itself); the others are

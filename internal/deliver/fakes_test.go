@@ -298,6 +298,12 @@ func (h *harness) item(key, user string, lane route.Lane, pad int, bad bool) *It
 	return it
 }
 
+// Submit is SubmitBatch for one item, for tests that feed items one by one.
+func (d *Deliverer) Submit(ctx context.Context, it *Item) error {
+	_, err := d.SubmitBatch(ctx, []*Item{it})
+	return err
+}
+
 // submit sends key's next event on lane.
 func (h *harness) submit(key string, lane route.Lane) *Item {
 	it := h.item(key, "", lane, 0, false)

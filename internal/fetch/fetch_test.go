@@ -38,6 +38,18 @@ func produceN(t *testing.T, c *kafkatest.Cluster, topic string, from, n int) {
 	}
 }
 
+// startTopic starts a broker with a one-partition topic holding n messages
+// (produceN) and returns them with the context the test reads under.
+func startTopic(t *testing.T, n int) (*kafkatest.Cluster, string, context.Context) {
+	t.Helper()
+	c := kafkatest.Start(t)
+	topic := c.CreateTopic(t, "fetch", 1)
+	produceN(t, c, topic, 0, n)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return c, topic, ctx
+}
+
 // readN reads n messages and checks they are offsets from, from+1, … with
 // the values produceN wrote.
 func readN(t *testing.T, ctx context.Context, f *Fetcher, from int64, n int) {
@@ -60,11 +72,7 @@ func readN(t *testing.T, ctx context.Context, f *Fetcher, from int64, n int) {
 }
 
 func TestFetcherReadsEveryOffsetInOrderAcrossFetches(t *testing.T) {
-	c := kafkatest.Start(t)
-	topic := c.CreateTopic(t, "fetch", 1)
-	produceN(t, c, topic, 0, 3000)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	c, topic, ctx := startTopic(t, 3000)
 
 	// 4 KiB per fetch: many fetches, each ending mid-record-batch.
 	f := newTestFetcher(c, topic, kafka.FirstOffset, 4<<10)
@@ -80,11 +88,7 @@ func TestFetcherReadsEveryOffsetInOrderAcrossFetches(t *testing.T) {
 }
 
 func TestFetcherStartsAtTheGivenOffset(t *testing.T) {
-	c := kafkatest.Start(t)
-	topic := c.CreateTopic(t, "fetch", 1)
-	produceN(t, c, topic, 0, 100)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	c, topic, ctx := startTopic(t, 100)
 
 	f := newTestFetcher(c, topic, 57, 1<<20)
 	readN(t, ctx, f, 57, 43)
@@ -101,11 +105,7 @@ func TestFetcherStartsAtTheGivenOffset(t *testing.T) {
 }
 
 func TestFetcherResumesAfterAPauseLongerThanItsReadTimeout(t *testing.T) {
-	c := kafkatest.Start(t)
-	topic := c.CreateTopic(t, "fetch", 1)
-	produceN(t, c, topic, 0, 500)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	c, topic, ctx := startTopic(t, 500)
 
 	f := newTestFetcher(c, topic, 0, 1<<20)
 	f.cfg.ReadTimeout = 200 * time.Millisecond
@@ -155,11 +155,7 @@ func TestFetcherReturnsPromptlyWhenCancelledWhileWaiting(t *testing.T) {
 }
 
 func TestFetcherReportsAnUnreachableBrokerAndRecovers(t *testing.T) {
-	c := kafkatest.Start(t)
-	topic := c.CreateTopic(t, "fetch", 1)
-	produceN(t, c, topic, 0, 5)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	c, topic, ctx := startTopic(t, 5)
 
 	f := newTestFetcher(c, topic, 0, 1<<20)
 	f.cfg.Dialer = &kafka.Dialer{Timeout: time.Second}
@@ -174,11 +170,7 @@ func TestFetcherReportsAnUnreachableBrokerAndRecovers(t *testing.T) {
 }
 
 func TestFetcherPastTheLogEndReportsItAndReadsOnceTheLogGetsThere(t *testing.T) {
-	c := kafkatest.Start(t)
-	topic := c.CreateTopic(t, "fetch", 1)
-	produceN(t, c, topic, 0, 10)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	c, topic, ctx := startTopic(t, 10)
 
 	// A committed offset beyond the log's end (a topic recreated under a
 	// group, an unclean leader election): an error, never a silent jump.
@@ -203,11 +195,7 @@ func TestFetcherPastTheLogEndReportsItAndReadsOnceTheLogGetsThere(t *testing.T) 
 }
 
 func TestFetcherBelowTheLogStartSkipsToItWithAWarning(t *testing.T) {
-	c := kafkatest.Start(t)
-	topic := c.CreateTopic(t, "fetch", 1)
-	produceN(t, c, topic, 0, 30)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	c, topic, ctx := startTopic(t, 30)
 	deleteRecordsBefore(t, ctx, c, topic, 12) // what retention does to a slow consumer
 
 	var logged strings.Builder
@@ -260,11 +248,7 @@ func deleteRecordsBefore(t *testing.T, ctx context.Context, c *kafkatest.Cluster
 }
 
 func TestFillReadsChunksInOrderWithoutWaitingForTheNextFetch(t *testing.T) {
-	c := kafkatest.Start(t)
-	topic := c.CreateTopic(t, "fill", 1)
-	produceN(t, c, topic, 0, 1000)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	c, topic, ctx := startTopic(t, 1000)
 
 	fetches := 0
 	f := newTestFetcher(c, topic, kafka.FirstOffset, 1<<10)
@@ -306,11 +290,7 @@ func TestFillReadsChunksInOrderWithoutWaitingForTheNextFetch(t *testing.T) {
 }
 
 func TestFetcherDialsThroughTheConfiguredDialFunc(t *testing.T) {
-	c := kafkatest.Start(t)
-	topic := c.CreateTopic(t, "dialfunc", 1)
-	produceN(t, c, topic, 0, 500)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	c, topic, ctx := startTopic(t, 500)
 
 	dials := 0
 	d := &kafka.Dialer{Timeout: 10 * time.Second, DialFunc: func(ctx context.Context, network, addr string) (net.Conn, error) {

@@ -12,14 +12,7 @@ import (
 // BenchmarkPolicyDecideParallel is BenchmarkPolicyDecideMixed from 12
 // goroutines, as many as the consumer runs partitions, on GOMAXPROCS cores.
 func BenchmarkPolicyDecideParallel(b *testing.B) {
-	keys := benchKeyList(benchKeys)
-	order := benchMixedOrder(1<<20, benchKeys)
-	tr := benchTracker()
-	p := NewPolicy(tr, PolicyOptions{UserEPSMargin: 0.8, BackfillAge: time.Hour})
-	now := time.Unix(1_800_000_000, 0)
-	for _, k := range keys {
-		p.Decide(Input{Device: k, User: k[:20]}, now)
-	}
+	p, keys, order, now := benchMixedPolicy()
 	var next atomic.Int64
 	b.ReportAllocs()
 	b.SetParallelism(max(1, 12/runtime.GOMAXPROCS(0))) // about 12 goroutines

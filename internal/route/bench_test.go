@@ -121,17 +121,24 @@ func benchMixedOrder(n, keys int) []int32 {
 	return order
 }
 
-// BenchmarkPolicyDecideMixed is BenchmarkPolicyDecide over 1M devices, in
-// the arrival order of benchMixedOrder, at 1M events/s.
-func BenchmarkPolicyDecideMixed(b *testing.B) {
-	keys := benchKeyList(benchKeys)
-	order := benchMixedOrder(1<<20, benchKeys)
-	tr := benchTracker()
-	p := NewPolicy(tr, PolicyOptions{UserEPSMargin: 0.8, BackfillAge: time.Hour})
-	now := time.Unix(1_800_000_000, 0)
+// benchMixedPolicy returns a policy that has seen each of benchKeys
+// devices once (users are the first 20 bytes of a device key), the keys,
+// their arrival order (benchMixedOrder) and the time they were seen at.
+func benchMixedPolicy() (p *Policy, keys [][]byte, order []int32, now time.Time) {
+	keys = benchKeyList(benchKeys)
+	order = benchMixedOrder(1<<20, benchKeys)
+	p = NewPolicy(benchTracker(), PolicyOptions{UserEPSMargin: 0.8, BackfillAge: time.Hour})
+	now = time.Unix(1_800_000_000, 0)
 	for _, k := range keys {
 		p.Decide(Input{Device: k, User: k[:20]}, now)
 	}
+	return p, keys, order, now
+}
+
+// BenchmarkPolicyDecideMixed is BenchmarkPolicyDecide over 1M devices, in
+// the arrival order of benchMixedOrder, at 1M events/s.
+func BenchmarkPolicyDecideMixed(b *testing.B) {
+	p, keys, order, now := benchMixedPolicy()
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
