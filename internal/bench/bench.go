@@ -42,6 +42,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/rs/zerolog"
@@ -51,6 +52,7 @@ import (
 	"github.com/ampstream/ampstream/internal/config"
 	"github.com/ampstream/ampstream/internal/emulator"
 	"github.com/ampstream/ampstream/internal/metrics"
+	"github.com/ampstream/ampstream/internal/route"
 )
 
 // Options configure a benchmark run. Zero values take the defaults.
@@ -713,17 +715,7 @@ func (r *runner) ampstream(ctx context.Context, name string, mix Mix, n int, emu
 	done := make(chan error, 1)
 	go func() { done <- a.Run(runCtx) }()
 
-	resolved := func() int64 {
-		snap := metrics.Snapshot(reg)
-		var v float64
-		for k, x := range snap {
-			if strings.HasPrefix(k, "ampstream_dlq_events_total{") ||
-				(strings.HasPrefix(k, "ampstream_events_forwarded_total{") && strings.HasSuffix(k, ",outcome=accepted}")) {
-				v += x
-			}
-		}
-		return int64(v)
-	}
+	resolved := resolvedCounter(a.Metrics)
 	joined, err := waitFor(ctx, 5*time.Millisecond, a.Consumer.Ready)
 	if err == nil {
 		t.JoinSeconds = joined.Sub(before.at).Seconds()
@@ -1090,4 +1082,39 @@ func scrapeGoMem(ctx context.Context, url string) map[string]float64 {
 		}
 	}
 	return out
+}
+
+// resolvedCounter returns a function that counts the events the app has
+// resolved: accepted by the sink or dead-lettered. It reads the app's own
+// counters, not the registry: a full Gather every 10 ms took about 1.5 % of
+// the CPU from the run being measured, which the baseline's atomic counter
+// does not pay.
+func resolvedCounter(m *metrics.Metrics) func() int64 {
+	accepted := []prometheus.Counter{
+		m.EventsForwarded.WithLabelValues(route.Realtime.String(), metrics.OutcomeAccepted),
+		m.EventsForwarded.WithLabelValues(route.Batch.String(), metrics.OutcomeAccepted),
+	}
+	var d dto.Metric
+	value := func(c prometheus.Metric) float64 {
+		if c.Write(&d) != nil || d.Counter == nil {
+			return 0
+		}
+		return d.Counter.GetValue()
+	}
+	ch := make(chan prometheus.Metric, 16)
+	return func() int64 {
+		var v float64
+		for _, c := range accepted {
+			v += value(c)
+		}
+		// The DLQ's reasons are not known up front: collect its few series.
+		go func() { m.DLQEvents.Collect(ch); ch <- nil }()
+		for c := range ch {
+			if c == nil {
+				break
+			}
+			v += value(c)
+		}
+		return int64(v)
+	}
 }
