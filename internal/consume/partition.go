@@ -45,10 +45,23 @@ type partition struct {
 	lastSubmitted int64 // last watermark handed to a commit
 }
 
-// message is what an Item points back to.
+// message is an in-flight event: its delivery item and what a dead letter
+// needs of the Kafka message. The event path allocates one per event, so it
+// keeps only that, not the whole kafka.Message: 280 bytes (the 288-byte
+// size class) instead of 352.
 type message struct {
-	item deliver.Item
-	msg  kafka.Message
+	item    deliver.Item
+	key     []byte
+	value   []byte // as consumed; item.Raw may be a rewritten copy
+	headers []kafka.Header
+	offset  int64
+}
+
+// kafkaMessage is what the dead-letter writer takes. It has no timestamp:
+// the dead letter is stamped when written, so time-based retention keeps it
+// as long as any new record.
+func (p *partition) kafkaMessage(m *message) kafka.Message {
+	return kafka.Message{Topic: p.topic, Partition: p.id, Offset: m.offset, Key: m.key, Value: m.value, Headers: m.headers}
 }
 
 var _ deliver.Owner = (*partition)(nil)
@@ -78,7 +91,7 @@ func (p *partition) resolve(seq uint64) {
 
 func (p *partition) deadLetter(m *message, seq uint64, reason, detail string) {
 	p.c.dlq.Write(dlq.Record{
-		Msg:    m.msg,
+		Msg:    p.kafkaMessage(m),
 		Reason: reason,
 		Detail: detail,
 		Done:   func() { p.resolve(seq) },
@@ -258,7 +271,7 @@ const fetchChunk = 64
 // dead-letters it (and returns nil) when it is not a valid event.
 func (p *partition) prepare(msg *kafka.Message, seq uint64, now time.Time, keyBuf *[]byte) *deliver.Item {
 	c := p.c
-	m := &message{msg: *msg}
+	m := &message{key: msg.Key, value: msg.Value, headers: msg.Headers, offset: msg.Offset}
 	it := &m.item
 	it.Ref, it.Owner, it.Seq = m, p, seq
 
