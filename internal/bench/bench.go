@@ -881,17 +881,8 @@ func (r *runner) latency(ctx context.Context) (*LatencyRun, error) {
 	tick.Stop()
 	lr.Seconds = time.Since(start).Seconds()
 	lr.AchievedRate = float64(lr.Produced) / lr.Seconds
-	_, err = waitFor(ctx, 10*time.Millisecond, func() bool {
-		snap := metrics.Snapshot(reg)
-		var v float64
-		for k, x := range snap {
-			if strings.HasPrefix(k, "ampstream_dlq_events_total{") ||
-				(strings.HasPrefix(k, "ampstream_events_forwarded_total{") && strings.HasSuffix(k, ",outcome=accepted}")) {
-				v += x
-			}
-		}
-		return int(v) >= lr.Produced
-	})
+	resolved := resolvedCounter(a.Metrics)
+	_, err = waitFor(ctx, 10*time.Millisecond, func() bool { return resolved() >= int64(lr.Produced) })
 	if err != nil {
 		return nil, fmt.Errorf("latency run did not resolve its %d events: %w", lr.Produced, err)
 	}
