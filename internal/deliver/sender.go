@@ -78,7 +78,7 @@ func (d *Deliverer) execute(ctx context.Context, j *job) {
 	}
 	segs := [][]int{all}
 	attempt := 0
-	var raws [][]byte
+	raws := make([][]byte, 0, len(all)) // a segment is at most all of them
 	for len(segs) > 0 {
 		seg := segs[0]
 		if len(seg) == 0 {
