@@ -24,7 +24,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&o.RealtimeEvents, "realtime-events", 0, "events of the realtime-heavy runs (default 250000; 20000 with --quick)")
 	fs.BoolVar(&o.Quick, "quick", false, "CI smoke mode: small runs, finishes in well under a minute")
 	fs.IntVar(&o.Partitions, "partitions", 12, "partitions of every benchmark topic")
-	fs.IntVar(&o.Pairs, "pairs", 0, "batch-heavy trivial-sink runs, each between two baseline runs (default 2; 1 with --quick)")
+	fs.IntVar(&o.Pairs, "pairs", 0, "batch-heavy trivial-sink runs, each between two baseline runs (default 3; 1 with --quick)")
 	fs.BoolVar(&o.SkipBaseline, "skip-baseline", false, "skip the baseline forwarder")
 	fs.BoolVar(&o.SkipEmulator, "skip-emulator", false, "skip the runs against the Amplitude emulator")
 	fs.BoolVar(&o.SkipRealtime, "skip-realtime", false, "skip the realtime-heavy throughput runs")

@@ -69,8 +69,9 @@ type Options struct {
 	// the trivial sink inflates and counts every body.
 	Quick bool
 	// Pairs is how many times the batch-heavy trivial-sink run is repeated,
-	// each between two baseline runs (default 2; 1 with Quick). The
-	// summary takes medians, which a shared machine's load spikes need.
+	// each between two baseline runs (default 3; 1 with Quick). The
+	// summary takes medians, which a shared machine's load spikes need; the
+	// median of two is their mean, which one disturbed run moves.
 	Pairs int
 	// Partitions of every benchmark topic (default 12).
 	Partitions int
@@ -128,7 +129,7 @@ func (o *Options) defaults() {
 		}
 	}
 	if o.Pairs <= 0 {
-		o.Pairs = 2
+		o.Pairs = 3
 	}
 	if o.Events <= 0 {
 		o.Events = 1_000_000
