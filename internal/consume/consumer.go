@@ -60,7 +60,7 @@ type Options struct {
 type Submitter interface {
 	// SubmitBatch hands items over in their order; on error it returns
 	// those it never handed over.
-	SubmitBatch(ctx context.Context, items []*deliver.Item) (unhanded []*deliver.Item, err error)
+	SubmitBatch(ctx context.Context, items []*deliver.Item, at time.Time) (unhanded []*deliver.Item, err error)
 }
 
 // DeadLetterer is the DLQ side (dlq.Writer).

@@ -64,11 +64,7 @@ type Item struct {
 	TimeMS   int64      // the event's own time, 0 when absent
 	Override route.Lane // from the amplitude-api header
 	Lagging  bool       // its partition is catching up
-	// At is when the item was fetched, the time its key's rates count it
-	// at; SubmitBatch reads the clock when it is zero. A caller that already
-	// read the clock for the event saves a second read.
-	At    time.Time
-	Owner Owner
+	Owner    Owner
 	Seq   uint64 // the owner's bookkeeping
 	Ref   any    // the owner's bookkeeping
 
@@ -249,24 +245,24 @@ func (d *Deliverer) Healthy() error {
 // Deliverer stops first, it returns the error and the items that were
 // never handed over (whose owner must settle them itself); the others are
 // delivered as usual. The items slice is not retained.
-func (d *Deliverer) SubmitBatch(ctx context.Context, items []*Item) (unhanded []*Item, err error) {
+//
+// at is when the items were fetched, the time their keys' rates count them
+// at; SubmitBatch reads the clock when it is zero. One time for the whole
+// batch: a fetch chunk is read at one instant, and an Item stays 32 bytes
+// smaller without a time of its own (one is allocated per event).
+func (d *Deliverer) SubmitBatch(ctx context.Context, items []*Item, at time.Time) (unhanded []*Item, err error) {
 	if d.ctx.Err() != nil {
 		// Checked first: the select below picks at random among ready
 		// cases, and a shard's buffer may have room after Stop.
 		return items, ErrStopped
 	}
-	var now time.Time
+	if at.IsZero() {
+		at = d.opts.Now()
+	}
 	ns := uint64(len(d.shards))
 	var counts [maxShards]int
 	kept := 0
 	for _, it := range items {
-		at := it.At
-		if at.IsZero() {
-			if now.IsZero() {
-				now = d.opts.Now()
-			}
-			at = now
-		}
 		dec := d.policy.Decide(route.Input{
 			Device: it.Key, User: it.UserID, TimeMS: it.TimeMS, Override: it.Override, Lagging: it.Lagging,
 		}, at)

@@ -553,7 +553,7 @@ func TestSubmitBatchRejectsTheTooLargeEventInPlaceAndKeepsEachKeysOrder(t *testi
 			}
 			items = append(items, h.item(fmt.Sprintf("k%d", i%7), "", route.Auto, pad, false))
 		}
-		unhanded, err := h.d.SubmitBatch(context.Background(), items)
+		unhanded, err := h.d.SubmitBatch(context.Background(), items, time.Time{})
 		require.NoError(t, err)
 		require.Empty(t, unhanded)
 		h.waitResolved(40)
@@ -566,7 +566,7 @@ func TestSubmitBatchAfterStopHandsNothingOver(t *testing.T) {
 		h := newHarness(t, testOptions(), route.TrackerOptions{}, always200)
 		h.d.Stop()
 		items := []*Item{h.item("a", "", route.Auto, 0, false), h.item("b", "", route.Auto, 0, false)}
-		unhanded, err := h.d.SubmitBatch(context.Background(), items)
+		unhanded, err := h.d.SubmitBatch(context.Background(), items, time.Time{})
 		require.ErrorIs(t, err, ErrStopped)
 		require.Equal(t, items, unhanded)
 	})

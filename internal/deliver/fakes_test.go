@@ -300,7 +300,7 @@ func (h *harness) item(key, user string, lane route.Lane, pad int, bad bool) *It
 
 // Submit is SubmitBatch for one item, for tests that feed items one by one.
 func (d *Deliverer) Submit(ctx context.Context, it *Item) error {
-	_, err := d.SubmitBatch(ctx, []*Item{it})
+	_, err := d.SubmitBatch(ctx, []*Item{it}, time.Time{})
 	return err
 }
 

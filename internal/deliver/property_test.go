@@ -162,7 +162,7 @@ func randomRun(t *testing.T, seed uint64) {
 				if len(batch) < size {
 					continue
 				}
-				unhanded, err := h.d.SubmitBatch(context.Background(), batch)
+				unhanded, err := h.d.SubmitBatch(context.Background(), batch, time.Time{})
 				require.NoError(t, err)
 				require.Empty(t, unhanded)
 				batch, size = nil, 1+rng.IntN(64)
@@ -172,7 +172,7 @@ func randomRun(t *testing.T, seed uint64) {
 				}
 			}
 			if len(batch) > 0 {
-				_, err := h.d.SubmitBatch(context.Background(), batch)
+				_, err := h.d.SubmitBatch(context.Background(), batch, time.Time{})
 				require.NoError(t, err)
 			}
 		})
