@@ -65,8 +65,8 @@ type Item struct {
 	Override route.Lane // from the amplitude-api header
 	Lagging  bool       // its partition is catching up
 	Owner    Owner
-	Seq   uint64 // the owner's bookkeeping
-	Ref   any    // the owner's bookkeeping
+	Seq      uint64 // the owner's bookkeeping
+	Ref      any    // the owner's bookkeeping
 
 	lane route.Lane
 	pace bool   // subject to Batch pacing (a fast key)
