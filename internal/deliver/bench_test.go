@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ampstream/ampstream/internal/amplitude"
+	"github.com/ampstream/ampstream/internal/event"
 	"github.com/ampstream/ampstream/internal/metrics"
 	"github.com/ampstream/ampstream/internal/route"
 )
@@ -20,7 +21,7 @@ import (
 // instantSender accepts every request at once.
 type instantSender struct{}
 
-func (instantSender) Send(context.Context, amplitude.Route, [][]byte) amplitude.Result {
+func (instantSender) Send(context.Context, amplitude.Route, [][]byte, []amplitude.Splice) amplitude.Result {
 	return amplitude.Result{Class: amplitude.Accepted, Status: 200, Code: "200"}
 }
 
@@ -46,6 +47,10 @@ func (o *countingOwner) Rejected(*Item, string, string) {
 }
 
 func (o *countingOwner) Revoked() bool { return false }
+
+func (o *countingOwner) AppendInsertIDMember(dst []byte, it *Item) []byte {
+	return event.AppendStableInsertIDMember(dst, it.Raw, int(it.InsertAt), "bench", 0, int64(it.Seq))
+}
 
 // BenchmarkDeliverThroughput pushes events through Submit → shard → request
 // → sender → Accepted with an Amplitude that answers instantly: the
