@@ -46,7 +46,7 @@ func benchSend(b *testing.B, route amplitude.Route, events, gzipMin int) {
 	b.SetBytes(int64(size))
 	b.ReportAllocs()
 	for b.Loop() {
-		if r := c.Send(ctx, route, evs, nil); r.Class != amplitude.Accepted {
+		if r := c.Send(ctx, route, evs); r.Class != amplitude.Accepted {
 			b.Fatalf("send: %+v", r)
 		}
 	}

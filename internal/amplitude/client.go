@@ -140,25 +140,13 @@ func (c *Client) BodySize(n, sum int) int {
 // Close releases idle connections.
 func (c *Client) Close() { c.http.CloseIdleConnections() }
 
-// Splice is bytes written into an event as the request body is built: the
-// deliverer adds an insert_id member this way rather than copying the
-// event to add it. The zero Splice writes the event as it is.
-type Splice struct {
-	At    int    // index in the event before which Bytes go
-	Bytes []byte // nil: nothing to splice
-}
-
 // Send posts events (each a raw JSON object) to route and classifies the
-// answer. splices is nil, or holds one Splice per event. A transport failure
-// or timeout yields Retryable; Send never returns an error that the caller
-// would have to classify again.
-func (c *Client) Send(ctx context.Context, route Route, events [][]byte, splices []Splice) Result {
+// answer. A transport failure or timeout yields Retryable; Send never returns
+// an error that the caller would have to classify again.
+func (c *Client) Send(ctx context.Context, route Route, events [][]byte) Result {
 	sum := 0
 	for _, e := range events {
 		sum += len(e)
-	}
-	for _, s := range splices {
-		sum += len(s.Bytes)
 	}
 	size := c.BodySize(len(events), sum)
 
@@ -176,13 +164,13 @@ func (c *Client) Send(ctx context.Context, route Route, events [][]byte, splices
 		zw := c.gzips.Get().(*gzipWriter)
 		zw.z.Reset(buf)
 		zw.b.Reset(zw.z)
-		writeBody(zw.b, c.prefix, c.suffix, c.comma, events, splices)
+		writeBody(zw.b, c.prefix, c.suffix, c.comma, events)
 		_ = zw.b.Flush() // writes to a bytes.Buffer cannot fail
 		_ = zw.z.Close()
 		c.gzips.Put(zw)
 	} else {
 		buf.Grow(size)
-		writeBody(buf, c.prefix, c.suffix, c.comma, events, splices)
+		writeBody(buf, c.prefix, c.suffix, c.comma, events)
 	}
 	payload = buf.Bytes()
 
@@ -209,21 +197,13 @@ type gzipWriter struct {
 	b *bufio.Writer
 }
 
-// writeBody writes {"api_key":…,"events":[e1,e2,…]…} to w, each event with
-// its splice (if any) written in. The writers used (bytes.Buffer, gzip into
-// a bytes.Buffer) cannot fail.
-func writeBody(w io.Writer, prefix, suffix, comma []byte, events [][]byte, splices []Splice) {
+// writeBody writes {"api_key":…,"events":[e1,e2,…]…} to w. The writers used
+// (bytes.Buffer, gzip into a bytes.Buffer) cannot fail.
+func writeBody(w io.Writer, prefix, suffix, comma []byte, events [][]byte) {
 	_, _ = w.Write(prefix)
 	for i, e := range events {
 		if i > 0 {
 			_, _ = w.Write(comma)
-		}
-		if i < len(splices) && splices[i].Bytes != nil {
-			s := splices[i]
-			_, _ = w.Write(e[:s.At])
-			_, _ = w.Write(s.Bytes)
-			_, _ = w.Write(e[s.At:])
-			continue
 		}
 		_, _ = w.Write(e)
 	}

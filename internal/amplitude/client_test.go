@@ -74,7 +74,7 @@ func TestSendBodiesAreExactWithAndWithoutGzip(t *testing.T) {
 		for j, e := range tc.events {
 			raws[j] = []byte(e)
 		}
-		if r := c.Send(context.Background(), amplitude.Batch, raws, nil); r.Class != amplitude.Accepted {
+		if r := c.Send(context.Background(), amplitude.Batch, raws); r.Class != amplitude.Accepted {
 			t.Fatalf("%s: %+v", tc.name, r)
 		}
 		want := `{"api_key":"` + key + `","events":[` + strings.Join(tc.events, ",") + `]}`
@@ -92,50 +92,6 @@ func TestSendBodiesAreExactWithAndWithoutGzip(t *testing.T) {
 		}
 		if size := c.BodySize(len(raws), len(strings.Join(tc.events, ""))); size != len(want) {
 			t.Errorf("%s: BodySize %d, body is %d bytes", tc.name, size, len(want))
-		}
-	}
-}
-
-// TestSendWritesSplicesIntoEvents: an event with a Splice reaches Amplitude
-// with the splice's bytes at its index, gzipped or not, and BodySize counts
-// them.
-func TestSendWritesSplicesIntoEvents(t *testing.T) {
-	rec := &recorder{}
-	srv := httptest.NewServer(rec)
-	defer srv.Close()
-	const key = "0123456789abcdef0123456789abcdef"
-	c := amplitude.New(amplitude.Options{BaseURL: srv.URL, APIKey: key, GzipMinBytes: 16 << 10})
-	defer c.Close()
-	for i, n := range []int{3, 2000} { // identity, then gzip
-		events := manyEvents(n)
-		raws := make([][]byte, n)
-		splices := make([]amplitude.Splice, n)
-		want := make([]string, n)
-		sum := 0
-		for j, e := range events {
-			raws[j], want[j] = []byte(e), e
-			if j%3 != 1 {
-				member := fmt.Sprintf(`"insert_id":"as-%d",`, j)
-				splices[j] = amplitude.Splice{At: 1, Bytes: []byte(member)}
-				want[j] = e[:1] + member + e[1:]
-			}
-			sum += len(want[j])
-		}
-		if r := c.Send(context.Background(), amplitude.Batch, raws, splices); r.Class != amplitude.Accepted {
-			t.Fatalf("%d events: %+v", n, r)
-		}
-		body := `{"api_key":"` + key + `","events":[` + strings.Join(want, ",") + `]}`
-		rec.mu.Lock()
-		got, gz := rec.bodies[i], rec.gzip[i]
-		rec.mu.Unlock()
-		if got != body {
-			t.Errorf("%d events: body differs: %.200q", n, diffFrom(got, body))
-		}
-		if gz != (n == 2000) {
-			t.Errorf("%d events: gzip %v", n, gz)
-		}
-		if size := c.BodySize(n, sum); size != len(body) {
-			t.Errorf("%d events: BodySize %d, body is %d bytes", n, size, len(body))
 		}
 	}
 }

@@ -3,7 +3,6 @@ package consume
 import (
 	"context"
 	"errors"
-	"math"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -54,7 +53,7 @@ type partition struct {
 type message struct {
 	item    deliver.Item
 	key     []byte
-	value   []byte // as consumed; item.Raw may be a rewritten copy (see prepare)
+	value   []byte // as consumed; item.Raw may be a rewritten copy
 	headers []kafka.Header
 	offset  int64
 }
@@ -82,11 +81,6 @@ func (p *partition) Rejected(it *deliver.Item, reason, detail string) {
 }
 
 func (p *partition) Revoked() bool { return p.revoked.Load() }
-
-func (p *partition) AppendInsertIDMember(dst []byte, it *deliver.Item) []byte {
-	m := it.Ref.(*message)
-	return event.AppendStableInsertIDMember(dst, it.Raw, int(it.InsertAt), p.topic, p.id, m.offset)
-}
 
 func (p *partition) resolve(seq uint64) {
 	// A late answer after the partition was released finds its entry gone
@@ -297,13 +291,7 @@ func (p *partition) prepare(msg *kafka.Message, seq uint64, now time.Time, keyBu
 	}
 	it.Raw = msg.Value
 	if len(f.InsertID) == 0 {
-		// Spliced into the request body as it is written; only an event
-		// with an insert_id member to remove (such as null) is copied.
-		if at := f.InsertIDAt(msg.Value); at > 0 && at <= math.MaxInt32 {
-			it.InsertAt = int32(at)
-		} else {
-			it.Raw = f.WithStableInsertID(msg.Value, p.topic, p.id, msg.Offset)
-		}
+		it.Raw = f.WithStableInsertID(msg.Value, p.topic, p.id, msg.Offset)
 	}
 	if len(f.DeviceID) > 0 {
 		it.Key = f.DeviceID

@@ -13,7 +13,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ampstream/ampstream/internal/amplitude"
-	"github.com/ampstream/ampstream/internal/event"
 	"github.com/ampstream/ampstream/internal/metrics"
 	"github.com/ampstream/ampstream/internal/route"
 )
@@ -21,7 +20,7 @@ import (
 // instantSender accepts every request at once.
 type instantSender struct{}
 
-func (instantSender) Send(context.Context, amplitude.Route, [][]byte, []amplitude.Splice) amplitude.Result {
+func (instantSender) Send(context.Context, amplitude.Route, [][]byte) amplitude.Result {
 	return amplitude.Result{Class: amplitude.Accepted, Status: 200, Code: "200"}
 }
 
@@ -47,10 +46,6 @@ func (o *countingOwner) Rejected(*Item, string, string) {
 }
 
 func (o *countingOwner) Revoked() bool { return false }
-
-func (o *countingOwner) AppendInsertIDMember(dst []byte, it *Item) []byte {
-	return event.AppendStableInsertIDMember(dst, it.Raw, int(it.InsertAt), "bench", 0, int64(it.Seq))
-}
 
 // BenchmarkDeliverThroughput pushes events through Submit → shard → request
 // → sender → Accepted with an Amplitude that answers instantly: the

@@ -36,7 +36,6 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/ampstream/ampstream/internal/amplitude"
-	"github.com/ampstream/ampstream/internal/event"
 	"github.com/ampstream/ampstream/internal/metrics"
 	"github.com/ampstream/ampstream/internal/route"
 )
@@ -54,10 +53,6 @@ type Owner interface {
 	// Revoked reports that the owner gave the item's partition up: the item
 	// is dropped unsent, and the partition's next owner redelivers it.
 	Revoked() bool
-	// AppendInsertIDMember appends the insert_id member to splice into
-	// it.Raw at it.InsertAt (event.AppendStableInsertIDMember): at most
-	// event.MaxStableInsertIDMember bytes. Only called when InsertAt > 0.
-	AppendInsertIDMember(dst []byte, it *Item) []byte
 }
 
 // Item is one event on its way to Amplitude.
@@ -69,10 +64,6 @@ type Item struct {
 	TimeMS   int64      // the event's own time, 0 when absent
 	Override route.Lane // from the amplitude-api header
 	Lagging  bool       // its partition is catching up
-	// InsertAt, when above 0, says Raw lacks an insert_id: the request body
-	// gets the owner's (Owner.AppendInsertIDMember) spliced in at this
-	// index, so the event is never copied just to add one.
-	InsertAt int32
 	Owner    Owner
 	Seq      uint64 // the owner's bookkeeping
 	Ref      any    // the owner's bookkeeping
@@ -86,18 +77,9 @@ type Item struct {
 // Lane returns the lane the item was routed to (after SubmitBatch).
 func (it *Item) Lane() route.Lane { return it.lane }
 
-// size is the bytes the item adds to a request body, its insert_id member
-// counted at its largest.
-func (it *Item) size() int {
-	if it.InsertAt > 0 {
-		return len(it.Raw) + event.MaxStableInsertIDMember
-	}
-	return len(it.Raw)
-}
-
 // Sender posts a request to Amplitude (amplitude.Client).
 type Sender interface {
-	Send(ctx context.Context, r amplitude.Route, events [][]byte, splices []amplitude.Splice) amplitude.Result
+	Send(ctx context.Context, r amplitude.Route, events [][]byte) amplitude.Result
 	BodySize(n, sum int) int
 }
 
@@ -189,7 +171,6 @@ type Deliverer struct {
 	fatal         atomic.Bool // Amplitude refuses the key or the URL
 
 	acceptedCtr [3]prometheus.Counter // per lane; resolved once, incremented per event
-	scratch     sync.Pool             // *sendScratch, one per request being sent
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -200,7 +181,6 @@ type Deliverer struct {
 func New(opts Options, send Sender, policy *route.Policy, tracker *route.Tracker, m *metrics.Metrics, log zerolog.Logger) *Deliverer {
 	opts.defaults()
 	d := &Deliverer{
-		scratch: sync.Pool{New: func() any { return new(sendScratch) }},
 		opts:    opts,
 		send:    send,
 		policy:  policy,
@@ -291,7 +271,7 @@ func (d *Deliverer) SubmitBatch(ctx context.Context, items []*Item, at time.Time
 		if dec.Switched {
 			d.m.LaneSwitches.WithLabelValues(dec.Lane.String()).Inc()
 		}
-		size := d.send.BodySize(1, it.size())
+		size := d.send.BodySize(1, len(it.Raw))
 		if size > d.opts.Batch.MaxBytes {
 			it.lane = route.Auto // rejected below, in order
 			continue

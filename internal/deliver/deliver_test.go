@@ -2,10 +2,7 @@ package deliver
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,7 +14,6 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/ampstream/ampstream/internal/amplitude"
-	"github.com/ampstream/ampstream/internal/event"
 	"github.com/ampstream/ampstream/internal/route"
 )
 
@@ -737,58 +733,4 @@ func TestStopReturnsPromptlyDuringARetryBackoff(t *testing.T) {
 	}
 	require.Zero(t, h.own.resolvedCount())
 	require.Len(t, h.amp.requests(), 1)
-}
-
-// TestAnEventWithoutInsertIDGetsItSplicedIntoEverySend: an item whose Raw
-// lacks an insert_id (InsertAt > 0) reaches Amplitude with its owner's
-// insert_id written in, on the first request and on a retry alike, while
-// the item's Raw stays the consumed bytes.
-func TestAnEventWithoutInsertIDGetsItSplicedIntoEverySend(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		failFirst := func(ctx context.Context, call int, r amplitude.Route, evs []ev) amplitude.Result {
-			if call == 0 {
-				return amplitude.Result{Class: amplitude.Retryable, Status: 503, Code: "503"}
-			}
-			return always200(ctx, call, r, evs)
-		}
-		h := newHarness(t, testOptions(), route.TrackerOptions{}, failFirst)
-		defer h.d.Stop()
-		var items []*Item
-		var raws []string
-		for i := range 40 {
-			it := h.item(fmt.Sprintf("k%d", i%5), "", route.Batch, 0, false)
-			if i%2 == 0 {
-				it.InsertAt = 1
-			}
-			items = append(items, it)
-			raws = append(raws, string(it.Raw))
-		}
-		unhanded, err := h.d.SubmitBatch(context.Background(), items, time.Time{})
-		require.NoError(t, err)
-		require.Empty(t, unhanded)
-		h.waitResolved(40)
-		require.Empty(t, h.check(false))
-		for i, it := range items {
-			require.Equal(t, raws[i], string(it.Raw), "item %d's Raw is not rewritten", i)
-		}
-
-		h.amp.mu.Lock()
-		spliced := slices.Clone(h.amp.spliced)
-		calls := len(h.amp.calls)
-		h.amp.mu.Unlock()
-		require.Greater(t, calls, 1, "the first request failed and was retried")
-		require.GreaterOrEqual(t, len(spliced), 20+1, "20 events spliced, some of them twice")
-		seen := map[string]bool{}
-		for _, raw := range spliced {
-			var e struct {
-				InsertID string `json:"insert_id"`
-				Key      string `json:"device_id"`
-				N        int    `json:"n"`
-			}
-			require.NoError(t, json.Unmarshal([]byte(raw), &e), raw)
-			require.Equal(t, event.StableInsertID("test", 0, int64(e.N)), e.InsertID, raw)
-			seen[e.Key+"/"+strconv.Itoa(e.N)] = true
-		}
-		require.Len(t, seen, 20, "every event without an insert_id got one")
-	})
 }

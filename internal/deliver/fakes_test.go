@@ -18,7 +18,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ampstream/ampstream/internal/amplitude"
-	"github.com/ampstream/ampstream/internal/event"
 	"github.com/ampstream/ampstream/internal/metrics"
 	"github.com/ampstream/ampstream/internal/route"
 )
@@ -72,7 +71,6 @@ type fakeAmp struct {
 	ingested map[string][]int // per key, the n of every ingested event, in ingestion order
 	inflight map[string]int
 	errs     []string
-	spliced  []string // every event sent with a splice, as sent
 	notify   chan struct{}
 }
 
@@ -88,17 +86,9 @@ func (f *fakeAmp) BodySize(n, sum int) int {
 	return 20 + sum + n - 1
 }
 
-func (f *fakeAmp) Send(ctx context.Context, r amplitude.Route, events [][]byte, splices []amplitude.Splice) amplitude.Result {
+func (f *fakeAmp) Send(ctx context.Context, r amplitude.Route, events [][]byte) amplitude.Result {
 	evs := make([]ev, len(events))
 	for i, raw := range events {
-		if i < len(splices) && splices[i].Bytes != nil {
-			// What amplitude.Client writes: the splice inside the event.
-			s := splices[i]
-			raw = append(append(append([]byte(nil), raw[:s.At]...), s.Bytes...), raw[s.At:]...)
-			f.mu.Lock()
-			f.spliced = append(f.spliced, string(raw))
-			f.mu.Unlock()
-		}
 		if err := json.Unmarshal(raw, &evs[i]); err != nil {
 			panic(err)
 		}
@@ -184,12 +174,6 @@ func (o *fakeOwner) Revoked() bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.revoked
-}
-
-// AppendInsertIDMember gives an item the stable insert_id of offset Seq in
-// partition 0 of topic "test".
-func (o *fakeOwner) AppendInsertIDMember(dst []byte, it *Item) []byte {
-	return event.AppendStableInsertIDMember(dst, it.Raw, int(it.InsertAt), "test", 0, int64(it.Seq))
 }
 
 func (o *fakeOwner) resolve(it *Item, accepted bool, reason string) {

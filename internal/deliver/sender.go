@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/ampstream/ampstream/internal/amplitude"
-	"github.com/ampstream/ampstream/internal/event"
 	"github.com/ampstream/ampstream/internal/metrics"
 	"github.com/ampstream/ampstream/internal/route"
 )
@@ -79,8 +78,7 @@ func (d *Deliverer) execute(ctx context.Context, j *job) {
 	}
 	segs := [][]int{all}
 	attempt := 0
-	sc := d.scratch.Get().(*sendScratch)
-	defer d.scratch.Put(sc)
+	raws := make([][]byte, 0, len(all)) // a segment is at most all of them
 	for len(segs) > 0 {
 		seg := segs[0]
 		if len(seg) == 0 {
@@ -102,8 +100,11 @@ func (d *Deliverer) execute(ctx context.Context, j *job) {
 		if !d.waitBudget(ctx, len(seg)) {
 			break
 		}
-		raws, splices := sc.build(j.items, seg)
-		res := d.send.Send(ctx, r, raws, splices)
+		raws = raws[:0]
+		for _, i := range seg {
+			raws = append(raws, j.items[i].Raw)
+		}
+		res := d.send.Send(ctx, r, raws)
 		if res.Class != amplitude.Fatal && d.fatal.CompareAndSwap(true, false) {
 			d.m.Unauthorized.Set(0)
 			d.log.Info().Msg("amplitude accepts requests again; delivery resumed")
@@ -309,51 +310,4 @@ func (d *Deliverer) waitBudget(ctx context.Context, n int) bool {
 		return false
 	}
 	return true
-}
-
-// sendScratch holds what a request is built from, reused across requests
-// (Deliverer.scratch): the events' raw JSON, their splices and the
-// insert_id members the splices point into.
-type sendScratch struct {
-	raws    [][]byte
-	splices []amplitude.Splice
-	members []byte
-}
-
-// build returns the raw events of the items at seg and, when any of them
-// lacks an insert_id (InsertAt > 0), one splice per event carrying it. Both
-// are valid until the next build.
-func (sc *sendScratch) build(items []*Item, seg []int) ([][]byte, []amplitude.Splice) {
-	sc.raws = sc.raws[:0]
-	spliced := 0
-	for _, i := range seg {
-		it := items[i]
-		sc.raws = append(sc.raws, it.Raw)
-		if it.InsertAt > 0 {
-			spliced++
-		}
-	}
-	if spliced == 0 {
-		return sc.raws, nil
-	}
-	// Sized up front, so appending never reallocates: one allocation per
-	// request at most, none once the scratch has grown. (A member longer
-	// than the bound would only make append move on; the splices already
-	// made keep the old array alive.)
-	if need := spliced * event.MaxStableInsertIDMember; cap(sc.members) < need {
-		sc.members = make([]byte, 0, need)
-	}
-	sc.members = sc.members[:0]
-	sc.splices = sc.splices[:0]
-	for _, i := range seg {
-		it := items[i]
-		if it.InsertAt <= 0 {
-			sc.splices = append(sc.splices, amplitude.Splice{})
-			continue
-		}
-		start := len(sc.members)
-		sc.members = it.Owner.AppendInsertIDMember(sc.members, it)
-		sc.splices = append(sc.splices, amplitude.Splice{At: int(it.InsertAt), Bytes: sc.members[start:len(sc.members):len(sc.members)]})
-	}
-	return sc.raws, sc.splices
 }

@@ -110,43 +110,6 @@ func (f *Fields) AppendWithStableInsertID(dst, raw []byte, topic string, partiti
 	return closeWithInsertID(dst, raw, open, f.HasInsertIDKey)
 }
 
-// InsertIDAt returns where the insert_id member WithStableInsertID would add
-// can be spliced into raw unchanged: the index just after the object's
-// opening brace. It returns 0 when it cannot: raw is not an object, or has
-// an insert_id member already (such as "insert_id":null) that must be
-// removed, which only a copy (WithStableInsertID) can do. f is what Parse
-// returned for raw.
-func (f *Fields) InsertIDAt(raw []byte) int {
-	if f.HasInsertIDKey {
-		return 0
-	}
-	i := skipWS(raw, 0)
-	if i >= len(raw) || raw[i] != '{' {
-		return 0
-	}
-	return i + 1
-}
-
-// AppendStableInsertIDMember appends what WithStableInsertID inserts into
-// raw at at = InsertIDAt(raw): "insert_id":"<StableInsertID(topic,
-// partition, offset)>", and a comma unless the object is empty. So
-// raw[:at] + member + raw[at:] is WithStableInsertID's result, built where
-// the event is copied anyway (into a request body) instead of in a copy of
-// its own. The member is at most MaxStableInsertIDMember bytes.
-func AppendStableInsertIDMember(dst, raw []byte, at int, topic string, partition int, offset int64) []byte {
-	dst = append(dst, `"insert_id":"`...)
-	dst = AppendStableInsertID(dst, topic, partition, offset)
-	dst = append(dst, '"')
-	if j := skipWS(raw, at); j >= len(raw) || raw[j] != '}' {
-		dst = append(dst, ',')
-	}
-	return dst
-}
-
-// MaxStableInsertIDMember bounds AppendStableInsertIDMember's output: the
-// key, quotes and comma around an id of at most 59 bytes.
-const MaxStableInsertIDMember = len(`"insert_id":"",`) + 59
-
 // openWithInsertID appends raw up to its opening brace and the key
 // "insert_id": after it, and returns the index of the brace in raw, for the
 // caller to append the value and then closeWithInsertID. If raw is not an

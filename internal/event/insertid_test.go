@@ -8,8 +8,6 @@ import (
 	"math/rand/v2"
 	"regexp"
 	"testing"
-
-	"github.com/stretchr/testify/require"
 )
 
 func TestStableInsertID(t *testing.T) {
@@ -174,31 +172,5 @@ func TestFieldsWithStableInsertID(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { buf = f.AppendWithInsertID(buf[:0], raw, "as-0-0") }); n != 0 {
 		t.Errorf("(*Fields).AppendWithInsertID allocs = %v", n)
-	}
-}
-
-func TestStableInsertIDMemberSplicesLikeTheCopy(t *testing.T) {
-	for _, raw := range []string{
-		`{"device_id":"d1","event_type":"e"}`,
-		` { "device_id" : "d1" } `,
-		`{}`,
-		"{ \n }",
-		`{"event_type":"e","insert_id":null}`, // has the key: not spliced, copied
-		`[1]`,                                 // not an object (Parse refuses it anyway)
-	} {
-		f, err := Parse([]byte(raw))
-		if err != nil {
-			continue
-		}
-		at := f.InsertIDAt([]byte(raw))
-		if f.HasInsertIDKey {
-			require.Zero(t, at, raw)
-			continue
-		}
-		require.Positive(t, at, raw)
-		member := AppendStableInsertIDMember(nil, []byte(raw), at, "events", 7, 123456)
-		spliced := raw[:at] + string(member) + raw[at:]
-		require.Equal(t, string(f.WithStableInsertID([]byte(raw), "events", 7, 123456)), spliced, raw)
-		require.True(t, json.Valid([]byte(spliced)), spliced)
 	}
 }
