@@ -256,9 +256,9 @@ func (c *Consumer) fetchLoop(ctx context.Context, p *partition, start int64, log
 }
 
 // eventOverhead is what an in-flight event holds beyond its key and value,
-// counted against the byte budget: its message (the Kafka message and the
-// delivery item, one allocation) and its acks entry, rounded up for the
-// slice headers that point at it. Events without an insert_id also hold a
+// counted against the byte budget: its message (the delivery item and what
+// a dead letter needs, one allocation) and its acks entry, rounded up for
+// the slice headers that point at it. Events without an insert_id also hold a
 // rewritten copy of their value, which is not counted.
 const eventOverhead = int(unsafe.Sizeof(message{})) + 64
 

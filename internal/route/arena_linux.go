@@ -5,6 +5,9 @@ import (
 	"unsafe"
 )
 
+// hugePage is the size of a transparent huge page on x86-64 and arm64.
+const hugePage = 2 << 20
+
 // mapArena returns n bytes of zeroed memory outside the Go heap for an
 // arena, advised for transparent huge pages (madvise MADV_HUGEPAGE), and the
 // whole mapping to give to unmapArena; nil when the kernel refuses the

@@ -79,9 +79,6 @@ const chunkSize = 1024
 // chunkBytes is the size of a chunk.
 const chunkBytes = chunkSize * int(unsafe.Sizeof(entry{}))
 
-// hugePage is the size of a transparent huge page on x86-64 and arm64.
-const hugePage = 2 << 20
-
 func newArena(keys int) *arena {
 	a := &arena{chunks: make([]atomic.Pointer[[chunkSize]entry], (keys+1+chunkSize-1)/chunkSize)}
 	a.next.Store(1)
