@@ -3,6 +3,7 @@ package fetch
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"net"
 
 	"github.com/segmentio/kafka-go"
@@ -16,11 +17,16 @@ import (
 const readBufferSize = 256 << 10
 
 // bufferedDialer returns a copy of d whose connections read through a
-// readBufferSize buffer. It dials as d would: through d.DialFunc when set,
-// or with d's LocalAddr, DualStack, FallbackDelay and KeepAlive (which
-// kafka-go ignores once DialFunc is set). TLS and SASL still apply: kafka-go
-// layers them over the connection DialFunc returns.
-func bufferedDialer(d *kafka.Dialer) *kafka.Dialer {
+// readBufferSize buffer, and hands each one to dialed: the Fetcher writes
+// its fetches to the leader's connection and reads their responses itself
+// (wire.go), under kafka-go's Conn, which does the rest (metadata, offsets,
+// SASL). It dials as d would: through d.DialFunc when set, or with d's
+// LocalAddr, DualStack, FallbackDelay and KeepAlive (which kafka-go ignores
+// once DialFunc is set). TLS is done here, as kafka-go's Dialer would (the
+// server name defaults to the host dialled), so the buffer and the
+// Fetcher's reads sit above it; SASL, which wraps nothing, is left to
+// kafka-go.
+func bufferedDialer(d *kafka.Dialer, dialed func(*bufConn)) *kafka.Dialer {
 	b := *d
 	dial := d.DialFunc
 	if dial == nil {
@@ -31,12 +37,35 @@ func bufferedDialer(d *kafka.Dialer) *kafka.Dialer {
 			KeepAlive:     d.KeepAlive,
 		}).DialContext
 	}
+	tlsConfig := d.TLS
+	b.TLS = nil
 	b.DialFunc = func(ctx context.Context, network, address string) (net.Conn, error) {
 		c, err := dial(ctx, network, address)
 		if err != nil {
 			return nil, err
 		}
-		return &bufConn{Conn: c, r: bufio.NewReaderSize(c, readBufferSize)}, nil
+		if tlsConfig != nil {
+			cfg := tlsConfig
+			if cfg.ServerName == "" {
+				cfg = cfg.Clone()
+				host, _, err := net.SplitHostPort(address)
+				if err != nil {
+					host = address
+				}
+				cfg.ServerName = host
+			}
+			tc := tls.Client(c, cfg)
+			if err := tc.HandshakeContext(ctx); err != nil {
+				_ = c.Close()
+				return nil, err
+			}
+			c = tc
+		}
+		bc := &bufConn{Conn: c, r: bufio.NewReaderSize(c, readBufferSize)}
+		if dialed != nil {
+			dialed(bc)
+		}
+		return bc, nil
 	}
 	return &b
 }

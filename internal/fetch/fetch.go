@@ -5,6 +5,7 @@ package fetch
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -44,14 +45,33 @@ type Fetcher struct {
 
 	offset   int64 // next offset to read; kafka.FirstOffset/LastOffset until resolved
 	conn     *kafka.Conn
+	raw      *bufConn    // conn's socket (under kafka-go's Conn): fetches go here
+	dialed   *bufConn    // the last connection the Dialer opened
 	stop     func() bool // unregisters the close-on-cancel hook of conn
-	batch    *kafka.Batch
-	deadline time.Time // read deadline currently set on conn
+	deadline time.Time   // read deadline currently set on conn
 	dials    int
 	// checkRange: the broker answered OFFSET_OUT_OF_RANGE; the next
 	// connection reads the log's range before fetching.
 	checkRange bool
 	err        error // met by Fill after it had read messages: the next call returns it
+
+	// Fetches decoded here (wire.go).
+	version  int16 // Fetch version of the connection
+	corr     int32 // correlation id of the last request
+	wbuf     []byte
+	resp     response // the response being read, when active
+	active   bool
+	recLeft  int   // bytes of the partition's record batches not read yet
+	hwm      int64 // the response's high watermark
+	gotBatch bool  // the response had a whole record batch
+	bt       batch // the record batch being decoded
+	scratch  []byte
+	unz      []byte
+
+	// legacy: fetches go through kafka-go's Batch (a pre-0.11 message
+	// format was met, or the broker has no Fetch v4).
+	legacy bool
+	batch  *kafka.Batch
 }
 
 // Config configures a Fetcher.
@@ -93,8 +113,9 @@ func New(cfg Config) *Fetcher {
 	if cfg.Dialer == nil {
 		cfg.Dialer = kafka.DefaultDialer
 	}
-	cfg.Dialer = bufferedDialer(cfg.Dialer)
-	return &Fetcher{cfg: cfg, offset: cfg.Offset}
+	f := &Fetcher{cfg: cfg, offset: cfg.Offset}
+	f.cfg.Dialer = bufferedDialer(cfg.Dialer, func(c *bufConn) { f.dialed = c })
+	return f
 }
 
 // Next returns the next message and the time it was read at: one clock
@@ -128,25 +149,22 @@ func (f *Fetcher) Fill(ctx context.Context, dst []kafka.Message, n int) ([]kafka
 	}
 	start := len(dst)
 	for {
-		if f.batch != nil {
+		if f.active || f.batch != nil {
 			if now.After(f.deadline.Add(-f.cfg.ReadTimeout / 2)) {
 				f.setDeadline(now.Add(f.cfg.ReadTimeout))
 			}
-			for len(dst)-start < n {
-				msg, err := f.batch.ReadMessage()
-				if err != nil {
-					err = f.endBatch(err)
-					if len(dst) > start {
-						f.err = err // after what was read
-						return dst, now, nil
-					}
-					if err != nil {
-						return dst, now, err
-					}
-					break
+			var err error
+			if f.batch != nil {
+				dst, err = f.readLegacy(dst, start, n)
+			} else {
+				dst, err = f.read(dst, start, n)
+			}
+			if err != nil {
+				if len(dst) > start {
+					f.err = err // after what was read
+					return dst, now, nil
 				}
-				f.offset = msg.Offset + 1
-				dst = append(dst, msg)
+				return dst, now, err
 			}
 			if len(dst) > start {
 				// Reading from a response already being received takes
@@ -167,20 +185,167 @@ func (f *Fetcher) Fill(ctx context.Context, dst []kafka.Message, n int) ([]kafka
 			f.cfg.BeforeFetch()
 		}
 		f.setDeadline(time.Now().Add(f.cfg.MaxWait + f.cfg.ReadTimeout))
-		f.batch = f.conn.ReadBatchWith(kafka.ReadBatchConfig{
-			MinBytes: f.cfg.MinBytes,
-			MaxBytes: f.cfg.MaxBytes,
-			MaxWait:  f.cfg.MaxWait,
-		})
+		if f.legacy {
+			f.batch = f.conn.ReadBatchWith(kafka.ReadBatchConfig{
+				MinBytes: f.cfg.MinBytes,
+				MaxBytes: f.cfg.MaxBytes,
+				MaxWait:  f.cfg.MaxWait,
+			})
+		} else if err := f.request(); err != nil {
+			if err = f.fail(err); err != nil {
+				return dst, time.Now(), err
+			}
+		}
 		// The fetch may have waited up to maxWait for data: read the clock
 		// again for its first message.
 		now = time.Now()
 	}
 }
 
+// read appends messages of the current response to dst until it holds n
+// from start or the response is used up. A nil error with nothing added
+// means: fetch again.
+func (f *Fetcher) read(dst []kafka.Message, start, n int) ([]kafka.Message, error) {
+	for len(dst)-start < n {
+		if f.bt.count == 0 {
+			if f.bt.end > f.offset {
+				f.offset = f.bt.end // past compacted records and transaction markers
+			}
+			f.bt = batch{}
+			more, err := f.nextBatch()
+			if err != nil {
+				return dst, f.fail(err)
+			}
+			if !more {
+				return dst, nil
+			}
+			continue
+		}
+		dst = append(dst, kafka.Message{})
+		msg := &dst[len(dst)-1]
+		if err := f.bt.next(msg); err != nil {
+			return dst[:len(dst)-1], f.fail(err)
+		}
+		if msg.Offset < f.offset {
+			// A record batch may start before the offset asked for.
+			dst = dst[:len(dst)-1]
+			continue
+		}
+		msg.Topic, msg.Partition, msg.HighWaterMark = f.cfg.Topic, f.cfg.Partition, f.hwm
+		f.offset = msg.Offset + 1
+	}
+	return dst, nil
+}
+
+// request sends a fetch from the next offset and reads its response up to
+// the partition's record batches.
+func (f *Fetcher) request() error {
+	f.corr++
+	f.wbuf = appendFetchRequest(f.wbuf[:0], f.version, f.corr, f.cfg.Dialer.ClientID, f.cfg.Topic,
+		int32(f.cfg.Partition), f.offset, f.cfg.MaxWait, int32(f.cfg.MinBytes), int32(f.cfg.MaxBytes))
+	if _, err := f.raw.Write(f.wbuf); err != nil {
+		return err
+	}
+	f.resp = response{r: f.raw.r}
+	pd, err := readResponseHead(&f.resp, f.version, f.corr, f.cfg.Topic, int32(f.cfg.Partition))
+	if err != nil {
+		return err
+	}
+	f.active, f.hwm, f.recLeft, f.gotBatch = true, pd.hwm, pd.records, false
+	return nil
+}
+
+// nextBatch reads the response's next record batch into f.bt, or ends the
+// response and returns false.
+func (f *Fetcher) nextBatch() (bool, error) {
+	if f.recLeft < batchHeaderSize {
+		return false, f.endResponse()
+	}
+	h, err := f.resp.bytes(batchHeaderSize)
+	if err != nil {
+		return false, err
+	}
+	base := int64(binary.BigEndian.Uint64(h))
+	size := int(int32(binary.BigEndian.Uint32(h[8:])))
+	f.recLeft -= batchHeaderSize
+	switch {
+	case size < 0:
+		return false, fmt.Errorf("record batch at offset %d: length %d", base, size)
+	case size > f.recLeft && f.gotBatch:
+		// The broker cut the response at its size limit, mid-batch: the
+		// next fetch starts at that batch.
+		return false, f.endResponse()
+	case size > f.recLeft:
+		return false, fmt.Errorf("record batch at offset %d (%d bytes) is larger than the fetch size (%d bytes), and the broker cut it", base, size+batchHeaderSize, f.cfg.MaxBytes)
+	}
+	b, err := f.resp.view(size, &f.scratch)
+	if err != nil {
+		return false, err
+	}
+	f.recLeft -= size
+	f.bt, err = parseBatch(base, b, &f.unz)
+	if err != nil {
+		return false, err
+	}
+	f.gotBatch = true
+	return true, nil
+}
+
+// endResponse discards what is left of the response (a batch the broker
+// cut, other partitions).
+func (f *Fetcher) endResponse() error {
+	f.active = false
+	f.recLeft = 0
+	if cap(f.scratch) > maxScratch {
+		f.scratch = nil
+	}
+	if cap(f.unz) > maxScratch {
+		f.unz = nil
+	}
+	return f.resp.skip(f.resp.left)
+}
+
+// fail ends the connection after err and decides what happens next: nil to
+// fetch again, or the error to return.
+func (f *Fetcher) fail(err error) error {
+	f.active = false
+	f.bt = batch{}
+	switch {
+	case errors.Is(err, errLegacy):
+		// From here on kafka-go reads this partition, from the next offset.
+		f.cfg.Log.Info().Int64("offset", f.offset).
+			Msg("pre-0.11 message format in the partition: reading it through kafka-go from here on")
+		f.legacy = true
+		f.Close()
+		return nil
+	case errors.Is(err, kafka.OffsetOutOfRange):
+		// The log's range is read on a fresh connection.
+		f.checkRange = true
+	}
+	f.Close()
+	return err
+}
+
+// readLegacy is read through kafka-go's Batch.
+func (f *Fetcher) readLegacy(dst []kafka.Message, start, n int) ([]kafka.Message, error) {
+	for len(dst)-start < n {
+		msg, err := f.batch.ReadMessage()
+		if err != nil {
+			return dst, f.endBatch(err)
+		}
+		f.offset = msg.Offset + 1
+		dst = append(dst, msg)
+	}
+	return dst, nil
+}
+
 func (f *Fetcher) setDeadline(t time.Time) {
 	f.deadline = t
-	_ = f.conn.SetReadDeadline(t) // never fails
+	if f.legacy {
+		_ = f.conn.SetReadDeadline(t) // never fails
+		return
+	}
+	_ = f.raw.SetDeadline(t)
 }
 
 // endBatch closes the current batch after ReadMessage returned err and
@@ -226,16 +391,47 @@ func (f *Fetcher) connect(ctx context.Context) error {
 			continue
 		}
 		f.dials++
+		raw := f.dialed
+		f.dialed = nil
 		if err := f.position(conn); err != nil {
 			_ = conn.Close()
 			return err
 		}
-		f.conn = conn
+		if !f.legacy {
+			if err := f.negotiate(conn, raw); err != nil {
+				_ = conn.Close()
+				return err
+			}
+		}
+		f.conn, f.raw = conn, raw
 		f.stop = context.AfterFunc(ctx, func() { _ = conn.Close() })
 		return nil
 	}
 	f.dials++
 	return fmt.Errorf("dial the leader of %s/%d: %w", f.cfg.Topic, f.cfg.Partition, errors.Join(errs...))
+}
+
+// negotiate picks the connection's Fetch version, or switches to kafka-go
+// (legacy) when the broker has none this package speaks.
+func (f *Fetcher) negotiate(conn *kafka.Conn, raw *bufConn) error {
+	if raw == nil {
+		return errors.New("fetch: the leader's connection was not dialled through the Fetcher's Dialer")
+	}
+	_ = conn.SetDeadline(time.Now().Add(f.cfg.ReadTimeout))
+	defer conn.SetDeadline(time.Time{})
+	versions, err := conn.ApiVersions()
+	if err != nil {
+		return fmt.Errorf("read the API versions of the leader of %s/%d: %w", f.cfg.Topic, f.cfg.Partition, err)
+	}
+	for _, v := range versions {
+		if v.ApiKey == apiFetch && v.MaxVersion >= minFetchVersion && v.MinVersion <= maxFetchVersion {
+			f.version = min(v.MaxVersion, maxFetchVersion)
+			return nil
+		}
+	}
+	f.cfg.Log.Info().Msg("the broker has no Fetch version 4 to 11: reading through kafka-go")
+	f.legacy = true
+	return nil
 }
 
 // position resolves a symbolic start offset, checks the offset against the
@@ -268,6 +464,9 @@ func (f *Fetcher) position(conn *kafka.Conn) error {
 
 // Close drops the connection; a later Next reconnects.
 func (f *Fetcher) Close() {
+	f.active = false
+	f.bt = batch{}
+	f.raw = nil
 	if f.batch != nil {
 		_ = f.batch.Close()
 		f.batch = nil

@@ -157,9 +157,10 @@ func TestFetcherReturnsPromptlyWhenCancelledWhileWaiting(t *testing.T) {
 func TestFetcherReportsAnUnreachableBrokerAndRecovers(t *testing.T) {
 	c, topic, ctx := startTopic(t, 5)
 
-	f := newTestFetcher(c, topic, 0, 1<<20)
-	f.cfg.Dialer = &kafka.Dialer{Timeout: time.Second}
-	f.cfg.Brokers = []string{"127.0.0.1:1"} // nothing listens there
+	f := New(Config{
+		Dialer: &kafka.Dialer{Timeout: time.Second}, Brokers: []string{"127.0.0.1:1"}, // nothing listens there
+		Topic: topic, Offset: 0, MaxWait: 200 * time.Millisecond, Log: zerolog.Nop(),
+	})
 	if _, _, err := f.Next(ctx); err == nil || errors.Is(err, context.Canceled) {
 		t.Fatalf("next with no reachable broker: %v, want a dial error", err)
 	}
@@ -305,5 +306,126 @@ func TestFetcherDialsThroughTheConfiguredDialFunc(t *testing.T) {
 	}
 	if f.cfg.Dialer == d {
 		t.Fatal("the Fetcher uses the caller's Dialer instead of its buffered copy")
+	}
+}
+
+// produceWith writes records to partition 0 with franz-go's client, which
+// compresses and runs transactions as the Java client does.
+func produceWith(t *testing.T, ctx context.Context, c *kafkatest.Cluster, topic string, opts []kgo.Opt, recs ...*kgo.Record) {
+	t.Helper()
+	opts = append([]kgo.Opt{kgo.SeedBrokers(c.Brokers...), kgo.DefaultProduceTopic(topic),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(50 * time.Millisecond)}, opts...)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+}
+
+func TestFetcherDecodesEveryCompressionCodec(t *testing.T) {
+	codecs := map[string]kgo.CompressionCodec{
+		"gzip": kgo.GzipCompression(), "snappy": kgo.SnappyCompression(),
+		"lz4": kgo.Lz4Compression(), "zstd": kgo.ZstdCompression(),
+	}
+	c := kafkatest.Start(t)
+	for name, codec := range codecs {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			topic := c.CreateTopic(t, "fetch-"+name, 1)
+			var recs []*kgo.Record
+			for i := range 500 {
+				r := &kgo.Record{Key: []byte(fmt.Sprintf("device-%d", i%7)), Value: []byte(fmt.Sprintf(`{"n":%d}`, i))}
+				if i%3 == 0 {
+					r.Headers = []kgo.RecordHeader{{Key: "ampstream-lane", Value: []byte("batch")}, {Key: "n", Value: []byte(fmt.Sprint(i))}}
+				}
+				recs = append(recs, r)
+			}
+			produceWith(t, ctx, c, topic, []kgo.Opt{kgo.ProducerBatchCompression(codec)}, recs...)
+
+			// 4 KiB fetches: responses end mid-batch, and batches start
+			// before the offset fetched.
+			f := newTestFetcher(c, topic, kafka.FirstOffset, 4<<10)
+			defer f.Close()
+			for i := range 500 {
+				msg, _, err := f.Next(ctx)
+				if err != nil {
+					t.Fatalf("message %d: %v", i, err)
+				}
+				if msg.Offset != int64(i) || string(msg.Key) != fmt.Sprintf("device-%d", i%7) || string(msg.Value) != fmt.Sprintf(`{"n":%d}`, i) {
+					t.Fatalf("message %d: offset %d key %q value %q", i, msg.Offset, msg.Key, msg.Value)
+				}
+				wantHeaders := 0
+				if i%3 == 0 {
+					wantHeaders = 2
+				}
+				if len(msg.Headers) != wantHeaders || (wantHeaders > 0 && (msg.Headers[0].Key != "ampstream-lane" ||
+					string(msg.Headers[0].Value) != "batch" || string(msg.Headers[1].Value) != fmt.Sprint(i))) {
+					t.Fatalf("message %d: headers %v", i, msg.Headers)
+				}
+			}
+			if cap(f.unz) == 0 {
+				t.Fatal("no record batch was compressed")
+			}
+		})
+	}
+}
+
+func TestFetcherPassesTransactionMarkers(t *testing.T) {
+	c := kafkatest.Start(t)
+	topic := c.CreateTopic(t, "fetch-txn", 1)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers...), kgo.DefaultProduceTopic(topic),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.TransactionalID(kafkatest.UniqueName("fetch-txn")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := cl.ProduceSync(ctx, &kgo.Record{Value: []byte(fmt.Sprintf(`{"n":%d}`, i))}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		t.Fatal(err)
+	}
+	// Offsets 0–2 are the records, 3 the commit marker.
+	produceWith(t, ctx, c, topic, nil, &kgo.Record{Value: []byte(`{"n":4}`)}, &kgo.Record{Value: []byte(`{"n":5}`)})
+
+	f := newTestFetcher(c, topic, kafka.FirstOffset, 1<<20)
+	defer f.Close()
+	var got []int64
+	for len(got) < 5 {
+		msg, _, err := f.Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(msg.Value) != fmt.Sprintf(`{"n":%d}`, msg.Offset) {
+			t.Fatalf("offset %d holds %q", msg.Offset, msg.Value)
+		}
+		got = append(got, msg.Offset)
+	}
+	if fmt.Sprint(got) != "[0 1 2 4 5]" || f.offset != 6 {
+		t.Fatalf("read offsets %v, next %d; want [0 1 2 4 5], next 6", got, f.offset)
+	}
+}
+
+func TestFetcherReadsThroughKafkaGoInLegacyMode(t *testing.T) {
+	c, topic, ctx := startTopic(t, 1000)
+
+	f := newTestFetcher(c, topic, 10, 4<<10)
+	f.legacy = true // as after a pre-0.11 record batch, or a broker without Fetch v4
+	defer f.Close()
+	readN(t, ctx, f, 10, 990)
+	if f.version != 0 {
+		t.Fatal("legacy mode negotiated a Fetch version of its own")
 	}
 }

@@ -1,0 +1,555 @@
+package fetch
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/compress"
+)
+
+// The Fetch request and response (API key 1, versions 4–11, the versions
+// before flexible encoding) and record batches (magic 2) are read here
+// instead of by kafka-go's Batch, which allocates a key and a value per
+// record and reads them through two buffers and a callback each. A record
+// batch is read in one piece from the connection's buffer, checked against
+// its CRC, decompressed when it must be, and each record's key and value
+// are copied into one allocation of their own: an in-flight event pins
+// nothing but its own bytes, so the consumer's byte budget stays exact.
+//
+// Record batches in the older formats (magic 0 and 1, written before Kafka
+// 0.11) and brokers without Fetch v4 are left to kafka-go: the Fetcher
+// switches to it (legacy) for the rest of its life.
+
+const (
+	apiFetch        = 1
+	minFetchVersion = 4
+	maxFetchVersion = 11
+
+	batchHeaderSize = 12 // base offset, batch length
+	batchFixedSize  = 49 // partition leader epoch … record count
+
+	attrCodec     = 0x07
+	attrLogAppend = 0x08
+	attrControl   = 0x20
+
+	// maxScratch is the largest record-batch buffer a Fetcher keeps
+	// between responses; a bigger one (a rare huge batch) is dropped.
+	maxScratch = 4 << 20
+
+	// maxDecompressed bounds what one compressed record batch may expand
+	// to (its records are decoded from memory): a batch past it is
+	// reported, not decoded. Producers' batches are at most
+	// max.message.bytes (1 MiB by default) compressed.
+	maxDecompressed = 256 << 20
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// errLegacy reports a record batch in a message format older than magic 2.
+var errLegacy = errors.New("record batch in a pre-0.11 message format")
+
+// appendFetchRequest appends a size-prefixed Fetch request for one
+// partition, read uncommitted, outside any fetch session.
+func appendFetchRequest(b []byte, version int16, correlation int32, clientID, topic string,
+	partition int32, offset int64, maxWait time.Duration, minBytes, maxBytes int32) []byte {
+	at := len(b)
+	b = binary.BigEndian.AppendUint32(b, 0) // size, set below
+	b = binary.BigEndian.AppendUint16(b, apiFetch)
+	b = binary.BigEndian.AppendUint16(b, uint16(version))
+	b = binary.BigEndian.AppendUint32(b, uint32(correlation))
+	b = appendString(b, clientID)
+
+	b = binary.BigEndian.AppendUint32(b, 0xffffffff) // replica id -1: a consumer
+	b = binary.BigEndian.AppendUint32(b, uint32(maxWait.Milliseconds()))
+	b = binary.BigEndian.AppendUint32(b, uint32(minBytes))
+	b = binary.BigEndian.AppendUint32(b, uint32(maxBytes))
+	b = append(b, 0) // isolation level: read uncommitted, as kafka-go's Conn
+	if version >= 7 {
+		b = binary.BigEndian.AppendUint32(b, 0)          // session id: none
+		b = binary.BigEndian.AppendUint32(b, 0xffffffff) // session epoch -1: sessionless
+	}
+	b = binary.BigEndian.AppendUint32(b, 1) // one topic
+	b = appendString(b, topic)
+	b = binary.BigEndian.AppendUint32(b, 1) // one partition
+	b = binary.BigEndian.AppendUint32(b, uint32(partition))
+	if version >= 9 {
+		b = binary.BigEndian.AppendUint32(b, 0xffffffff) // current leader epoch: unknown
+	}
+	b = binary.BigEndian.AppendUint64(b, uint64(offset))
+	if version >= 5 {
+		b = binary.BigEndian.AppendUint64(b, 0xffffffffffffffff) // log start offset: a consumer's -1
+	}
+	b = binary.BigEndian.AppendUint32(b, uint32(maxBytes)) // partition max bytes
+	if version >= 7 {
+		b = binary.BigEndian.AppendUint32(b, 0) // no forgotten topics
+	}
+	if version >= 11 {
+		b = appendString(b, "") // rack id
+	}
+	binary.BigEndian.PutUint32(b[at:], uint32(len(b)-at-4))
+	return b
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.BigEndian.AppendUint16(b, uint16(len(s)))
+	return append(b, s...)
+}
+
+// response reads one Fetch response from the connection's buffer, field by
+// field, counting what is left of it.
+type response struct {
+	r    *bufio.Reader
+	left int      // bytes of the response not read yet
+	tmp  [16]byte // fixed-size fields, up to a batch header
+}
+
+func (r *response) bytes(n int) ([]byte, error) {
+	if n > r.left {
+		return nil, fmt.Errorf("fetch response: field of %d bytes past its end (%d left)", n, r.left)
+	}
+	b := r.tmp[:n]
+	if _, err := io.ReadFull(r.r, b); err != nil {
+		return nil, unexpectedEOF(err)
+	}
+	r.left -= n
+	return b, nil
+}
+
+func (r *response) int16() (int16, error) {
+	b, err := r.bytes(2)
+	if err != nil {
+		return 0, err
+	}
+	return int16(binary.BigEndian.Uint16(b)), nil
+}
+
+func (r *response) int32() (int32, error) {
+	b, err := r.bytes(4)
+	if err != nil {
+		return 0, err
+	}
+	return int32(binary.BigEndian.Uint32(b)), nil
+}
+
+func (r *response) int64() (int64, error) {
+	b, err := r.bytes(8)
+	if err != nil {
+		return 0, err
+	}
+	return int64(binary.BigEndian.Uint64(b)), nil
+}
+
+// skip discards n bytes of the response.
+func (r *response) skip(n int) error {
+	if n > r.left {
+		return fmt.Errorf("fetch response: %d bytes to skip past its end (%d left)", n, r.left)
+	}
+	d, err := r.r.Discard(n)
+	r.left -= d
+	return unexpectedEOF(err)
+}
+
+// string reads a string and reports whether it equals want, without
+// allocating.
+func (r *response) stringIs(want string) (bool, error) {
+	n, err := r.int16()
+	if err != nil {
+		return false, err
+	}
+	if n < 0 || int(n) > r.left {
+		return false, fmt.Errorf("fetch response: string of length %d", n)
+	}
+	if int(n) != len(want) {
+		return false, r.skip(int(n))
+	}
+	eq := true
+	for i := 0; i < int(n); i++ {
+		c, err := r.r.ReadByte()
+		if err != nil {
+			return false, unexpectedEOF(err)
+		}
+		r.left--
+		eq = eq && c == want[i]
+	}
+	return eq, nil
+}
+
+// view returns the next n bytes of the response, in the connection's
+// buffer when they fit there (valid until the next read), else read into
+// *scratch.
+func (r *response) view(n int, scratch *[]byte) ([]byte, error) {
+	if n > r.left {
+		return nil, fmt.Errorf("fetch response: %d bytes past its end (%d left)", n, r.left)
+	}
+	if n <= r.r.Size() {
+		b, err := r.r.Peek(n)
+		if err != nil {
+			return nil, unexpectedEOF(err)
+		}
+		_, _ = r.r.Discard(n) // buffered: cannot fail
+		r.left -= n
+		return b, nil
+	}
+	if cap(*scratch) < n {
+		*scratch = make([]byte, n)
+	}
+	b := (*scratch)[:n]
+	return b, r.full(b)
+}
+
+// full reads exactly len(b) bytes of the response into b.
+func (r *response) full(b []byte) error {
+	if len(b) > r.left {
+		return fmt.Errorf("fetch response: %d bytes past its end (%d left)", len(b), r.left)
+	}
+	n, err := io.ReadFull(r.r, b)
+	r.left -= n
+	return unexpectedEOF(err)
+}
+
+// unexpectedEOF turns an io.EOF mid-response into io.ErrUnexpectedEOF: the
+// connection ended, the response did not.
+func unexpectedEOF(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// partitionData is what a Fetch response says of the partition asked for,
+// up to its records, which are read after it.
+type partitionData struct {
+	hwm     int64
+	records int // bytes of record batches that follow
+}
+
+// readResponseHead reads a response's header and its fields up to the
+// records of the partition asked for. A response or partition error is
+// returned as a kafka.Error.
+func readResponseHead(r *response, version int16, correlation int32, topic string, partition int32) (partitionData, error) {
+	var pd partitionData
+	size, err := r.int32Raw()
+	if err != nil {
+		return pd, err
+	}
+	if size < 4 {
+		return pd, fmt.Errorf("fetch response of %d bytes", size)
+	}
+	r.left = int(size)
+	id, err := r.int32()
+	if err != nil {
+		return pd, err
+	}
+	if id != correlation {
+		return pd, fmt.Errorf("fetch response for request %d, want %d", id, correlation)
+	}
+	if _, err := r.int32(); err != nil { // throttle time: kafka-go ignores it too
+		return pd, err
+	}
+	if version >= 7 {
+		code, err := r.int16()
+		if err != nil {
+			return pd, err
+		}
+		if code != 0 {
+			return pd, kafka.Error(code)
+		}
+		if _, err := r.int32(); err != nil { // session id
+			return pd, err
+		}
+	}
+	topics, err := r.int32()
+	if err != nil {
+		return pd, err
+	}
+	for range max(topics, 0) {
+		ours, err := r.stringIs(topic)
+		if err != nil {
+			return pd, err
+		}
+		parts, err := r.int32()
+		if err != nil {
+			return pd, err
+		}
+		for range max(parts, 0) {
+			id, err := r.int32()
+			if err != nil {
+				return pd, err
+			}
+			code, err := r.int16()
+			if err != nil {
+				return pd, err
+			}
+			hwm, err := r.int64()
+			if err != nil {
+				return pd, err
+			}
+			skip := 8 // last stable offset
+			if version >= 5 {
+				skip += 8 // log start offset
+			}
+			if err := r.skip(skip); err != nil {
+				return pd, err
+			}
+			aborted, err := r.int32()
+			if err != nil {
+				return pd, err
+			}
+			if aborted > 0 {
+				if err := r.skip(16 * int(aborted)); err != nil { // producer id, first offset
+					return pd, err
+				}
+			}
+			if version >= 11 {
+				if _, err := r.int32(); err != nil { // preferred read replica
+					return pd, err
+				}
+			}
+			n, err := r.int32()
+			if err != nil {
+				return pd, err
+			}
+			if n < 0 {
+				n = 0
+			}
+			if ours && id == partition {
+				if code != 0 {
+					return pd, kafka.Error(code)
+				}
+				if int(n) > r.left {
+					return pd, fmt.Errorf("fetch response: %d bytes of records, %d left", n, r.left)
+				}
+				return partitionData{hwm: hwm, records: int(n)}, nil
+			}
+			if err := r.skip(int(n)); err != nil {
+				return pd, err
+			}
+		}
+	}
+	return pd, fmt.Errorf("fetch response without %s/%d", topic, partition)
+}
+
+// int32Raw reads the size that precedes a response, before left is known.
+func (r *response) int32Raw() (int32, error) {
+	b := r.tmp[:4]
+	if _, err := io.ReadFull(r.r, b); err != nil {
+		return 0, err
+	}
+	return int32(binary.BigEndian.Uint32(b)), nil
+}
+
+// batch is the record batch being decoded.
+type batch struct {
+	recs      []byte // records not decoded yet (scratch, or decompressed)
+	count     int    // records not decoded yet
+	base      int64  // base offset
+	end       int64  // the offset after the batch's last (compacted records leave gaps)
+	baseTime  int64  // ms
+	maxTime   int64  // ms
+	logAppend bool   // timestamps are the broker's: every record has maxTime
+}
+
+// parseBatch checks and decodes the fixed part of a record batch: b holds
+// the batch after its base offset and length fields. Records are
+// decompressed into *unz when the batch is compressed.
+func parseBatch(base int64, b []byte, unz *[]byte) (batch, error) {
+	bt := batch{base: base}
+	if len(b) < 5 {
+		return bt, fmt.Errorf("record batch at offset %d: %d bytes", base, len(b))
+	}
+	if magic := b[4]; magic != 2 {
+		return bt, errLegacy
+	}
+	if len(b) < batchFixedSize {
+		return bt, fmt.Errorf("record batch at offset %d: %d bytes", base, len(b))
+	}
+	if crc := binary.BigEndian.Uint32(b[5:9]); crc32.Checksum(b[9:], castagnoli) != crc {
+		return bt, fmt.Errorf("record batch at offset %d: CRC mismatch (corrupt data)", base)
+	}
+	attrs := binary.BigEndian.Uint16(b[9:11])
+	bt.end = base + int64(int32(binary.BigEndian.Uint32(b[11:15]))) + 1
+	if attrs&attrControl != 0 {
+		return bt, nil // a transaction marker: no records to deliver
+	}
+	bt.baseTime = int64(binary.BigEndian.Uint64(b[15:23]))
+	bt.maxTime = int64(binary.BigEndian.Uint64(b[23:31]))
+	bt.logAppend = attrs&attrLogAppend != 0
+	count := int32(binary.BigEndian.Uint32(b[45:49]))
+	if count < 0 {
+		return bt, fmt.Errorf("record batch at offset %d: %d records", base, count)
+	}
+	bt.count = int(count)
+	bt.recs = b[batchFixedSize:]
+	if c := compress.Compression(attrs & attrCodec); c != compress.None {
+		codec := c.Codec()
+		if codec == nil {
+			return bt, fmt.Errorf("record batch at offset %d: unknown compression codec %d", base, c)
+		}
+		out, err := decompress(codec, bt.recs, (*unz)[:0])
+		*unz = out
+		if err != nil {
+			return bt, fmt.Errorf("record batch at offset %d: %s: %w", base, codec.Name(), err)
+		}
+		bt.recs = out
+	}
+	return bt, nil
+}
+
+// decompress appends the decompression of in to out, up to
+// maxDecompressed bytes.
+func decompress(codec compress.Codec, in, out []byte) ([]byte, error) {
+	r := codec.NewReader(&sliceReader{b: in})
+	defer r.Close()
+	if cap(out) == 0 {
+		out = make([]byte, 0, min(4*len(in), maxDecompressed))
+	}
+	for empty := 0; ; {
+		if len(out) == cap(out) {
+			if len(out) >= maxDecompressed {
+				return out, fmt.Errorf("more than %d MiB decompressed", maxDecompressed>>20)
+			}
+			out = append(out, 0)[:len(out)] // grow
+		}
+		n, err := r.Read(out[len(out):min(cap(out), maxDecompressed)])
+		out = out[:len(out)+n]
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return out, err
+		}
+		if empty++; n > 0 {
+			empty = 0
+		} else if empty == 100 {
+			return out, io.ErrNoProgress
+		}
+	}
+}
+
+// sliceReader is a bytes.Reader without the seeking, so the codec's own
+// buffering is not bypassed by WriterTo tricks.
+type sliceReader struct{ b []byte }
+
+func (s *sliceReader) Read(p []byte) (int, error) {
+	if len(s.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, s.b)
+	s.b = s.b[n:]
+	return n, nil
+}
+
+// next decodes the batch's next record into msg: its key and value share
+// one new allocation, its headers another two per header.
+func (bt *batch) next(msg *kafka.Message) error {
+	bt.count--
+	b := bt.recs
+	length, i := zigzag(b, 0)
+	if i < 0 || length < 1 || int64(len(b)-i) < length {
+		return bt.corrupt("record length")
+	}
+	rec := b[i : i+int(length)]
+	bt.recs = b[i+int(length):]
+	i = 1 // attributes: unused
+	tsDelta, i := zigzag(rec, i)
+	offDelta, i := zigzag(rec, i)
+	klen, i := zigzag(rec, i)
+	if i < 0 || klen < -1 || klen > int64(len(rec)-i) {
+		return bt.corrupt("key")
+	}
+	k := i
+	i += max(int(klen), 0)
+	vlen, i := zigzag(rec, i)
+	if i < 0 || vlen < -1 || vlen > int64(len(rec)-i) {
+		return bt.corrupt("value")
+	}
+	v := i
+	i += max(int(vlen), 0)
+	nh, i := zigzag(rec, i)
+	if i < 0 || nh < 0 || nh > int64(len(rec)-i) {
+		return bt.corrupt("header count")
+	}
+	key, value := rec[k:k+max(int(klen), 0)], rec[v:v+max(int(vlen), 0)]
+
+	msg.Offset = bt.base + offDelta
+	ts := bt.baseTime + tsDelta
+	if bt.logAppend {
+		ts = bt.maxTime
+	}
+	msg.Time = time.UnixMilli(ts)
+	msg.Key, msg.Value = nil, nil
+	if len(key)+len(value) > 0 {
+		buf := make([]byte, len(key)+len(value))
+		copy(buf, key)
+		copy(buf[len(key):], value)
+		if len(key) > 0 {
+			msg.Key = buf[:len(key):len(key)]
+		}
+		if len(value) > 0 {
+			msg.Value = buf[len(key):]
+		}
+	}
+	msg.Headers = nil
+	if nh > 0 {
+		msg.Headers = make([]kafka.Header, nh)
+		for j := range msg.Headers {
+			hk, ok := bytesAt(rec, &i)
+			if !ok {
+				return bt.corrupt("header key")
+			}
+			hv, ok := bytesAt(rec, &i)
+			if !ok {
+				return bt.corrupt("header value")
+			}
+			msg.Headers[j] = kafka.Header{Key: string(hk)}
+			if len(hv) > 0 {
+				msg.Headers[j].Value = append([]byte(nil), hv...)
+			}
+		}
+	}
+	return nil
+}
+
+func (bt *batch) corrupt(what string) error {
+	return fmt.Errorf("record batch at offset %d: corrupt record (%s)", bt.base, what)
+}
+
+// zigzag reads the zigzag varint (Kafka's, and encoding/binary's, signed
+// encoding) at b[i:], and returns it with the index after it; the index is
+// negative when b holds no varint there, and stays so for later calls.
+func zigzag(b []byte, i int) (int64, int) {
+	if uint(i) < uint(len(b)) && b[i] < 0x80 { // one byte: most fields of a record
+		u := int64(b[i])
+		return u>>1 ^ -(u & 1), i + 1
+	}
+	return zigzagSlow(b, i)
+}
+
+func zigzagSlow(b []byte, i int) (int64, int) {
+	if i < 0 || i > len(b) {
+		return 0, -1
+	}
+	v, n := binary.Varint(b[i:])
+	if n <= 0 {
+		return 0, -1
+	}
+	return v, i + n
+}
+
+// bytesAt reads a varint length and that many bytes at b[*i:] (-1 is null)
+// and moves *i past them.
+func bytesAt(b []byte, i *int) ([]byte, bool) {
+	n, j := zigzag(b, *i)
+	if j < 0 || n < -1 || n > int64(len(b)-j) {
+		return nil, false
+	}
+	n = max(n, 0)
+	*i = j + int(n)
+	return b[j:*i], true
+}

@@ -1,0 +1,341 @@
+package fetch
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/compress"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// encodeBatch encodes a magic-2 record batch as a broker stores it, with
+// kmsg (franz-go's protocol package) and kafka-go's codecs, and returns it
+// whole (base offset and length first).
+func encodeBatch(t testing.TB, base int64, codec compress.Compression, attrs int16, baseTime int64, recs []kmsg.Record) []byte {
+	t.Helper()
+	var raw []byte
+	last := int32(0)
+	for i := range recs {
+		r := recs[i]
+		r.Length = 0
+		n := len(r.AppendTo(nil)) - 1 // a zero length is one byte
+		r.Length = int32(n)
+		raw = r.AppendTo(raw)
+		last = max(last, r.OffsetDelta)
+	}
+	if codec != compress.None {
+		var buf bytes.Buffer
+		w := codec.Codec().NewWriter(&buf)
+		if _, err := w.Write(raw); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		raw = buf.Bytes()
+	}
+	rb := kmsg.RecordBatch{
+		FirstOffset: base, Magic: 2, Attributes: attrs | int16(codec), LastOffsetDelta: last,
+		FirstTimestamp: baseTime, MaxTimestamp: baseTime + 1000, ProducerID: -1, ProducerEpoch: -1,
+		FirstSequence: -1, NumRecords: int32(len(recs)), Records: raw,
+	}
+	b := rb.AppendTo(nil)
+	binary.BigEndian.PutUint32(b[8:], uint32(len(b)-batchHeaderSize))
+	binary.BigEndian.PutUint32(b[17:], crc32.Checksum(b[21:], castagnoli))
+	return b
+}
+
+// decodeAll decodes every record of a whole batch.
+func decodeAll(b []byte) ([]kafka.Message, batch, error) {
+	var unz []byte
+	bt, err := parseBatch(int64(binary.BigEndian.Uint64(b)), b[batchHeaderSize:], &unz)
+	if err != nil {
+		return nil, bt, err
+	}
+	var msgs []kafka.Message
+	for bt.count > 0 {
+		var m kafka.Message
+		if err := bt.next(&m); err != nil {
+			return msgs, bt, err
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs, bt, nil
+}
+
+func testRecords() []kmsg.Record {
+	return []kmsg.Record{
+		{OffsetDelta: 0, Key: []byte("device-1"), Value: []byte(`{"event_type":"a"}`)},
+		{OffsetDelta: 1, TimestampDelta64: 5, Key: nil, Value: []byte(`{"event_type":"b"}`)},
+		{OffsetDelta: 2, TimestampDelta64: 7, Key: []byte("k"), Value: nil,
+			Headers: []kmsg.Header{{Key: "ampstream-lane", Value: []byte("batch")}, {Key: "empty"}}},
+		// Offset 3 compacted away; a long value needs a two-byte varint.
+		{OffsetDelta: 4, TimestampDelta64: 300, Key: []byte("device-2"), Value: []byte(strings.Repeat("v", 1000))},
+	}
+}
+
+func TestParseBatchDecodesEveryCodec(t *testing.T) {
+	want := testRecords()
+	for _, codec := range []compress.Compression{compress.None, compress.Gzip, compress.Snappy, compress.Lz4, compress.Zstd} {
+		t.Run(codec.String(), func(t *testing.T) {
+			b := encodeBatch(t, 1000, codec, 0, 1_700_000_000_000, want)
+			msgs, bt, err := decodeAll(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(msgs) != len(want) {
+				t.Fatalf("%d records, want %d", len(msgs), len(want))
+			}
+			for i, m := range msgs {
+				w := want[i]
+				if m.Offset != 1000+int64(w.OffsetDelta) || !bytes.Equal(m.Key, w.Key) || !bytes.Equal(m.Value, w.Value) {
+					t.Fatalf("record %d: offset %d key %q value %.20q", i, m.Offset, m.Key, m.Value)
+				}
+				if got := m.Time.UnixMilli(); got != 1_700_000_000_000+w.TimestampDelta64 {
+					t.Fatalf("record %d: time %d", i, got)
+				}
+				if len(m.Headers) != len(w.Headers) {
+					t.Fatalf("record %d: %d headers, want %d", i, len(m.Headers), len(w.Headers))
+				}
+				for j, h := range m.Headers {
+					if h.Key != w.Headers[j].Key || !bytes.Equal(h.Value, w.Headers[j].Value) {
+						t.Fatalf("record %d header %d: %q=%q", i, j, h.Key, h.Value)
+					}
+				}
+				// The key cannot grow into the value: they share an allocation.
+				if len(m.Key) > 0 && cap(m.Key) != len(m.Key) {
+					t.Fatalf("record %d: key capacity %d past its length %d", i, cap(m.Key), len(m.Key))
+				}
+			}
+			if bt.end != 1005 {
+				t.Fatalf("batch end %d, want 1005 (past the last offset delta)", bt.end)
+			}
+		})
+	}
+}
+
+func TestParseBatchOwnsNothingOfItsInput(t *testing.T) {
+	b := encodeBatch(t, 0, compress.None, 0, 0, testRecords())
+	msgs, _, err := decodeAll(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clear(b) // the connection's buffer is reused for the next batch
+	if string(msgs[0].Key) != "device-1" || string(msgs[0].Value) != `{"event_type":"a"}` ||
+		string(msgs[2].Headers[0].Value) != "batch" {
+		t.Fatalf("decoded records alias the input: %q %q", msgs[0].Key, msgs[0].Value)
+	}
+}
+
+func TestParseBatchLogAppendTimeAndControlBatches(t *testing.T) {
+	b := encodeBatch(t, 10, compress.None, attrLogAppend, 5000, testRecords()[:2])
+	msgs, _, err := decodeAll(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range msgs {
+		if m.Time.UnixMilli() != 6000 { // the batch's max timestamp, the broker's
+			t.Fatalf("log-append time %d, want 6000", m.Time.UnixMilli())
+		}
+	}
+
+	// A transaction marker: no records, but its offset is passed.
+	b = encodeBatch(t, 20, compress.None, attrControl, 0, []kmsg.Record{{Key: []byte{0, 0, 0, 1}, Value: []byte{0, 0, 0, 0, 0, 0}}})
+	msgs, bt, err := decodeAll(b)
+	if err != nil || len(msgs) != 0 || bt.end != 21 {
+		t.Fatalf("control batch: %d records, end %d, err %v; want none, 21", len(msgs), bt.end, err)
+	}
+}
+
+func TestParseBatchRejectsCorruptInput(t *testing.T) {
+	good := encodeBatch(t, 0, compress.None, 0, 0, testRecords())
+	withCRC := func(b []byte) []byte {
+		binary.BigEndian.PutUint32(b[17:], crc32.Checksum(b[21:], castagnoli))
+		return b
+	}
+	cases := []struct {
+		name string
+		b    []byte
+		want string
+	}{
+		{"flipped byte", func() []byte { b := bytes.Clone(good); b[len(b)-3] ^= 1; return b }(), "CRC mismatch"},
+		{"magic 1", func() []byte { b := bytes.Clone(good); b[16] = 1; return b }(), errLegacy.Error()},
+		{"short", good[:batchHeaderSize+20], "bytes"},
+		{"records cut", withCRC(bytes.Clone(good[:len(good)-10])), "corrupt record"},
+		{"more records than bytes", func() []byte {
+			b := bytes.Clone(good)
+			binary.BigEndian.PutUint32(b[57:], 9)
+			return withCRC(b)
+		}(), "corrupt record"},
+		{"unknown codec", func() []byte {
+			b := bytes.Clone(good)
+			b[22] |= 7
+			return withCRC(b)
+		}(), "compression codec"},
+		{"gzip garbage", func() []byte {
+			b := bytes.Clone(good)
+			b[22] |= byte(compress.Gzip)
+			return withCRC(b)
+		}(), "gzip"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, _, err := decodeAll(c.b)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("err %v, want one containing %q", err, c.want)
+			}
+		})
+	}
+}
+
+// FuzzRecordBatch feeds arbitrary bytes to the record-batch decoder: it
+// returns an error or records whose bytes come from the input, and never
+// panics or allocates past the input's size.
+func FuzzRecordBatch(f *testing.F) {
+	for _, codec := range []compress.Compression{compress.None, compress.Gzip, compress.Snappy} {
+		f.Add(encodeBatch(f, 7, codec, 0, 1, testRecords()))
+	}
+	f.Add(encodeBatch(f, 0, compress.None, attrControl, 0, testRecords()[:1]))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) < batchHeaderSize {
+			return
+		}
+		// The CRC is recomputed so the fuzzer gets past it to the records.
+		if len(b) >= 21 {
+			binary.BigEndian.PutUint32(b[17:], crc32.Checksum(b[21:], castagnoli))
+		}
+		msgs, _, err := decodeAll(b)
+		if err != nil {
+			return
+		}
+		total := 0
+		for _, m := range msgs {
+			total += len(m.Key) + len(m.Value)
+		}
+		if b[22]&attrCodec == 0 && total > len(b) {
+			t.Fatalf("%d bytes of keys and values from %d bytes of input", total, len(b))
+		}
+	})
+}
+
+func TestFetchRequestEncodesEveryVersion(t *testing.T) {
+	for v := int16(minFetchVersion); v <= maxFetchVersion; v++ {
+		b := appendFetchRequest(nil, v, 42, "client", "events", 3, 12345, 250*time.Millisecond, 1, 10<<20)
+		if got := int(binary.BigEndian.Uint32(b)); got != len(b)-4 {
+			t.Fatalf("v%d: size %d, want %d", v, got, len(b)-4)
+		}
+		h := b[4:]
+		if key, ver, id := binary.BigEndian.Uint16(h), int16(binary.BigEndian.Uint16(h[2:])), binary.BigEndian.Uint32(h[4:]); key != apiFetch || ver != v || id != 42 {
+			t.Fatalf("v%d: header key %d version %d id %d", v, key, ver, id)
+		}
+		body := h[8+2+len("client"):]
+		req := kmsg.NewFetchRequest()
+		req.Version = v
+		if err := req.ReadFrom(body); err != nil {
+			t.Fatalf("v%d: %v", v, err)
+		}
+		if req.ReplicaID != -1 || req.MaxWaitMillis != 250 || req.MinBytes != 1 || req.MaxBytes != 10<<20 || req.IsolationLevel != 0 {
+			t.Fatalf("v%d: %+v", v, req)
+		}
+		if len(req.Topics) != 1 || req.Topics[0].Topic != "events" || len(req.Topics[0].Partitions) != 1 {
+			t.Fatalf("v%d: topics %+v", v, req.Topics)
+		}
+		p := req.Topics[0].Partitions[0]
+		if p.Partition != 3 || p.FetchOffset != 12345 || p.PartitionMaxBytes != 10<<20 {
+			t.Fatalf("v%d: partition %+v", v, p)
+		}
+		if v >= 7 && (req.SessionID != 0 || req.SessionEpoch != -1) {
+			t.Fatalf("v%d: session %d epoch %d, want a sessionless fetch", v, req.SessionID, req.SessionEpoch)
+		}
+		if v >= 9 && p.CurrentLeaderEpoch != -1 {
+			t.Fatalf("v%d: leader epoch %d", v, p.CurrentLeaderEpoch)
+		}
+	}
+}
+
+// fetchResponse encodes a Fetch response with kmsg, size and correlation id
+// first, as it comes off the connection.
+func fetchResponse(version int16, id int32, code int16, topics ...kmsg.FetchResponseTopic) []byte {
+	resp := kmsg.NewFetchResponse()
+	resp.Version = version
+	resp.ErrorCode = code
+	resp.Topics = topics
+	body := resp.AppendTo(nil)
+	b := binary.BigEndian.AppendUint32(nil, uint32(len(body)+4))
+	b = binary.BigEndian.AppendUint32(b, uint32(id))
+	return append(b, body...)
+}
+
+func fetchPartition(id int32, code int16, hwm int64, records []byte) kmsg.FetchResponseTopicPartition {
+	p := kmsg.NewFetchResponseTopicPartition()
+	p.Partition, p.ErrorCode, p.HighWatermark, p.RecordBatches = id, code, hwm, records
+	p.AbortedTransactions = []kmsg.FetchResponseTopicPartitionAbortedTransaction{{ProducerID: 1, FirstOffset: 2}}
+	return p
+}
+
+func TestReadResponseHead(t *testing.T) {
+	records := encodeBatch(t, 0, compress.None, 0, 0, testRecords())
+	ours := func(code int16) kmsg.FetchResponseTopic {
+		return kmsg.FetchResponseTopic{Topic: "events", Partitions: []kmsg.FetchResponseTopicPartition{
+			fetchPartition(2, 0, 99, []byte("not ours")), fetchPartition(3, code, 100, records),
+		}}
+	}
+	other := kmsg.FetchResponseTopic{Topic: "event", Partitions: []kmsg.FetchResponseTopicPartition{fetchPartition(3, 0, 5, []byte("nor this"))}}
+	for v := int16(minFetchVersion); v <= maxFetchVersion; v++ {
+		cases := []struct {
+			name string
+			b    []byte
+			err  error // nil: the records are found
+			text string
+		}{
+			{"records", fetchResponse(v, 7, 0, other, ours(0)), nil, ""},
+			{"partition error", fetchResponse(v, 7, 0, ours(int16(kafka.OffsetOutOfRange))), kafka.OffsetOutOfRange, ""},
+			{"wrong request", fetchResponse(v, 8, 0, ours(0)), nil, "for request 8"},
+			{"partition missing", fetchResponse(v, 7, 0, other), nil, "without events/3"},
+			{"cut short", fetchResponse(v, 7, 0, ours(0))[:40], nil, "unexpected EOF"},
+		}
+		if v >= 7 {
+			cases = append(cases, struct {
+				name string
+				b    []byte
+				err  error
+				text string
+			}{"response error", fetchResponse(v, 7, int16(kafka.NotLeaderForPartition), ours(0)), kafka.NotLeaderForPartition, ""})
+		}
+		for _, c := range cases {
+			t.Run(fmt.Sprintf("v%d/%s", v, c.name), func(t *testing.T) {
+				r := &response{r: bufio.NewReader(bytes.NewReader(c.b))}
+				pd, err := readResponseHead(r, v, 7, "events", 3)
+				switch {
+				case c.err != nil:
+					if !errors.Is(err, c.err) {
+						t.Fatalf("err %v, want %v", err, c.err)
+					}
+				case c.text != "":
+					if err == nil || !strings.Contains(err.Error(), c.text) {
+						t.Fatalf("err %v, want one containing %q", err, c.text)
+					}
+				default:
+					if err != nil {
+						t.Fatal(err)
+					}
+					if pd.hwm != 100 || pd.records != len(records) || r.left != len(records) {
+						t.Fatalf("hwm %d, %d bytes of records, %d left; want 100, %d, %d", pd.hwm, pd.records, r.left, len(records), len(records))
+					}
+					got := make([]byte, pd.records)
+					if err := r.full(got); err != nil || !bytes.Equal(got, records) {
+						t.Fatalf("records not next in the response (err %v)", err)
+					}
+				}
+			})
+		}
+	}
+}
