@@ -535,6 +535,10 @@ func zigzagSlow(b []byte, i int) (int64, int) {
 	if i < 0 || i > len(b) {
 		return 0, -1
 	}
+	if i+1 < len(b) && b[i+1] < 0x80 { // two bytes: a record's length, a value's
+		u := int64(b[i]&0x7f) | int64(b[i+1])<<7
+		return u>>1 ^ -(u & 1), i + 2
+	}
 	v, n := binary.Varint(b[i:])
 	if n <= 0 {
 		return 0, -1

@@ -339,3 +339,19 @@ func TestReadResponseHead(t *testing.T) {
 		}
 	}
 }
+
+func TestZigzagMatchesEncodingBinary(t *testing.T) {
+	for _, v := range []int64{0, 1, -1, 63, -64, 64, -65, 400, -400, 8191, -8192, 8192, -8193, 1 << 20, -(1 << 40), 1<<62 - 1} {
+		b := binary.AppendVarint([]byte{0xff}, v) // at an offset, after a stray byte
+		got, i := zigzag(b, 1)
+		if got != v || i != len(b) {
+			t.Fatalf("zigzag(%d) = %d at %d, want %d at %d", v, got, i, v, len(b))
+		}
+		if _, i := zigzag(b[:len(b)-1], 1); len(b) > 2 && i != -1 {
+			t.Fatalf("zigzag(%d) cut short: index %d, want -1", v, i)
+		}
+	}
+	if _, i := zigzag(nil, -1); i != -1 {
+		t.Fatal("a failed index does not stay failed")
+	}
+}
