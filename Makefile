@@ -29,7 +29,7 @@ test-short: ## Unit tests only (-short).
 
 .PHONY: bench
 bench: ## End-to-end benchmark (Kafka → ampstream → sink on 127.0.0.1) plus Go micro-benchmarks; prints a BENCH line.
-	$(GO) test -run '^$$' -bench . -benchmem ./internal/event/ ./internal/route/ ./internal/deliver/ ./internal/amplitude/
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/event/ ./internal/route/ ./internal/deliver/ ./internal/amplitude/ ./internal/fetch/
 	$(GO) run ./cmd/ampstream bench $(BENCH_ARGS)
 
 .PHONY: emulate
