@@ -301,10 +301,10 @@ func (f *Fetcher) nextBatch() (bool, error) {
 func (f *Fetcher) endResponse() error {
 	f.active = false
 	f.recLeft = 0
-	if cap(f.scratch) > maxScratch {
+	if !f.gotBatch || cap(f.scratch) > maxScratch {
 		f.scratch = nil
 	}
-	if cap(f.unz) > maxScratch {
+	if !f.gotBatch || cap(f.unz) > maxScratch {
 		f.unz = nil
 	}
 	return f.resp.skip(f.resp.left)

@@ -39,8 +39,11 @@ const (
 	attrControl   = 0x20
 
 	// maxScratch is the largest record-batch buffer a Fetcher keeps
-	// between responses; a bigger one (a rare huge batch) is dropped.
-	maxScratch = 4 << 20
+	// between responses (a batch bigger than the connection's buffer is
+	// read into one): the broker's default max.message.bytes is just over
+	// 1 MiB. A bigger one is dropped after use, and so is any buffer once
+	// the partition is caught up (a response without records).
+	maxScratch = 2 << 20
 
 	// maxDecompressed bounds what one compressed record batch may expand
 	// to (its records are decoded from memory): a batch past it is
