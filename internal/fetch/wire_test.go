@@ -147,9 +147,19 @@ func TestParseBatchLogAppendTimeAndControlBatches(t *testing.T) {
 		}
 	}
 
+	// A batch whose last records were compacted away ends past its last
+	// record: the next fetch starts after the batch, not inside it.
+	b = encodeBatch(t, 30, compress.None, 0, 0, testRecords()[:2])
+	binary.BigEndian.PutUint32(b[23:], 9) // last offset delta 9, last record at delta 1
+	binary.BigEndian.PutUint32(b[17:], crc32.Checksum(b[21:], castagnoli))
+	msgs, bt, err := decodeAll(b)
+	if err != nil || len(msgs) != 2 || msgs[1].Offset != 31 || bt.end != 40 {
+		t.Fatalf("compacted tail: %d records, last at %d, end %d, err %v; want 2, 31, 40", len(msgs), msgs[len(msgs)-1].Offset, bt.end, err)
+	}
+
 	// A transaction marker: no records, but its offset is passed.
 	b = encodeBatch(t, 20, compress.None, attrControl, 0, []kmsg.Record{{Key: []byte{0, 0, 0, 1}, Value: []byte{0, 0, 0, 0, 0, 0}}})
-	msgs, bt, err := decodeAll(b)
+	msgs, bt, err = decodeAll(b)
 	if err != nil || len(msgs) != 0 || bt.end != 21 {
 		t.Fatalf("control batch: %d records, end %d, err %v; want none, 21", len(msgs), bt.end, err)
 	}
