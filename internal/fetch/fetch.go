@@ -274,7 +274,7 @@ func (f *Fetcher) nextBatch() (bool, error) {
 	size := int(int32(binary.BigEndian.Uint32(h[8:])))
 	f.recLeft -= batchHeaderSize
 	switch {
-	case size < 0:
+	case size < 0 || size > maxBatch:
 		return false, fmt.Errorf("record batch at offset %d: length %d", base, size)
 	case size > f.recLeft && f.gotBatch:
 		// The broker cut the response at its size limit, mid-batch: the

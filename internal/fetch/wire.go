@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -50,6 +51,12 @@ const (
 	// reported, not decoded. Producers' batches are at most
 	// max.message.bytes (1 MiB by default) compressed.
 	maxDecompressed = 256 << 20
+
+	// maxBatch bounds the length a record batch may claim, checked before
+	// its buffer is allocated: a corrupt length must not allocate
+	// gigabytes. Brokers bound batches by max.message.bytes (1 MiB by
+	// default).
+	maxBatch = 256 << 20
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -199,11 +206,21 @@ func (r *response) view(n int, scratch *[]byte) ([]byte, error) {
 		r.left -= n
 		return b, nil
 	}
-	if cap(*scratch) < n {
-		*scratch = make([]byte, n)
+	// Grown as the bytes arrive, not to the length claimed: a corrupt
+	// length runs into the end of the data before it allocates much.
+	b := (*scratch)[:0]
+	for len(b) < n {
+		if len(b) == cap(b) {
+			b = slices.Grow(b, min(n-len(b), max(cap(b), 64<<10)))
+		}
+		m := min(n, cap(b))
+		if err := r.full(b[len(b):m]); err != nil {
+			return nil, err
+		}
+		b = b[:m]
 	}
-	b := (*scratch)[:n]
-	return b, r.full(b)
+	*scratch = b
+	return b, nil
 }
 
 // full reads exactly len(b) bytes of the response into b.
