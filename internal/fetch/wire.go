@@ -165,7 +165,7 @@ func (r *response) skip(n int) error {
 	return unexpectedEOF(err)
 }
 
-// string reads a string and reports whether it equals want, without
+// stringIs reads a string and reports whether it equals want, without
 // allocating.
 func (r *response) stringIs(want string) (bool, error) {
 	n, err := r.int16()
