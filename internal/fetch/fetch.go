@@ -313,21 +313,19 @@ func (f *Fetcher) endResponse() error {
 // fail ends the connection after err and decides what happens next: nil to
 // fetch again, or the error to return.
 func (f *Fetcher) fail(err error) error {
-	f.active = false
-	f.bt = batch{}
+	f.Close()
 	switch {
 	case errors.Is(err, errLegacy):
 		// From here on kafka-go reads this partition, from the next offset.
 		f.cfg.Log.Info().Int64("offset", f.offset).
 			Msg("pre-0.11 message format in the partition: reading it through kafka-go from here on")
 		f.legacy = true
-		f.Close()
 		return nil
 	case errors.Is(err, kafka.OffsetOutOfRange):
-		// The log's range is read on a fresh connection.
+		// The log's range is read on a fresh connection: after this error
+		// kafka-go's Conn was seen failing the next request on kfake.
 		f.checkRange = true
 	}
-	f.Close()
 	return err
 }
 
@@ -370,16 +368,10 @@ func (f *Fetcher) endBatch(err error) error {
 		}
 		err = cerr
 	}
-	switch {
-	case errors.Is(err, kafka.RequestTimedOut):
+	if errors.Is(err, kafka.RequestTimedOut) {
 		return nil // the broker's wait ran out: fetch again
-	case errors.Is(err, kafka.OffsetOutOfRange):
-		// The log's range is read on a fresh connection: after this error
-		// kafka-go's Conn was seen failing the next request on kfake.
-		f.checkRange = true
 	}
-	f.Close()
-	return err
+	return f.fail(err)
 }
 
 // connect dials the partition's leader through the first broker that

@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -254,7 +255,8 @@ type partitionData struct {
 // returned as a kafka.Error.
 func readResponseHead(r *response, version int16, correlation int32, topic string, partition int32) (partitionData, error) {
 	var pd partitionData
-	size, err := r.int32Raw()
+	r.left = 4 // the size, which precedes the response
+	size, err := r.int32()
 	if err != nil {
 		return pd, err
 	}
@@ -355,15 +357,6 @@ func readResponseHead(r *response, version int16, correlation int32, topic strin
 	return pd, fmt.Errorf("fetch response without %s/%d", topic, partition)
 }
 
-// int32Raw reads the size that precedes a response, before left is known.
-func (r *response) int32Raw() (int32, error) {
-	b := r.tmp[:4]
-	if _, err := io.ReadFull(r.r, b); err != nil {
-		return 0, err
-	}
-	return int32(binary.BigEndian.Uint32(b)), nil
-}
-
 // batch is the record batch being decoded.
 type batch struct {
 	recs      []byte // records not decoded yet (scratch, or decompressed)
@@ -424,7 +417,7 @@ func parseBatch(base int64, b []byte, unz *[]byte) (batch, error) {
 // decompress appends the decompression of in to out, up to
 // maxDecompressed bytes.
 func decompress(codec compress.Codec, in, out []byte) ([]byte, error) {
-	r := codec.NewReader(&sliceReader{b: in})
+	r := codec.NewReader(bytes.NewReader(in))
 	defer r.Close()
 	if cap(out) == 0 {
 		out = make([]byte, 0, min(4*len(in), maxDecompressed))
@@ -444,25 +437,12 @@ func decompress(codec compress.Codec, in, out []byte) ([]byte, error) {
 		if err != nil {
 			return out, err
 		}
-		if empty++; n > 0 {
+		if n > 0 {
 			empty = 0
-		} else if empty == 100 {
+		} else if empty++; empty == 100 { // as bufio.Reader does: a codec that never advances
 			return out, io.ErrNoProgress
 		}
 	}
-}
-
-// sliceReader is a bytes.Reader without the seeking, so the codec's own
-// buffering is not bypassed by WriterTo tricks.
-type sliceReader struct{ b []byte }
-
-func (s *sliceReader) Read(p []byte) (int, error) {
-	if len(s.b) == 0 {
-		return 0, io.EOF
-	}
-	n := copy(p, s.b)
-	s.b = s.b[n:]
-	return n, nil
 }
 
 // next decodes the batch's next record into msg: its key and value share
