@@ -126,6 +126,7 @@ func New(cfg config.Config, log zerolog.Logger, reg *prometheus.Registry, build 
 		CommitInterval:             cfg.Kafka.CommitInterval,
 		FetchMaxBytes:              cfg.Kafka.FetchMaxBytes,
 		FetchMaxWait:               cfg.Kafka.FetchMaxWait,
+		ReadCommitted:              cfg.Kafka.IsolationLevel == config.IsolationReadCommitted,
 		DrainTimeout:               cfg.Shutdown.DrainTimeout,
 		MinIDLength:                cfg.Amplitude.MinIDLength,
 		LagThreshold:               cfg.Router.LagThreshold,

@@ -37,6 +37,9 @@ const (
 	StartOffsetEarliest = "earliest"
 	StartOffsetLatest   = "latest"
 
+	IsolationReadCommitted   = "read_committed"
+	IsolationReadUncommitted = "read_uncommitted"
+
 	SASLNone        = "none"
 	SASLPlain       = "plain"
 	SASLScramSHA256 = "scram-sha-256"
@@ -79,6 +82,7 @@ type Kafka struct {
 	Group             string
 	ClientID          string
 	StartOffset       string // StartOffsetEarliest or StartOffsetLatest
+	IsolationLevel    string // IsolationReadCommitted or IsolationReadUncommitted
 	SessionTimeout    time.Duration
 	HeartbeatInterval time.Duration
 	RebalanceTimeout  time.Duration
@@ -223,6 +227,9 @@ func Default() Config {
 			Group:       "ampstream",
 			ClientID:    "ampstream",
 			StartOffset: StartOffsetEarliest,
+			// As librdkafka (Vector, most non-JVM clients): events of aborted
+			// transactions never reach Amplitude.
+			IsolationLevel: IsolationReadCommitted,
 			// kafka-go's defaults: the broker drops a member after 30 s of
 			// silence; heartbeats every 3 s allow ~10 missed before that.
 			SessionTimeout:    30 * time.Second,

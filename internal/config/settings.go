@@ -22,6 +22,7 @@ func settings() []setting {
 		{key: "kafka.group", help: "consumer group id", field: func(c *Config) any { return &c.Kafka.Group }},
 		{key: "kafka.client_id", help: "Kafka client id", field: func(c *Config) any { return &c.Kafka.ClientID }},
 		{key: "kafka.start_offset", help: "where a partition with no committed offset starts", enum: []string{StartOffsetEarliest, StartOffsetLatest}, field: func(c *Config) any { return &c.Kafka.StartOffset }},
+		{key: "kafka.isolation_level", help: "read_committed skips aborted transactions' events and waits for open ones to commit; read_uncommitted forwards every record", enum: []string{IsolationReadCommitted, IsolationReadUncommitted}, field: func(c *Config) any { return &c.Kafka.IsolationLevel }},
 		{key: "kafka.session_timeout", help: "group session timeout", field: func(c *Config) any { return &c.Kafka.SessionTimeout }},
 		{key: "kafka.heartbeat_interval", help: "group heartbeat interval", field: func(c *Config) any { return &c.Kafka.HeartbeatInterval }},
 		{key: "kafka.rebalance_timeout", help: "how long members may take to rejoin; must exceed shutdown.drain_timeout", field: func(c *Config) any { return &c.Kafka.RebalanceTimeout }},

@@ -40,6 +40,7 @@ func (c Config) Validate() error {
 	v.nonEmpty("kafka.group", k.Group)
 	v.nonEmpty("kafka.client_id", k.ClientID)
 	v.enum("kafka.start_offset", k.StartOffset)
+	v.enum("kafka.isolation_level", k.IsolationLevel)
 	v.positive("kafka.session_timeout", k.SessionTimeout)
 	v.positive("kafka.heartbeat_interval", k.HeartbeatInterval)
 	if k.HeartbeatInterval >= k.SessionTimeout {

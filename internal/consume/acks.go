@@ -14,15 +14,17 @@ import (
 // commit (Kafka commits "the next offset to read").
 //
 // Offsets are added in fetch order; they may be resolved in any order.
-// Offsets need not be contiguous (compaction, transaction markers): the
-// watermark only ever moves to an offset that was fetched, or one past the
-// last fetched.
+// Offsets need not be contiguous (compaction, transaction markers, aborted
+// transactions): the watermark only ever moves to an offset that was
+// fetched, one past the last fetched, or the fetch position past offsets
+// that hold nothing to deliver (skipTo).
 type acks struct {
 	mu        sync.Mutex
 	ents      []ackEnt // ents[head:] are live, in offset order
 	head      int
 	base      uint64 // sequence number of ents[head]
 	next      int64  // watermark when nothing is pending
+	skip      int64  // fetch position: offsets below it not added hold nothing to deliver
 	live      int    // entries added but neither resolved nor abandoned
 	abandoned int    // entries that will never be resolved by this owner
 	idle      chan struct{}
@@ -152,6 +154,24 @@ func (a *acks) advance() {
 		a.head++
 		a.base++
 	}
+	if a.head == len(a.ents) && a.skip > a.next {
+		a.next = a.skip
+	}
+}
+
+// skipTo records the fetch position: every offset below it was added or
+// holds nothing to deliver (a transaction marker, an aborted transaction's
+// record, a compacted record). Once the added ones are resolved, the
+// watermark moves to it, so a partition whose log ends in a transaction
+// marker commits its end offset instead of showing a lag of one forever.
+// The position is taken as given, not as a maximum: a position that moves
+// back (the log was truncated under us) must not let the watermark jump
+// over offsets the log holds again.
+func (a *acks) skipTo(pos int64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.skip = pos
+	a.advance()
 }
 
 func (a *acks) signal() {

@@ -65,6 +65,46 @@ func TestWatermarkSkipsOffsetGaps(t *testing.T) {
 	}
 }
 
+func TestWatermarkReachesTheFetchPositionPastOffsetsWithNothingToDeliver(t *testing.T) {
+	t.Parallel()
+	// Records 0–2, then a transaction marker at 3: the fetch position is 4.
+	a := newAcks(0, 10)
+	var seqs []uint64
+	for off := int64(0); off < 3; off++ {
+		seqs = append(seqs, a.add(off, 1, 1))
+	}
+	a.skipTo(4)
+	if wm, _ := a.watermark(); wm != 0 {
+		t.Fatalf("watermark %d with everything pending, want 0", wm)
+	}
+	a.resolve(seqs[2])
+	a.resolve(seqs[1])
+	if wm, _ := a.watermark(); wm != 0 {
+		t.Fatalf("watermark %d with offset 0 pending, want 0", wm)
+	}
+	a.resolve(seqs[0])
+	if wm, _ := a.watermark(); wm != 4 {
+		t.Fatalf("watermark %d, want 4: past the marker once the records before it are resolved", wm)
+	}
+	// Idle, the position moves on over an aborted transaction (4–9).
+	a.skipTo(10)
+	if wm, _ := a.watermark(); wm != 10 {
+		t.Fatalf("watermark %d, want 10", wm)
+	}
+	// A position that moves back (a truncated log) must not let the
+	// watermark jump over the offsets the log holds again.
+	a.skipTo(8)
+	s := a.add(8, 1, 1)
+	a.skipTo(9)
+	if wm, _ := a.watermark(); wm != 8 {
+		t.Fatalf("watermark %d with offset 8 pending, want 8", wm)
+	}
+	a.resolve(s)
+	if wm, _ := a.watermark(); wm != 9 {
+		t.Fatalf("watermark %d, want 9", wm)
+	}
+}
+
 func TestAbandonedOffsetsBlockTheWatermarkButNotTheDrain(t *testing.T) {
 	t.Parallel()
 	a := newAcks(0, 10)

@@ -47,6 +47,7 @@ type Options struct {
 	CommitInterval    time.Duration
 	FetchMaxBytes     int
 	FetchMaxWait      time.Duration
+	ReadCommitted     bool // hide aborted transactions' records (fetch.Config)
 	DrainTimeout      time.Duration
 	MinIDLength       int
 	LagThreshold      time.Duration // events older than this (Kafka time) are catch-up traffic; 0 = off

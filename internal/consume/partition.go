@@ -171,7 +171,18 @@ func (c *Consumer) fetchLoop(ctx context.Context, p *partition, start int64, log
 	f := fetch.New(fetch.Config{
 		Dialer: c.opts.Dialer, Brokers: c.opts.Brokers, Topic: p.topic, Partition: p.id, Offset: start,
 		MaxBytes: c.opts.FetchMaxBytes, MaxWait: c.opts.FetchMaxWait, Log: flog,
-		BeforeFetch: flush,
+		ReadCommitted: c.opts.ReadCommitted,
+		BeforeFetch: func(next, hwm int64) {
+			flush()
+			// Between fetches every message Fill returned is in the acks:
+			// the offsets up to next that are not hold nothing to deliver.
+			if hwm >= 0 {
+				p.setHWM(hwm)
+			}
+			if next >= 0 {
+				p.acks.skipTo(next)
+			}
+		},
 	})
 	defer f.Close()
 	// A chunk never exceeds the in-flight caps, which a chunk is let past

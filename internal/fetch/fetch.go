@@ -6,11 +6,13 @@
 package fetch
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -72,6 +74,13 @@ type Fetcher struct {
 	bt       batch // the record batch being decoded
 	scratch  []byte
 	unz      []byte
+	// Read committed: the response's aborted transactions by first
+	// offset, how many of them the batches read so far have reached, and
+	// the producers whose transaction is aborted at the current batch.
+	aborted      []abortedTxn
+	abortedAt    int
+	abortedPIDs  map[int64]struct{}
+	skippedBatch int // batches of aborted transactions skipped, for tests
 
 	// legacy: fetches go through kafka-go's Batch (a pre-0.11 message
 	// format was met, or the broker has no Fetch v4).
@@ -95,10 +104,18 @@ type Config struct {
 	MaxWait     time.Duration
 	ReadTimeout time.Duration // 0 means 10 s
 	Log         zerolog.Logger
+	// ReadCommitted hides the records of aborted transactions, and those of
+	// open ones until they commit (Kafka's isolation.level=read_committed,
+	// librdkafka's default). Without it every record is read, as by
+	// kafka-go and the Java consumer's default.
+	ReadCommitted bool
 	// BeforeFetch, when set, runs before each fetch request, which may wait
 	// up to MaxWait for data: the caller flushes what it batches per
-	// response.
-	BeforeFetch func()
+	// response. next is the offset the fetch asks for: every offset below
+	// it was returned by Fill or holds no record to deliver (a transaction
+	// marker, an aborted transaction's record, a compacted record). hwm is
+	// the partition's high watermark in the last response, -1 before one.
+	BeforeFetch func(next, hwm int64)
 }
 
 // New returns a Fetcher; it connects on the first Next.
@@ -118,7 +135,7 @@ func New(cfg Config) *Fetcher {
 	if cfg.Dialer == nil {
 		cfg.Dialer = kafka.DefaultDialer
 	}
-	f := &Fetcher{cfg: cfg, offset: cfg.Offset}
+	f := &Fetcher{cfg: cfg, offset: cfg.Offset, hwm: -1}
 	f.cfg.Dialer = bufferedDialer(cfg.Dialer, func(c *bufConn) { f.dialed = c })
 	return f
 }
@@ -187,10 +204,12 @@ func (f *Fetcher) Fill(ctx context.Context, dst []kafka.Message, n int) ([]kafka
 			}
 		}
 		if f.cfg.BeforeFetch != nil {
-			f.cfg.BeforeFetch()
+			f.cfg.BeforeFetch(f.offset, f.hwm)
 		}
 		f.setDeadline(time.Now().Add(f.cfg.MaxWait + f.cfg.ReadTimeout))
 		if f.legacy {
+			// Pre-0.11 message formats have no transactions; a broker
+			// without Fetch v4 knows none either.
 			f.batch = f.conn.ReadBatchWith(kafka.ReadBatchConfig{
 				MinBytes: f.cfg.MinBytes,
 				MaxBytes: f.cfg.MaxBytes,
@@ -246,16 +265,23 @@ func (f *Fetcher) read(dst []kafka.Message, start, n int) ([]kafka.Message, erro
 // the partition's record batches.
 func (f *Fetcher) request() error {
 	f.corr++
+	isolation := byte(isolationReadUncommitted)
+	if f.cfg.ReadCommitted {
+		isolation = isolationReadCommitted
+	}
 	f.wbuf = appendFetchRequest(f.wbuf[:0], f.version, f.corr, f.cfg.Dialer.ClientID, f.cfg.Topic,
-		int32(f.cfg.Partition), f.offset, f.cfg.MaxWait, int32(f.cfg.MinBytes), int32(f.cfg.MaxBytes))
+		int32(f.cfg.Partition), f.offset, f.cfg.MaxWait, int32(f.cfg.MinBytes), int32(f.cfg.MaxBytes), isolation)
 	if _, err := f.raw.Write(f.wbuf); err != nil {
 		return err
 	}
 	f.resp = response{r: f.raw.r}
-	pd, err := readResponseHead(&f.resp, f.version, f.corr, f.cfg.Topic, int32(f.cfg.Partition))
+	f.aborted, f.abortedAt = f.aborted[:0], 0
+	clear(f.abortedPIDs)
+	pd, err := readResponseHead(&f.resp, f.version, f.corr, f.cfg.Topic, int32(f.cfg.Partition), &f.aborted)
 	if err != nil {
 		return err
 	}
+	slices.SortFunc(f.aborted, func(a, b abortedTxn) int { return cmp.Compare(a.firstOffset, b.firstOffset) })
 	f.active, f.hwm, f.recLeft, f.gotBatch = true, pd.hwm, pd.records, false
 	return nil
 }
@@ -293,7 +319,35 @@ func (f *Fetcher) nextBatch() (bool, error) {
 		return false, err
 	}
 	f.gotBatch = true
+	if len(f.aborted) > 0 && f.bt.producerID >= 0 {
+		f.skipAborted()
+	}
 	return true, nil
+}
+
+// skipAborted applies read committed to the batch just parsed, as the Java
+// consumer does: an aborted transaction of the response that began at or
+// before the batch's last offset makes its producer's transactional batches
+// aborted from there on, until that producer's abort marker. A skipped
+// batch's offsets are passed over like a transaction marker's.
+func (f *Fetcher) skipAborted() {
+	bt := &f.bt
+	for ; f.abortedAt < len(f.aborted) && f.aborted[f.abortedAt].firstOffset < bt.end; f.abortedAt++ {
+		if f.abortedPIDs == nil {
+			f.abortedPIDs = make(map[int64]struct{})
+		}
+		f.abortedPIDs[f.aborted[f.abortedAt].producerID] = struct{}{}
+	}
+	if bt.control {
+		if bt.abortMarker {
+			delete(f.abortedPIDs, bt.producerID)
+		}
+		return
+	}
+	if _, ok := f.abortedPIDs[bt.producerID]; ok && bt.transactional {
+		bt.count, bt.recs = 0, nil
+		f.skippedBatch++
+	}
 }
 
 // endResponse discards what is left of the response (a batch the broker
@@ -354,6 +408,7 @@ func (f *Fetcher) setDeadline(t time.Time) {
 // endBatch closes the current batch after ReadMessage returned err and
 // decides what happens next: nil to fetch again, or the error to return.
 func (f *Fetcher) endBatch(err error) error {
+	f.hwm = f.batch.HighWaterMark()
 	cerr := f.batch.Close()
 	f.batch = nil
 	if errors.Is(err, io.EOF) {

@@ -127,7 +127,7 @@ func TestFetcherReturnsPromptlyWhenCancelledWhileWaiting(t *testing.T) {
 	f := newTestFetcher(c, topic, 0, 1<<20)
 	f.cfg.MaxWait = 30 * time.Second // the broker holds an empty fetch this long
 	fetching := make(chan struct{}, 2)
-	f.cfg.BeforeFetch = func() {
+	f.cfg.BeforeFetch = func(int64, int64) {
 		select {
 		case fetching <- struct{}{}:
 		default: // never block the fetcher
@@ -253,7 +253,7 @@ func TestFillReadsChunksInOrderWithoutWaitingForTheNextFetch(t *testing.T) {
 
 	fetches := 0
 	f := newTestFetcher(c, topic, kafka.FirstOffset, 1<<10)
-	f.cfg.BeforeFetch = func() { fetches++ }
+	f.cfg.BeforeFetch = func(int64, int64) { fetches++ }
 	defer f.Close()
 	var msgs []kafka.Message
 	next := int64(0)
@@ -415,6 +415,96 @@ func TestFetcherPassesTransactionMarkers(t *testing.T) {
 	}
 	if fmt.Sprint(got) != "[0 1 2 4 5]" || f.offset != 6 {
 		t.Fatalf("read offsets %v, next %d; want [0 1 2 4 5], next 6", got, f.offset)
+	}
+}
+
+// TestFetcherReadCommittedSkipsAbortedTransactions interleaves two
+// transactional producers batch by batch, aborts one and commits the other,
+// and reads the partition both ways: read committed returns exactly the
+// committed transaction's records and the plain ones, read uncommitted all
+// of them. Either way the position reported before the next fetch is the
+// log end, past the final transaction marker.
+func TestFetcherReadCommittedSkipsAbortedTransactions(t *testing.T) {
+	c := kafkatest.Start(t)
+	topic := c.CreateTopic(t, "fetch-abort", 1)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	txn := func(name string) *kgo.Client {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers...), kgo.DefaultProduceTopic(topic),
+			kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.TransactionalID(kafkatest.UniqueName(name)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(cl.Close)
+		if err := cl.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		return cl
+	}
+	abort, commit := txn("fetch-abort"), txn("fetch-commit")
+	produce := func(cl *kgo.Client, v string) {
+		if err := cl.ProduceSync(ctx, &kgo.Record{Value: []byte(v)}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	produceWith(t, ctx, c, topic, nil, &kgo.Record{Value: []byte("plain-0")})
+	for i := range 3 { // one batch each, interleaved
+		produce(abort, fmt.Sprintf("aborted-%d", i))
+		produce(commit, fmt.Sprintf("committed-%d", i))
+	}
+	if err := abort.EndTransaction(ctx, kgo.TryAbort); err != nil {
+		t.Fatal(err)
+	}
+	produceWith(t, ctx, c, topic, nil, &kgo.Record{Value: []byte("plain-1")})
+	if err := commit.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		t.Fatal(err)
+	}
+	end := c.EndOffsets(t, topic)[0] // 1 + 6 records + 2 markers + 1 = 10
+	if end != 10 {
+		t.Fatalf("log end %d, want 10", end)
+	}
+
+	for _, tt := range []struct {
+		committed bool
+		want      string
+	}{
+		{true, "[plain-0 committed-0 committed-1 committed-2 plain-1]"},
+		{false, "[plain-0 aborted-0 committed-0 aborted-1 committed-1 aborted-2 committed-2 plain-1]"},
+	} {
+		t.Run(fmt.Sprintf("read_committed=%v", tt.committed), func(t *testing.T) {
+			f := newTestFetcher(c, topic, kafka.FirstOffset, 1<<20)
+			f.cfg.ReadCommitted = tt.committed
+			defer f.Close()
+			rctx, stop := context.WithCancel(ctx)
+			defer stop()
+			var next, hwm int64 = -1, -1
+			f.cfg.BeforeFetch = func(n, h int64) {
+				if next, hwm = n, h; n == end {
+					stop() // the position reached the log end: stop fetching
+				}
+			}
+			var got []string
+			for {
+				msg, _, err := f.Next(rctx)
+				if err != nil {
+					if rctx.Err() == nil {
+						t.Fatal(err)
+					}
+					break
+				}
+				got = append(got, string(msg.Value))
+			}
+			if fmt.Sprint(got) != tt.want {
+				t.Fatalf("read %v, want %s", got, tt.want)
+			}
+			if next != end || hwm != end {
+				t.Fatalf("position before the next fetch %d (hwm %d), want the log end %d", next, hwm, end)
+			}
+			if skipped := f.skippedBatch; tt.committed != (skipped == 3) || !tt.committed && skipped != 0 {
+				t.Fatalf("skipped %d aborted batches", skipped)
+			}
+		})
 	}
 }
 

@@ -36,9 +36,13 @@ const (
 	batchHeaderSize = 12 // base offset, batch length
 	batchFixedSize  = 49 // partition leader epoch … record count
 
-	attrCodec     = 0x07
-	attrLogAppend = 0x08
-	attrControl   = 0x20
+	attrCodec         = 0x07
+	attrLogAppend     = 0x08
+	attrTransactional = 0x10
+	attrControl       = 0x20
+
+	isolationReadUncommitted = 0
+	isolationReadCommitted   = 1
 
 	// maxScratch is the largest record-batch buffer a Fetcher keeps
 	// between responses (a batch bigger than the connection's buffer is
@@ -66,9 +70,10 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 var errLegacy = errors.New("record batch in a pre-0.11 message format")
 
 // appendFetchRequest appends a size-prefixed Fetch request for one
-// partition, read uncommitted, outside any fetch session.
+// partition, outside any fetch session. isolation is
+// isolationReadUncommitted or isolationReadCommitted.
 func appendFetchRequest(b []byte, version int16, correlation int32, clientID, topic string,
-	partition int32, offset int64, maxWait time.Duration, minBytes, maxBytes int32) []byte {
+	partition int32, offset int64, maxWait time.Duration, minBytes, maxBytes int32, isolation byte) []byte {
 	at := len(b)
 	b = binary.BigEndian.AppendUint32(b, 0) // size, set below
 	b = binary.BigEndian.AppendUint16(b, apiFetch)
@@ -80,7 +85,7 @@ func appendFetchRequest(b []byte, version int16, correlation int32, clientID, to
 	b = binary.BigEndian.AppendUint32(b, uint32(maxWait.Milliseconds()))
 	b = binary.BigEndian.AppendUint32(b, uint32(minBytes))
 	b = binary.BigEndian.AppendUint32(b, uint32(maxBytes))
-	b = append(b, 0) // isolation level: read uncommitted, as kafka-go's Conn
+	b = append(b, isolation)
 	if version >= 7 {
 		b = binary.BigEndian.AppendUint32(b, 0)          // session id: none
 		b = binary.BigEndian.AppendUint32(b, 0xffffffff) // session epoch -1: sessionless
@@ -250,10 +255,18 @@ type partitionData struct {
 	records int // bytes of record batches that follow
 }
 
+// abortedTxn is an aborted transaction a read-committed Fetch response
+// lists for the partition: its producer and its first offset.
+type abortedTxn struct {
+	producerID  int64
+	firstOffset int64
+}
+
 // readResponseHead reads a response's header and its fields up to the
-// records of the partition asked for. A response or partition error is
+// records of the partition asked for, and appends the partition's aborted
+// transactions to *aborted. A response or partition error is
 // returned as a kafka.Error.
-func readResponseHead(r *response, version int16, correlation int32, topic string, partition int32) (partitionData, error) {
+func readResponseHead(r *response, version int16, correlation int32, topic string, partition int32, aborted *[]abortedTxn) (partitionData, error) {
 	var pd partitionData
 	r.left = 4 // the size, which precedes the response
 	size, err := r.int32()
@@ -319,12 +332,27 @@ func readResponseHead(r *response, version int16, correlation int32, topic strin
 			if err := r.skip(skip); err != nil {
 				return pd, err
 			}
-			aborted, err := r.int32()
+			naborted, err := r.int32()
 			if err != nil {
 				return pd, err
 			}
-			if aborted > 0 {
-				if err := r.skip(16 * int(aborted)); err != nil { // producer id, first offset
+			if naborted > 0 && 16*int(naborted) > r.left {
+				return pd, fmt.Errorf("fetch response: %d aborted transactions, %d bytes left", naborted, r.left)
+			}
+			if naborted > 0 && ours && id == partition {
+				for range naborted {
+					pid, err := r.int64()
+					if err != nil {
+						return pd, err
+					}
+					first, err := r.int64()
+					if err != nil {
+						return pd, err
+					}
+					*aborted = append(*aborted, abortedTxn{producerID: pid, firstOffset: first})
+				}
+			} else if naborted > 0 {
+				if err := r.skip(16 * int(naborted)); err != nil { // producer id, first offset
 					return pd, err
 				}
 			}
@@ -366,6 +394,11 @@ type batch struct {
 	baseTime  int64  // ms
 	maxTime   int64  // ms
 	logAppend bool   // timestamps are the broker's: every record has maxTime
+
+	producerID    int64 // -1 when the batch has no producer id
+	transactional bool  // part of a transaction
+	control       bool  // a transaction marker (count is 0)
+	abortMarker   bool  // a control batch that aborts its producer's transaction
 }
 
 // parseBatch checks and decodes the fixed part of a record batch: b holds
@@ -387,8 +420,14 @@ func parseBatch(base int64, b []byte, unz *[]byte) (batch, error) {
 	}
 	attrs := binary.BigEndian.Uint16(b[9:11])
 	bt.end = base + int64(int32(binary.BigEndian.Uint32(b[11:15]))) + 1
+	bt.producerID = int64(binary.BigEndian.Uint64(b[31:39]))
+	bt.transactional = attrs&attrTransactional != 0
 	if attrs&attrControl != 0 {
-		return bt, nil // a transaction marker: no records to deliver
+		// A transaction marker: no records to deliver. Its one record's key
+		// says which: version (int16), then type (int16), 0 for an abort.
+		bt.control = true
+		bt.abortMarker = controlType(b[batchFixedSize:]) == 0
+		return bt, nil
 	}
 	bt.baseTime = int64(binary.BigEndian.Uint64(b[15:23]))
 	bt.maxTime = int64(binary.BigEndian.Uint64(b[23:31]))
@@ -412,6 +451,24 @@ func parseBatch(base int64, b []byte, unz *[]byte) (batch, error) {
 		bt.recs = out
 	}
 	return bt, nil
+}
+
+// controlType returns the type in the key of a control batch's first
+// record: 0 abort, 1 commit, -1 when the record is malformed. Control
+// batches are never compressed.
+func controlType(recs []byte) int {
+	_, i := zigzag(recs, 0) // length
+	if i < 0 || i >= len(recs) {
+		return -1
+	}
+	i++                    // attributes
+	_, i = zigzag(recs, i) // timestamp delta
+	_, i = zigzag(recs, i) // offset delta
+	klen, i := zigzag(recs, i)
+	if i < 0 || klen < 4 || int64(len(recs)-i) < klen {
+		return -1
+	}
+	return int(int16(binary.BigEndian.Uint16(recs[i+2:])))
 }
 
 // decompress appends the decompression of in to out, up to

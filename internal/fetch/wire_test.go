@@ -239,7 +239,7 @@ func FuzzRecordBatch(f *testing.F) {
 
 func TestFetchRequestEncodesEveryVersion(t *testing.T) {
 	for v := int16(minFetchVersion); v <= maxFetchVersion; v++ {
-		b := appendFetchRequest(nil, v, 42, "client", "events", 3, 12345, 250*time.Millisecond, 1, 10<<20)
+		b := appendFetchRequest(nil, v, 42, "client", "events", 3, 12345, 250*time.Millisecond, 1, 10<<20, isolationReadUncommitted)
 		if got := int(binary.BigEndian.Uint32(b)); got != len(b)-4 {
 			t.Fatalf("v%d: size %d, want %d", v, got, len(b)-4)
 		}
@@ -288,7 +288,11 @@ func fetchResponse(version int16, id int32, code int16, topics ...kmsg.FetchResp
 func fetchPartition(id int32, code int16, hwm int64, records []byte) kmsg.FetchResponseTopicPartition {
 	p := kmsg.NewFetchResponseTopicPartition()
 	p.Partition, p.ErrorCode, p.HighWatermark, p.RecordBatches = id, code, hwm, records
-	p.AbortedTransactions = []kmsg.FetchResponseTopicPartitionAbortedTransaction{{ProducerID: 1, FirstOffset: 2}}
+	// Aborted transactions named after the partition: only those of the
+	// partition asked for are kept.
+	p.AbortedTransactions = []kmsg.FetchResponseTopicPartitionAbortedTransaction{
+		{ProducerID: int64(id), FirstOffset: 2}, {ProducerID: int64(id) + 10, FirstOffset: 1},
+	}
 	return p
 }
 
@@ -324,7 +328,8 @@ func TestReadResponseHead(t *testing.T) {
 		for _, c := range cases {
 			t.Run(fmt.Sprintf("v%d/%s", v, c.name), func(t *testing.T) {
 				r := &response{r: bufio.NewReader(bytes.NewReader(c.b))}
-				pd, err := readResponseHead(r, v, 7, "events", 3)
+				var aborted []abortedTxn
+				pd, err := readResponseHead(r, v, 7, "events", 3, &aborted)
 				switch {
 				case c.err != nil:
 					if !errors.Is(err, c.err) {
@@ -337,6 +342,9 @@ func TestReadResponseHead(t *testing.T) {
 				default:
 					if err != nil {
 						t.Fatal(err)
+					}
+					if fmt.Sprint(aborted) != "[{3 2} {13 1}]" {
+						t.Fatalf("aborted transactions %v, want partition 3's [{3 2} {13 1}]", aborted)
 					}
 					if pd.hwm != 100 || pd.records != len(records) || r.left != len(records) {
 						t.Fatalf("hwm %d, %d bytes of records, %d left; want 100, %d, %d", pd.hwm, pd.records, r.left, len(records), len(records))
@@ -417,7 +425,7 @@ func FuzzFetchResponse(f *testing.F) {
 		fe := &Fetcher{cfg: Config{Topic: "events", Partition: 3, Log: zerolog.Nop()}}
 		// A 16-byte buffer: every batch goes through the scratch buffer.
 		fe.resp = response{r: bufio.NewReaderSize(bytes.NewReader(data[1:]), 16)}
-		pd, err := readResponseHead(&fe.resp, v, 7, "events", 3)
+		pd, err := readResponseHead(&fe.resp, v, 7, "events", 3, new([]abortedTxn))
 		if err != nil {
 			return
 		}
@@ -438,7 +446,7 @@ func TestReadDecodesAResponseThroughAnyBuffer(t *testing.T) {
 	for _, size := range []int{16, 4096} { // the scratch buffer, and views into the reader's
 		fe := &Fetcher{cfg: Config{Topic: "events", Partition: 3, Log: zerolog.Nop()}, offset: 1}
 		fe.resp = response{r: bufio.NewReaderSize(bytes.NewReader(fetchResponse(11, 7, 0, topic)), size)}
-		pd, err := readResponseHead(&fe.resp, 11, 7, "events", 3)
+		pd, err := readResponseHead(&fe.resp, 11, 7, "events", 3, new([]abortedTxn))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -458,5 +466,48 @@ func TestReadDecodesAResponseThroughAnyBuffer(t *testing.T) {
 		if fmt.Sprint(got) != "[1 2 4 5 6]" || fe.offset != 7 || fe.active || fe.resp.left != 0 {
 			t.Fatalf("buffer %d: offsets %v, next %d, active %v, %d left", size, got, fe.offset, fe.active, fe.resp.left)
 		}
+	}
+}
+
+// TestParseBatchReadsTransactionFields checks what read committed needs of
+// a batch header: its producer, whether it is transactional, and whether a
+// control batch commits or aborts.
+func TestParseBatchReadsTransactionFields(t *testing.T) {
+	withProducer := func(b []byte, pid int64) []byte {
+		binary.BigEndian.PutUint64(b[batchHeaderSize+31:], uint64(pid))
+		binary.BigEndian.PutUint32(b[batchHeaderSize+5:], crc32.Checksum(b[batchHeaderSize+9:], castagnoli))
+		return b
+	}
+	marker := func(typ int16) []kmsg.Record {
+		key := binary.BigEndian.AppendUint16([]byte{0, 0}, uint16(typ))
+		return []kmsg.Record{{Key: key, Value: []byte{0, 0, 0, 0, 0, 0}}}
+	}
+	for _, c := range []struct {
+		name                   string
+		attrs                  int16
+		recs                   []kmsg.Record
+		txn, control, abortMrk bool
+	}{
+		{"plain", 0, testRecords(), false, false, false},
+		{"transactional", attrTransactional, testRecords(), true, false, false},
+		{"abort marker", attrTransactional | attrControl, marker(0), true, true, true},
+		{"commit marker", attrTransactional | attrControl, marker(1), true, true, false},
+		{"marker without a key", attrTransactional | attrControl, []kmsg.Record{{}}, true, true, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b := withProducer(encodeBatch(t, 40, compress.None, c.attrs, 0, c.recs), 77)
+			var unz []byte
+			bt, err := parseBatch(40, b[batchHeaderSize:], &unz)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bt.producerID != 77 || bt.transactional != c.txn || bt.control != c.control || bt.abortMarker != c.abortMrk {
+				t.Fatalf("producer %d transactional %v control %v abort %v; want 77 %v %v %v",
+					bt.producerID, bt.transactional, bt.control, bt.abortMarker, c.txn, c.control, c.abortMrk)
+			}
+			if c.control && bt.count != 0 {
+				t.Fatalf("a control batch yields %d records", bt.count)
+			}
+		})
 	}
 }
