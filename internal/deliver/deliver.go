@@ -336,7 +336,7 @@ func (d *Deliverer) handoff(ctx context.Context, s *shard, share []*Item) error 
 
 // userHeld returns until when user's events are held back, if they are.
 func (d *Deliverer) userHeld(user []byte, now time.Time) (time.Time, bool) {
-	if len(user) == 0 || d.userHoldCount.Load() == 0 {
+	if d.userHoldCount.Load() == 0 || len(user) == 0 { // no hold: the item's ids stay untouched
 		return time.Time{}, false
 	}
 	v, ok := d.userHolds.Load(string(user))
