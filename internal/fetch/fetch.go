@@ -275,6 +275,12 @@ func (f *Fetcher) request() error {
 		return err
 	}
 	f.resp = response{r: f.raw.r}
+	return f.readHead()
+}
+
+// readHead reads f.resp up to the partition's record batches and makes it
+// the active response.
+func (f *Fetcher) readHead() error {
 	f.aborted, f.abortedAt = f.aborted[:0], 0
 	clear(f.abortedPIDs)
 	pd, err := readResponseHead(&f.resp, f.version, f.corr, f.cfg.Topic, int32(f.cfg.Partition), &f.aborted)
@@ -319,7 +325,7 @@ func (f *Fetcher) nextBatch() (bool, error) {
 		return false, err
 	}
 	f.gotBatch = true
-	if len(f.aborted) > 0 && f.bt.producerID >= 0 {
+	if f.cfg.ReadCommitted && len(f.aborted) > 0 && f.bt.producerID >= 0 {
 		f.skipAborted()
 	}
 	return true, nil

@@ -413,6 +413,11 @@ func BenchmarkDecodeBatch(b *testing.B) {
 func FuzzFetchResponse(f *testing.F) {
 	records := append(encodeBatch(f, 0, compress.None, 0, 1, testRecords()),
 		encodeBatch(f, 5, compress.Gzip, 0, 1, testRecords()[:2])...)
+	// Transactional batches and an abort marker: fetchPartition lists an
+	// aborted transaction of producer 3 from offset 2.
+	abortKey := []kmsg.Record{{Key: []byte{0, 0, 0, 0}}}
+	records = append(records, withProducer(encodeBatch(f, 10, compress.None, attrTransactional, 1, testRecords()), 3)...)
+	records = append(records, withProducer(encodeBatch(f, 20, compress.None, attrTransactional|attrControl, 1, abortKey), 3)...)
 	topic := kmsg.FetchResponseTopic{Topic: "events", Partitions: []kmsg.FetchResponseTopicPartition{fetchPartition(3, 0, 10, records)}}
 	for v := int16(minFetchVersion); v <= maxFetchVersion; v++ {
 		f.Add(append([]byte{byte(v - minFetchVersion)}, fetchResponse(v, 7, 0, topic)...))
@@ -422,14 +427,12 @@ func FuzzFetchResponse(f *testing.F) {
 			return
 		}
 		v := minFetchVersion + int16(data[0])%(maxFetchVersion-minFetchVersion+1)
-		fe := &Fetcher{cfg: Config{Topic: "events", Partition: 3, Log: zerolog.Nop()}}
+		fe := &Fetcher{cfg: Config{Topic: "events", Partition: 3, Log: zerolog.Nop(), ReadCommitted: true}, version: v, corr: 7}
 		// A 16-byte buffer: every batch goes through the scratch buffer.
 		fe.resp = response{r: bufio.NewReaderSize(bytes.NewReader(data[1:]), 16)}
-		pd, err := readResponseHead(&fe.resp, v, 7, "events", 3, new([]abortedTxn))
-		if err != nil {
+		if err := fe.readHead(); err != nil {
 			return
 		}
-		fe.active, fe.hwm, fe.recLeft = true, pd.hwm, pd.records
 		msgs, _ := fe.read(nil, 0, 1<<16)
 		for i, m := range msgs {
 			if (i > 0 && m.Offset <= msgs[i-1].Offset) || m.Offset < 0 || fe.offset <= m.Offset {
@@ -473,11 +476,6 @@ func TestReadDecodesAResponseThroughAnyBuffer(t *testing.T) {
 // a batch header: its producer, whether it is transactional, and whether a
 // control batch commits or aborts.
 func TestParseBatchReadsTransactionFields(t *testing.T) {
-	withProducer := func(b []byte, pid int64) []byte {
-		binary.BigEndian.PutUint64(b[batchHeaderSize+31:], uint64(pid))
-		binary.BigEndian.PutUint32(b[batchHeaderSize+5:], crc32.Checksum(b[batchHeaderSize+9:], castagnoli))
-		return b
-	}
 	marker := func(typ int16) []kmsg.Record {
 		key := binary.BigEndian.AppendUint16([]byte{0, 0}, uint16(typ))
 		return []kmsg.Record{{Key: key, Value: []byte{0, 0, 0, 0, 0, 0}}}
@@ -509,5 +507,49 @@ func TestParseBatchReadsTransactionFields(t *testing.T) {
 				t.Fatalf("a control batch yields %d records", bt.count)
 			}
 		})
+	}
+}
+
+// withProducer sets the producer id of an encoded batch (encodeBatch's is
+// -1) and its CRC again.
+func withProducer(b []byte, pid int64) []byte {
+	binary.BigEndian.PutUint64(b[batchHeaderSize+31:], uint64(pid))
+	binary.BigEndian.PutUint32(b[batchHeaderSize+5:], crc32.Checksum(b[batchHeaderSize+9:], castagnoli))
+	return b
+}
+
+// TestReadCommittedSkipsTheAbortedBatchesOfAResponse decodes one response
+// whose partition lists an aborted transaction of producer 3 from offset 2
+// (fetchPartition): producer 3's transactional batch is skipped when read
+// committed, and its offsets are passed over either way up to the marker.
+func TestReadCommittedSkipsTheAbortedBatchesOfAResponse(t *testing.T) {
+	records := encodeBatch(t, 0, compress.None, 0, 1, testRecords()) // offsets 0–2, 4 (3 compacted)
+	records = append(records, withProducer(encodeBatch(t, 10, compress.None, attrTransactional, 1, testRecords()), 3)...)
+	records = append(records, withProducer(encodeBatch(t, 20, compress.None, attrTransactional|attrControl, 1,
+		[]kmsg.Record{{Key: []byte{0, 0, 0, 0}}}), 3)...)
+	topic := kmsg.FetchResponseTopic{Topic: "events", Partitions: []kmsg.FetchResponseTopicPartition{fetchPartition(3, 0, 21, records)}}
+	for _, c := range []struct {
+		committed bool
+		want      string
+	}{
+		{true, "[0 1 2 4]"},
+		{false, "[0 1 2 4 10 11 12 14]"},
+	} {
+		fe := &Fetcher{cfg: Config{Topic: "events", Partition: 3, Log: zerolog.Nop(), ReadCommitted: c.committed}, version: 11, corr: 7}
+		fe.resp = response{r: bufio.NewReader(bytes.NewReader(fetchResponse(11, 7, 0, topic)))}
+		if err := fe.readHead(); err != nil {
+			t.Fatal(err)
+		}
+		msgs, err := fe.read(nil, 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []int64
+		for _, m := range msgs {
+			got = append(got, m.Offset)
+		}
+		if fmt.Sprint(got) != c.want || fe.offset != 21 {
+			t.Fatalf("read committed %v: offsets %v, next %d; want %s, next 21", c.committed, got, fe.offset, c.want)
+		}
 	}
 }
