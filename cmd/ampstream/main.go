@@ -25,6 +25,7 @@ import (
 	"github.com/ampstream/ampstream/internal/app"
 	"github.com/ampstream/ampstream/internal/config"
 	"github.com/ampstream/ampstream/internal/demo"
+	"github.com/ampstream/ampstream/internal/memlimit"
 )
 
 // Set by -ldflags at build time.
@@ -104,6 +105,12 @@ func runService(ctx context.Context, args []string, getenv func(string) string, 
 	log := newLogger(stderr, cfg.Log.Level, cfg.Log.Format)
 	for _, name := range config.UnknownEnv(os.Environ()) {
 		log.Warn().Str("env", name).Msg("unknown AMPSTREAM_ variable ignored; check its spelling")
+	}
+	// 90 % of the container's memory limit, unless GOMEMLIMIT says otherwise.
+	if r, err := memlimit.Set("/", getenv); err != nil {
+		log.Warn().Err(err).Msg("container memory limit unreadable; the Go runtime runs without a memory limit")
+	} else if !r.None() {
+		log.Info().Int64("bytes", r.Limit).Str("from", r.Source).Msg("Go runtime memory limit")
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
