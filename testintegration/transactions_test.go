@@ -86,3 +86,69 @@ func TestTransactionsDeliverOnlyCommittedEventsAndCommitTheLogEnd(t *testing.T) 
 		t.Errorf("%d dead letters, want none", n)
 	}
 }
+
+// TestAnOpenTransactionIsHeldBackUntilItCommits produces a transaction's
+// events and leaves it open: ampstream must deliver none of them and commit
+// nothing past them (the broker serves read committed only up to the last
+// stable offset), then deliver all of them once the producer commits.
+func TestAnOpenTransactionIsHeldBackUntilItCommits(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 1, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(h.kafka.Brokers...), kgo.DefaultProduceTopic(h.topic),
+		kgo.TransactionalID(kafkatest.UniqueName("txn-open")), kgo.ProducerLinger(time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+
+	// A committed event first, so the consumer is seen to run.
+	g := traffic.New(12, 10, 0, nil)
+	produce := func(n int) {
+		t.Helper()
+		if err := cl.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		for range n {
+			m := g.Normal()
+			if err := cl.ProduceSync(ctx, &kgo.Record{Key: m.Key, Value: m.Value}).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	produce(1)
+	if err := cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		t.Fatal(err)
+	}
+	produce(20) // left open
+
+	r := h.start(h.config())
+	eventually(t, 30*time.Second, "the committed event delivered and committed", func() bool {
+		return h.emu.Stats().Ingested == 1 && h.kafka.CommittedOffsets(t, h.group, h.topic)[0] == 2
+	})
+	// Several fetch waits and commit intervals later, still nothing more.
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		if n := h.emu.Stats().Ingested; n != 1 {
+			t.Fatalf("%d events delivered while their transaction was open, want 1", n)
+		}
+		if off := h.kafka.CommittedOffsets(t, h.group, h.topic)[0]; off != 2 {
+			t.Fatalf("committed offset %d while the transaction from offset 2 was open, want 2", off)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal(ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+
+	if err := cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		t.Fatal(err)
+	}
+	want := g.Expected()
+	eventually(t, 30*time.Second, "the transaction's events delivered and the log end committed", func() bool {
+		return traffic.Check(h.emu, want).OK() && h.committedAll()
+	})
+	r.Stop(t)
+}
