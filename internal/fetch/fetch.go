@@ -208,12 +208,19 @@ func (f *Fetcher) Fill(ctx context.Context, dst []kafka.Message, n int) ([]kafka
 		}
 		f.setDeadline(time.Now().Add(f.cfg.MaxWait + f.cfg.ReadTimeout))
 		if f.legacy {
-			// Pre-0.11 message formats have no transactions; a broker
-			// without Fetch v4 knows none either.
+			// kafka-go bounds a read-committed fetch by the last stable
+			// offset but does not skip aborted transactions: old-format
+			// batches cannot be transactional, but newer ones after them
+			// can (internal/consume/DESIGN.md, "legacy mode").
+			iso := kafka.ReadUncommitted
+			if f.cfg.ReadCommitted {
+				iso = kafka.ReadCommitted
+			}
 			f.batch = f.conn.ReadBatchWith(kafka.ReadBatchConfig{
-				MinBytes: f.cfg.MinBytes,
-				MaxBytes: f.cfg.MaxBytes,
-				MaxWait:  f.cfg.MaxWait,
+				MinBytes:       f.cfg.MinBytes,
+				MaxBytes:       f.cfg.MaxBytes,
+				MaxWait:        f.cfg.MaxWait,
+				IsolationLevel: iso,
 			})
 		} else if err := f.request(); err != nil {
 			if err = f.fail(err); err != nil {
