@@ -510,12 +510,16 @@ func TestFetcherReadCommittedSkipsAbortedTransactions(t *testing.T) {
 
 func TestFetcherReadsThroughKafkaGoInLegacyMode(t *testing.T) {
 	c, topic, ctx := startTopic(t, 1000)
-
-	f := newTestFetcher(c, topic, 10, 4<<10)
-	f.legacy = true // as after a pre-0.11 record batch, or a broker without Fetch v4
-	defer f.Close()
-	readN(t, ctx, f, 10, 990)
-	if f.version != 0 {
-		t.Fatal("legacy mode negotiated a Fetch version of its own")
+	for _, committed := range []bool{false, true} {
+		t.Run(fmt.Sprintf("read_committed=%v", committed), func(t *testing.T) {
+			f := newTestFetcher(c, topic, 10, 4<<10)
+			f.cfg.ReadCommitted = committed
+			f.legacy = true // as after a pre-0.11 record batch, or a broker without Fetch v4
+			defer f.Close()
+			readN(t, ctx, f, 10, 990)
+			if f.version != 0 {
+				t.Fatal("legacy mode negotiated a Fetch version of its own")
+			}
+		})
 	}
 }
