@@ -119,7 +119,7 @@ func runService(ctx context.Context, args []string, getenv func(string) string, 
 		return err
 	}
 	log.Info().Str("version", version).Strs("brokers", cfg.Kafka.Brokers).Strs("topics", cfg.Kafka.Topics).
-		Str("group", cfg.Kafka.Group).Str("amplitude", cfg.Amplitude.BaseURL()).Msg("ampstream starting")
+		Str("group", cfg.Kafka.Group).Str("isolation", cfg.Kafka.IsolationLevel).Str("amplitude", cfg.Amplitude.BaseURL()).Msg("ampstream starting")
 	return a.Run(ctx)
 }
 
