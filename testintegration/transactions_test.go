@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/ampstream/ampstream/internal/kafkatest"
@@ -69,6 +70,14 @@ func TestTransactionsDeliverOnlyCommittedEventsAndCommitTheLogEnd(t *testing.T) 
 	eventually(t, 60*time.Second, "the committed events delivered and every log end committed", func() bool {
 		return traffic.Check(h.emu, want).OK() && h.committedAll()
 	})
+	// The aborted records are accounted for, not silently gone. Counted
+	// before each fetch: the partitions' next long polls report the last.
+	eventually(t, 10*time.Second, "every aborted record counted as skipped", func() bool {
+		return testutil.ToFloat64(r.App.Metrics.AbortedSkipped) == float64(aborted)
+	})
+	if got := testutil.ToFloat64(r.App.Metrics.EventsConsumed); got != 400 {
+		t.Errorf("ampstream_events_consumed_total %v, want the 400 committed records", got)
+	}
 	r.Stop(t)
 
 	if rep := traffic.Check(h.emu, want); !rep.OK() {

@@ -193,7 +193,7 @@ func (b *baseline) partitionConn(ctx context.Context, gen *kafka.Generation, id 
 	f := fetch.New(fetch.Config{
 		Dialer: b.dialer, Brokers: b.brokers, Topic: b.topic, Partition: id, Offset: offset,
 		MaxBytes: 10 << 20, MaxWait: 250 * time.Millisecond, Log: b.log,
-		BeforeFetch: func(int64, int64) {
+		BeforeFetch: func(fetch.Position) {
 			if ok && body.n > 0 && time.Since(body.opened) >= 200*time.Millisecond {
 				ok = body.flush(ctx)
 			}

@@ -172,15 +172,18 @@ func (c *Consumer) fetchLoop(ctx context.Context, p *partition, start int64, log
 		Dialer: c.opts.Dialer, Brokers: c.opts.Brokers, Topic: p.topic, Partition: p.id, Offset: start,
 		MaxBytes: c.opts.FetchMaxBytes, MaxWait: c.opts.FetchMaxWait, Log: flog,
 		ReadCommitted: c.opts.ReadCommitted,
-		BeforeFetch: func(next, hwm int64) {
+		BeforeFetch: func(pos fetch.Position) {
 			flush()
-			// Between fetches every message Fill returned is in the acks:
-			// the offsets up to next that are not hold nothing to deliver.
-			if hwm >= 0 {
-				p.setHWM(hwm)
+			if pos.AbortedRecords > 0 {
+				c.m.AbortedSkipped.Add(float64(pos.AbortedRecords))
 			}
-			if next >= 0 {
-				p.acks.skipTo(next)
+			// Between fetches every message Fill returned is in the acks:
+			// the offsets up to Next that are not hold nothing to deliver.
+			if pos.HighWaterMark >= 0 {
+				p.setHWM(pos.HighWaterMark)
+			}
+			if pos.Next >= 0 {
+				p.acks.skipTo(pos.Next)
 			}
 		},
 	})

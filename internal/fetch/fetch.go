@@ -81,6 +81,7 @@ type Fetcher struct {
 	abortedAt    int
 	abortedPIDs  map[int64]struct{}
 	skippedBatch int // batches of aborted transactions skipped, for tests
+	skippedRecs  int // their records, since the last BeforeFetch
 
 	// legacy: fetches go through kafka-go's Batch (a pre-0.11 message
 	// format was met, or the broker has no Fetch v4).
@@ -111,11 +112,21 @@ type Config struct {
 	ReadCommitted bool
 	// BeforeFetch, when set, runs before each fetch request, which may wait
 	// up to MaxWait for data: the caller flushes what it batches per
-	// response. next is the offset the fetch asks for: every offset below
-	// it was returned by Fill or holds no record to deliver (a transaction
-	// marker, an aborted transaction's record, a compacted record). hwm is
-	// the partition's high watermark in the last response, -1 before one.
-	BeforeFetch func(next, hwm int64)
+	// response.
+	BeforeFetch func(Position)
+}
+
+// Position is what BeforeFetch learns of the partition before a fetch.
+type Position struct {
+	// Next is the offset the fetch asks for: every offset below it was
+	// returned by Fill or holds no record to deliver (a transaction marker,
+	// an aborted transaction's record, a compacted record).
+	Next int64
+	// HighWaterMark is the partition's in the last response, -1 before one.
+	HighWaterMark int64
+	// AbortedRecords counts the records of aborted transactions skipped
+	// since the last BeforeFetch (ReadCommitted).
+	AbortedRecords int
 }
 
 // New returns a Fetcher; it connects on the first Next.
@@ -204,7 +215,8 @@ func (f *Fetcher) Fill(ctx context.Context, dst []kafka.Message, n int) ([]kafka
 			}
 		}
 		if f.cfg.BeforeFetch != nil {
-			f.cfg.BeforeFetch(f.offset, f.hwm)
+			f.cfg.BeforeFetch(Position{Next: f.offset, HighWaterMark: f.hwm, AbortedRecords: f.skippedRecs})
+			f.skippedRecs = 0
 		}
 		f.setDeadline(time.Now().Add(f.cfg.MaxWait + f.cfg.ReadTimeout))
 		if f.legacy {
@@ -358,6 +370,7 @@ func (f *Fetcher) skipAborted() {
 		return
 	}
 	if _, ok := f.abortedPIDs[bt.producerID]; ok && bt.transactional {
+		f.skippedRecs += bt.count
 		bt.count, bt.recs = 0, nil
 		f.skippedBatch++
 	}

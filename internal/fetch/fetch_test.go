@@ -127,7 +127,7 @@ func TestFetcherReturnsPromptlyWhenCancelledWhileWaiting(t *testing.T) {
 	f := newTestFetcher(c, topic, 0, 1<<20)
 	f.cfg.MaxWait = 30 * time.Second // the broker holds an empty fetch this long
 	fetching := make(chan struct{}, 2)
-	f.cfg.BeforeFetch = func(int64, int64) {
+	f.cfg.BeforeFetch = func(Position) {
 		select {
 		case fetching <- struct{}{}:
 		default: // never block the fetcher
@@ -253,7 +253,7 @@ func TestFillReadsChunksInOrderWithoutWaitingForTheNextFetch(t *testing.T) {
 
 	fetches := 0
 	f := newTestFetcher(c, topic, kafka.FirstOffset, 1<<10)
-	f.cfg.BeforeFetch = func(int64, int64) { fetches++ }
+	f.cfg.BeforeFetch = func(Position) { fetches++ }
 	defer f.Close()
 	var msgs []kafka.Message
 	next := int64(0)
@@ -479,8 +479,10 @@ func TestFetcherReadCommittedSkipsAbortedTransactions(t *testing.T) {
 			rctx, stop := context.WithCancel(ctx)
 			defer stop()
 			var next, hwm int64 = -1, -1
-			f.cfg.BeforeFetch = func(n, h int64) {
-				if next, hwm = n, h; n == end {
+			aborted := 0
+			f.cfg.BeforeFetch = func(p Position) {
+				aborted += p.AbortedRecords
+				if next, hwm = p.Next, p.HighWaterMark; next == end {
 					stop() // the position reached the log end: stop fetching
 				}
 			}
@@ -503,6 +505,9 @@ func TestFetcherReadCommittedSkipsAbortedTransactions(t *testing.T) {
 			}
 			if skipped := f.skippedBatch; tt.committed != (skipped == 3) || !tt.committed && skipped != 0 {
 				t.Fatalf("skipped %d aborted batches", skipped)
+			}
+			if want := map[bool]int{true: 3, false: 0}[tt.committed]; aborted != want {
+				t.Fatalf("BeforeFetch reported %d aborted records skipped, want %d", aborted, want)
 			}
 		})
 	}

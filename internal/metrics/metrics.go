@@ -41,6 +41,7 @@ type Metrics struct {
 
 	// Funnel.
 	EventsConsumed  prometheus.Counter
+	AbortedSkipped  prometheus.Counter
 	EventsForwarded *prometheus.CounterVec
 	DLQEvents       *prometheus.CounterVec
 	DLQWriteErrors  prometheus.Counter
@@ -121,6 +122,10 @@ func New(reg prometheus.Registerer) *Metrics {
 		EventsConsumed: f.NewCounter(prometheus.CounterOpts{
 			Name: "ampstream_events_consumed_total",
 			Help: "Messages fetched from Kafka.",
+		}),
+		AbortedSkipped: f.NewCounter(prometheus.CounterOpts{
+			Name: "ampstream_kafka_aborted_records_skipped_total",
+			Help: "Records of aborted transactions passed over (kafka.isolation_level=read_committed): never sent to Amplitude.",
 		}),
 		EventsForwarded: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "ampstream_events_forwarded_total",
