@@ -10,7 +10,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/ampstream/ampstream/internal/kafkatest"
 	"github.com/ampstream/ampstream/internal/traffic"
 )
 
@@ -29,12 +28,7 @@ func TestTransactionsDeliverOnlyCommittedEventsAndCommitTheLogEnd(t *testing.T) 
 	defer cancel()
 
 	txn := func(name string) *kgo.Client {
-		cl, err := kgo.NewClient(kgo.SeedBrokers(h.kafka.Brokers...), kgo.DefaultProduceTopic(h.topic),
-			kgo.TransactionalID(kafkatest.UniqueName(name)), kgo.ProducerLinger(time.Millisecond))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(cl.Close)
+		cl := h.kafka.TransactionalClient(t, h.topic, name, kgo.ProducerLinger(time.Millisecond))
 		if err := cl.BeginTransaction(); err != nil {
 			t.Fatal(err)
 		}
@@ -105,12 +99,7 @@ func TestAnOpenTransactionIsHeldBackUntilItCommits(t *testing.T) {
 	h := newHarness(t, 1, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(h.kafka.Brokers...), kgo.DefaultProduceTopic(h.topic),
-		kgo.TransactionalID(kafkatest.UniqueName("txn-open")), kgo.ProducerLinger(time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := h.kafka.TransactionalClient(t, h.topic, "txn-open", kgo.ProducerLinger(time.Millisecond))
 
 	// A committed event first, so the consumer is seen to run.
 	g := traffic.New(12, 10, 0, nil)

@@ -77,11 +77,10 @@ type Fetcher struct {
 	// Read committed: the response's aborted transactions by first
 	// offset, how many of them the batches read so far have reached, and
 	// the producers whose transaction is aborted at the current batch.
-	aborted      []abortedTxn
-	abortedAt    int
-	abortedPIDs  map[int64]struct{}
-	skippedBatch int // batches of aborted transactions skipped, for tests
-	skippedRecs  int // their records, since the last BeforeFetch
+	aborted     []abortedTxn
+	abortedAt   int
+	abortedPIDs map[int64]struct{}
+	skippedRecs int // records of aborted transactions skipped since the last BeforeFetch
 
 	// legacy: fetches go through kafka-go's Batch (a pre-0.11 message
 	// format was met, or the broker has no Fetch v4).
@@ -224,15 +223,11 @@ func (f *Fetcher) Fill(ctx context.Context, dst []kafka.Message, n int) ([]kafka
 			// offset but does not skip aborted transactions: old-format
 			// batches cannot be transactional, but newer ones after them
 			// can (internal/consume/DESIGN.md, "legacy mode").
-			iso := kafka.ReadUncommitted
-			if f.cfg.ReadCommitted {
-				iso = kafka.ReadCommitted
-			}
 			f.batch = f.conn.ReadBatchWith(kafka.ReadBatchConfig{
 				MinBytes:       f.cfg.MinBytes,
 				MaxBytes:       f.cfg.MaxBytes,
 				MaxWait:        f.cfg.MaxWait,
-				IsolationLevel: iso,
+				IsolationLevel: f.isolation(),
 			})
 		} else if err := f.request(); err != nil {
 			if err = f.fail(err); err != nil {
@@ -284,17 +279,21 @@ func (f *Fetcher) read(dst []kafka.Message, start, n int) ([]kafka.Message, erro
 // the partition's record batches.
 func (f *Fetcher) request() error {
 	f.corr++
-	isolation := byte(isolationReadUncommitted)
-	if f.cfg.ReadCommitted {
-		isolation = isolationReadCommitted
-	}
 	f.wbuf = appendFetchRequest(f.wbuf[:0], f.version, f.corr, f.cfg.Dialer.ClientID, f.cfg.Topic,
-		int32(f.cfg.Partition), f.offset, f.cfg.MaxWait, int32(f.cfg.MinBytes), int32(f.cfg.MaxBytes), isolation)
+		int32(f.cfg.Partition), f.offset, f.cfg.MaxWait, int32(f.cfg.MinBytes), int32(f.cfg.MaxBytes), f.isolation())
 	if _, err := f.raw.Write(f.wbuf); err != nil {
 		return err
 	}
 	f.resp = response{r: f.raw.r}
 	return f.readHead()
+}
+
+// isolation is the isolation level of the Fetcher's requests, either way.
+func (f *Fetcher) isolation() kafka.IsolationLevel {
+	if f.cfg.ReadCommitted {
+		return kafka.ReadCommitted
+	}
+	return kafka.ReadUncommitted
 }
 
 // readHead reads f.resp up to the partition's record batches and makes it
@@ -372,7 +371,6 @@ func (f *Fetcher) skipAborted() {
 	if _, ok := f.abortedPIDs[bt.producerID]; ok && bt.transactional {
 		f.skippedRecs += bt.count
 		bt.count, bt.recs = 0, nil
-		f.skippedBatch++
 	}
 }
 

@@ -41,9 +41,6 @@ const (
 	attrTransactional = 0x10
 	attrControl       = 0x20
 
-	isolationReadUncommitted = 0
-	isolationReadCommitted   = 1
-
 	// maxScratch is the largest record-batch buffer a Fetcher keeps
 	// between responses (a batch bigger than the connection's buffer is
 	// read into one): the broker's default max.message.bytes is just over
@@ -70,10 +67,9 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 var errLegacy = errors.New("record batch in a pre-0.11 message format")
 
 // appendFetchRequest appends a size-prefixed Fetch request for one
-// partition, outside any fetch session. isolation is
-// isolationReadUncommitted or isolationReadCommitted.
+// partition, outside any fetch session.
 func appendFetchRequest(b []byte, version int16, correlation int32, clientID, topic string,
-	partition int32, offset int64, maxWait time.Duration, minBytes, maxBytes int32, isolation byte) []byte {
+	partition int32, offset int64, maxWait time.Duration, minBytes, maxBytes int32, isolation kafka.IsolationLevel) []byte {
 	at := len(b)
 	b = binary.BigEndian.AppendUint32(b, 0) // size, set below
 	b = binary.BigEndian.AppendUint16(b, apiFetch)
@@ -85,7 +81,7 @@ func appendFetchRequest(b []byte, version int16, correlation int32, clientID, to
 	b = binary.BigEndian.AppendUint32(b, uint32(maxWait.Milliseconds()))
 	b = binary.BigEndian.AppendUint32(b, uint32(minBytes))
 	b = binary.BigEndian.AppendUint32(b, uint32(maxBytes))
-	b = append(b, isolation)
+	b = append(b, byte(isolation)) // kafka-go's values are the protocol's
 	if version >= 7 {
 		b = binary.BigEndian.AppendUint32(b, 0)          // session id: none
 		b = binary.BigEndian.AppendUint32(b, 0xffffffff) // session epoch -1: sessionless
@@ -317,6 +313,7 @@ func readResponseHead(r *response, version int16, correlation int32, topic strin
 			if err != nil {
 				return pd, err
 			}
+			mine := ours && id == partition
 			code, err := r.int16()
 			if err != nil {
 				return pd, err
@@ -336,25 +333,25 @@ func readResponseHead(r *response, version int16, correlation int32, topic strin
 			if err != nil {
 				return pd, err
 			}
-			if naborted > 0 && 16*int(naborted) > r.left {
+			if naborted = max(naborted, 0); 16*int(naborted) > r.left {
 				return pd, fmt.Errorf("fetch response: %d aborted transactions, %d bytes left", naborted, r.left)
 			}
-			if naborted > 0 && ours && id == partition {
-				for range naborted {
-					pid, err := r.int64()
-					if err != nil {
+			for range naborted { // producer id, first offset
+				if !mine {
+					if err := r.skip(16); err != nil {
 						return pd, err
 					}
-					first, err := r.int64()
-					if err != nil {
-						return pd, err
-					}
-					*aborted = append(*aborted, abortedTxn{producerID: pid, firstOffset: first})
+					continue
 				}
-			} else if naborted > 0 {
-				if err := r.skip(16 * int(naborted)); err != nil { // producer id, first offset
+				pid, err := r.int64()
+				if err != nil {
 					return pd, err
 				}
+				first, err := r.int64()
+				if err != nil {
+					return pd, err
+				}
+				*aborted = append(*aborted, abortedTxn{producerID: pid, firstOffset: first})
 			}
 			if version >= 11 {
 				if _, err := r.int32(); err != nil { // preferred read replica
@@ -368,7 +365,7 @@ func readResponseHead(r *response, version int16, correlation int32, topic strin
 			if n < 0 {
 				n = 0
 			}
-			if ours && id == partition {
+			if mine {
 				if code != 0 {
 					return pd, kafka.Error(code)
 				}
@@ -458,17 +455,16 @@ func parseBatch(base int64, b []byte, unz *[]byte) (batch, error) {
 // batches are never compressed.
 func controlType(recs []byte) int {
 	_, i := zigzag(recs, 0) // length
-	if i < 0 || i >= len(recs) {
+	if i < 0 {
 		return -1
 	}
-	i++                    // attributes
-	_, i = zigzag(recs, i) // timestamp delta
-	_, i = zigzag(recs, i) // offset delta
-	klen, i := zigzag(recs, i)
-	if i < 0 || klen < 4 || int64(len(recs)-i) < klen {
+	_, i = zigzag(recs, i+1) // after the attributes: timestamp delta
+	_, i = zigzag(recs, i)   // offset delta
+	key, ok := bytesAt(recs, &i)
+	if !ok || len(key) < 4 {
 		return -1
 	}
-	return int(int16(binary.BigEndian.Uint16(recs[i+2:])))
+	return int(int16(binary.BigEndian.Uint16(key[2:])))
 }
 
 // decompress appends the decompression of in to out, up to

@@ -239,7 +239,8 @@ func FuzzRecordBatch(f *testing.F) {
 
 func TestFetchRequestEncodesEveryVersion(t *testing.T) {
 	for v := int16(minFetchVersion); v <= maxFetchVersion; v++ {
-		b := appendFetchRequest(nil, v, 42, "client", "events", 3, 12345, 250*time.Millisecond, 1, 10<<20, isolationReadUncommitted)
+		iso := kafka.IsolationLevel(v % 2) // both levels over the versions
+		b := appendFetchRequest(nil, v, 42, "client", "events", 3, 12345, 250*time.Millisecond, 1, 10<<20, iso)
 		if got := int(binary.BigEndian.Uint32(b)); got != len(b)-4 {
 			t.Fatalf("v%d: size %d, want %d", v, got, len(b)-4)
 		}
@@ -253,7 +254,7 @@ func TestFetchRequestEncodesEveryVersion(t *testing.T) {
 		if err := req.ReadFrom(body); err != nil {
 			t.Fatalf("v%d: %v", v, err)
 		}
-		if req.ReplicaID != -1 || req.MaxWaitMillis != 250 || req.MinBytes != 1 || req.MaxBytes != 10<<20 || req.IsolationLevel != 0 {
+		if req.ReplicaID != -1 || req.MaxWaitMillis != 250 || req.MinBytes != 1 || req.MaxBytes != 10<<20 || req.IsolationLevel != int8(iso) {
 			t.Fatalf("v%d: %+v", v, req)
 		}
 		if len(req.Topics) != 1 || req.Topics[0].Topic != "events" || len(req.Topics[0].Partitions) != 1 {
@@ -427,13 +428,9 @@ func FuzzFetchResponse(f *testing.F) {
 			return
 		}
 		v := minFetchVersion + int16(data[0])%(maxFetchVersion-minFetchVersion+1)
-		fe := &Fetcher{cfg: Config{Topic: "events", Partition: 3, Log: zerolog.Nop(), ReadCommitted: true}, version: v, corr: 7}
+		fe := &Fetcher{cfg: Config{Topic: "events", Partition: 3, Log: zerolog.Nop(), ReadCommitted: true}, version: v}
 		// A 16-byte buffer: every batch goes through the scratch buffer.
-		fe.resp = response{r: bufio.NewReaderSize(bytes.NewReader(data[1:]), 16)}
-		if err := fe.readHead(); err != nil {
-			return
-		}
-		msgs, _ := fe.read(nil, 0, 1<<16)
+		msgs, _ := readResponse(fe, data[1:], 16)
 		for i, m := range msgs {
 			if (i > 0 && m.Offset <= msgs[i-1].Offset) || m.Offset < 0 || fe.offset <= m.Offset {
 				t.Fatalf("message %d at offset %d after %v, next offset %d", i, m.Offset, msgs[:i], fe.offset)
@@ -447,14 +444,8 @@ func TestReadDecodesAResponseThroughAnyBuffer(t *testing.T) {
 		encodeBatch(t, 5, compress.Gzip, 0, 1, testRecords()[:2])...)
 	topic := kmsg.FetchResponseTopic{Topic: "events", Partitions: []kmsg.FetchResponseTopicPartition{fetchPartition(3, 0, 10, records)}}
 	for _, size := range []int{16, 4096} { // the scratch buffer, and views into the reader's
-		fe := &Fetcher{cfg: Config{Topic: "events", Partition: 3, Log: zerolog.Nop()}, offset: 1}
-		fe.resp = response{r: bufio.NewReaderSize(bytes.NewReader(fetchResponse(11, 7, 0, topic)), size)}
-		pd, err := readResponseHead(&fe.resp, 11, 7, "events", 3, new([]abortedTxn))
-		if err != nil {
-			t.Fatal(err)
-		}
-		fe.active, fe.hwm, fe.recLeft = true, pd.hwm, pd.records
-		msgs, err := fe.read(nil, 0, 100)
+		fe := &Fetcher{cfg: Config{Topic: "events", Partition: 3, Log: zerolog.Nop()}, offset: 1, version: 11}
+		msgs, err := readResponse(fe, fetchResponse(11, 7, 0, topic), size)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -535,12 +526,8 @@ func TestReadCommittedSkipsTheAbortedBatchesOfAResponse(t *testing.T) {
 		{true, "[0 1 2 4]"},
 		{false, "[0 1 2 4 10 11 12 14]"},
 	} {
-		fe := &Fetcher{cfg: Config{Topic: "events", Partition: 3, Log: zerolog.Nop(), ReadCommitted: c.committed}, version: 11, corr: 7}
-		fe.resp = response{r: bufio.NewReader(bytes.NewReader(fetchResponse(11, 7, 0, topic)))}
-		if err := fe.readHead(); err != nil {
-			t.Fatal(err)
-		}
-		msgs, err := fe.read(nil, 0, 100)
+		fe := &Fetcher{cfg: Config{Topic: "events", Partition: 3, Log: zerolog.Nop(), ReadCommitted: c.committed}, version: 11}
+		msgs, err := readResponse(fe, fetchResponse(11, 7, 0, topic), 4096)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -552,4 +539,15 @@ func TestReadCommittedSkipsTheAbortedBatchesOfAResponse(t *testing.T) {
 			t.Fatalf("read committed %v: offsets %v, next %d; want %s, next 21", c.committed, got, fe.offset, c.want)
 		}
 	}
+}
+
+// readResponse decodes a whole Fetch response to request 7, in fe's Fetch
+// version, read through a buffer of bufSize bytes.
+func readResponse(fe *Fetcher, data []byte, bufSize int) ([]kafka.Message, error) {
+	fe.corr = 7
+	fe.resp = response{r: bufio.NewReaderSize(bytes.NewReader(data), bufSize)}
+	if err := fe.readHead(); err != nil {
+		return nil, err
+	}
+	return fe.read(nil, 0, 1<<16)
 }
