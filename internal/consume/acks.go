@@ -33,11 +33,22 @@ type acks struct {
 }
 
 type ackEnt struct {
-	off  int64
-	ts   int64 // Kafka timestamp, Unix ms
-	size int32 // budget bytes held
-	done bool
-	lost bool
+	off   int64
+	ts    int64     // Kafka timestamp, Unix ms
+	chunk *chunkMem // the memory the event shares with the rest of its chunk
+	done  bool
+	lost  bool
+}
+
+// chunkMem is the memory a chunk of fetched events holds together: their
+// messages are one allocation, and their keys and values one per record
+// batch they came from (fetch.Fetcher.Fill). None of it is freed before
+// the last of them is resolved, so the chunk's budget bytes are returned
+// then, all at once, and not event by event: memory pinned by one slow
+// event stays counted.
+type chunkMem struct {
+	live  int // events of the chunk not resolved yet
+	bytes int // budget bytes the chunk holds
 }
 
 func newAcks(start int64, limit int) *acks {
@@ -49,10 +60,10 @@ func newAcks(start int64, limit int) *acks {
 	}
 }
 
-// addMsgs records fetched messages, whose budget bytes are sizes[i], under
-// one lock, and returns the sequence number of the first: the others follow
-// it consecutively.
-func (a *acks) addMsgs(msgs []kafka.Message, sizes []int) uint64 {
+// addChunk records a chunk of fetched messages, which hold bytes of the
+// budget together (chunkMem), under one lock, and returns the sequence
+// number of the first: the others follow it consecutively.
+func (a *acks) addChunk(msgs []kafka.Message, bytes int) uint64 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.head > 1024 && a.head > len(a.ents)/2 {
@@ -63,15 +74,17 @@ func (a *acks) addMsgs(msgs []kafka.Message, sizes []int) uint64 {
 		a.head = 0
 	}
 	first := a.base + uint64(len(a.ents)-a.head)
+	c := &chunkMem{live: len(msgs), bytes: bytes}
 	for i := range msgs {
-		a.ents = append(a.ents, ackEnt{off: msgs[i].Offset, ts: msgs[i].Time.UnixMilli(), size: int32(sizes[i])})
+		a.ents = append(a.ents, ackEnt{off: msgs[i].Offset, ts: msgs[i].Time.UnixMilli(), chunk: c})
 	}
 	a.live += len(msgs)
 	return first
 }
 
 // resolve marks seq as accepted or dead-lettered. It returns the budget
-// bytes the event held, and false if it was already resolved or released.
+// bytes this frees (its chunk's, when it was the chunk's last event), and
+// false if it was already resolved or released.
 func (a *acks) resolve(seq uint64) (int, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -84,7 +97,7 @@ func (a *acks) resolve(seq uint64) (int, bool) {
 }
 
 // resolveAll is resolve for every item's Seq under one lock. It returns how
-// many were resolved by this call and the budget bytes they held.
+// many were resolved by this call and the budget bytes this frees.
 func (a *acks) resolveAll(items []*deliver.Item) (n, bytes int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -106,7 +119,7 @@ func (a *acks) resolveLocked(seq uint64) (int, bool) {
 	if seq < a.base || i >= len(a.ents) || a.ents[i].done {
 		return 0, false // resolved twice, or released: the first one counted
 	}
-	size := int(a.ents[i].size)
+	size := a.ents[i].unpin()
 	a.ents[i].done = true
 	if !a.ents[i].lost {
 		a.live--
@@ -116,9 +129,18 @@ func (a *acks) resolveLocked(seq uint64) (int, bool) {
 	return size, true
 }
 
+// unpin counts e's event out of its chunk and returns the budget bytes
+// that frees: the chunk's when no other event holds it.
+func (e *ackEnt) unpin() int {
+	if e.chunk.live--; e.chunk.live == 0 {
+		return e.chunk.bytes
+	}
+	return 0
+}
+
 // releaseAll gives up every unresolved event (the partition was released):
-// it returns how many there were and the budget bytes they held. Late
-// answers for them are ignored. The watermark no longer matters.
+// it returns how many there were and the budget bytes their chunks held.
+// Late answers for them are ignored. The watermark no longer matters.
 func (a *acks) releaseAll() (events, bytes int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -126,7 +148,7 @@ func (a *acks) releaseAll() (events, bytes int) {
 		if !a.ents[i].done {
 			a.ents[i].done = true
 			events++
-			bytes += int(a.ents[i].size)
+			bytes += a.ents[i].unpin()
 		}
 	}
 	return events, bytes

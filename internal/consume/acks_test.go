@@ -7,11 +7,13 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/ampstream/ampstream/internal/deliver"
 )
 
 // add records one fetched offset, as a chunk of one.
 func (a *acks) add(off, tsMS int64, size int) uint64 {
-	return a.addMsgs([]kafka.Message{{Offset: off, Time: time.UnixMilli(tsMS)}}, []int{size})
+	return a.addChunk([]kafka.Message{{Offset: off, Time: time.UnixMilli(tsMS)}}, size)
 }
 
 // acquire takes one event of size n.
@@ -238,21 +240,21 @@ func TestBudgetLetsOneOversizedEventThroughAlone(t *testing.T) {
 	}
 }
 
-func TestAChunkGetsConsecutiveSequenceNumbersAndItsOwnSizesAndTimes(t *testing.T) {
+func TestAChunkGetsConsecutiveSequenceNumbersAndItsOwnTimes(t *testing.T) {
 	t.Parallel()
 	a := newAcks(10, 100)
 	first := a.add(10, 1000, 5)
 	// Offsets 11 and 14-15: compaction or transaction markers left gaps.
 	chunk := []kafka.Message{{Offset: 11, Time: time.UnixMilli(2000)}, {Offset: 14, Time: time.UnixMilli(3000)}, {Offset: 15, Time: time.UnixMilli(4000)}}
-	seq := a.addMsgs(chunk, []int{7, 8, 9})
+	seq := a.addChunk(chunk, 24)
 	if seq != first+1 {
 		t.Fatalf("chunk starts at seq %d, want %d", seq, first+1)
 	}
 	if a.pending() != 4 {
 		t.Fatalf("pending %d, want 4", a.pending())
 	}
-	if size, ok := a.resolve(seq + 1); !ok || size != 8 {
-		t.Fatalf("resolve offset 14: size %d ok %v, want 8 true", size, ok)
+	if size, ok := a.resolve(seq + 1); !ok || size != 0 {
+		t.Fatalf("resolve offset 14: size %d ok %v, want 0 true (its chunk is still held)", size, ok)
 	}
 	a.resolve(first)
 	if wm, oldest := a.watermark(); wm != 11 || oldest != 2000 {
@@ -262,8 +264,58 @@ func TestAChunkGetsConsecutiveSequenceNumbersAndItsOwnSizesAndTimes(t *testing.T
 	if wm, oldest := a.watermark(); wm != 15 || oldest != 4000 {
 		t.Fatalf("watermark %d oldest %d, want 15 4000 (offset 14 was resolved first)", wm, oldest)
 	}
-	a.resolve(seq + 2)
+	if size, ok := a.resolve(seq + 2); !ok || size != 24 {
+		t.Fatalf("resolve the chunk's last event: size %d ok %v, want 24 true", size, ok)
+	}
 	if wm, oldest := a.watermark(); wm != 16 || oldest != 0 {
 		t.Fatalf("watermark %d oldest %d, want 16 0", wm, oldest)
 	}
+}
+
+// The events of a chunk share its memory (one allocation for their
+// messages, one per record batch for their keys and values), so the budget
+// gets the chunk's bytes back only with its last event, whatever the order
+// of resolution, and exactly once, also when the partition is released
+// with some of them unresolved.
+func TestAChunkReturnsItsBytesWithItsLastEvent(t *testing.T) {
+	t.Parallel()
+	msgs := func(from int64, n int) []kafka.Message {
+		var m []kafka.Message
+		for i := range n {
+			m = append(m, kafka.Message{Offset: from + int64(i)})
+		}
+		return m
+	}
+	t.Run("resolved", func(t *testing.T) {
+		a := newAcks(0, 100)
+		s := a.addChunk(msgs(0, 4), 1000)
+		items := []*deliver.Item{{Seq: s + 3}, {Seq: s}}
+		if n, bytes := a.resolveAll(items); n != 2 || bytes != 0 {
+			t.Fatalf("resolveAll of 2 of 4: %d events %d bytes, want 2 and 0", n, bytes)
+		}
+		if n, bytes := a.resolveAll(items); n != 0 || bytes != 0 {
+			t.Fatalf("resolved again: %d events %d bytes, want none", n, bytes)
+		}
+		if size, _ := a.resolve(s + 1); size != 0 {
+			t.Fatalf("3 of 4 resolved: %d bytes freed", size)
+		}
+		if size, _ := a.resolve(s + 2); size != 1000 {
+			t.Fatalf("last of the chunk resolved: %d bytes freed, want 1000", size)
+		}
+	})
+	t.Run("released", func(t *testing.T) {
+		a := newAcks(0, 100)
+		s0 := a.addChunk(msgs(0, 3), 300)
+		a.addChunk(msgs(3, 2), 200)
+		s2 := a.addChunk(msgs(5, 2), 50)
+		a.resolve(s0 + 1)
+		a.resolve(s2)
+		a.resolve(s2 + 1) // the third chunk is done: its 50 bytes were returned
+		if events, bytes := a.releaseAll(); events != 4 || bytes != 500 {
+			t.Fatalf("releaseAll = %d events %d bytes, want 4 and 500", events, bytes)
+		}
+		if size, ok := a.resolve(s0); ok || size != 0 {
+			t.Fatalf("a late answer after release freed %d bytes", size)
+		}
+	})
 }

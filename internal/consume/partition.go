@@ -46,10 +46,11 @@ type partition struct {
 }
 
 // message is an in-flight event: its delivery item and what a dead letter
-// needs of the Kafka message. The event path allocates one per event, so it
-// keeps only that, not the whole kafka.Message, and its item has no time
-// of its own (SubmitBatch takes the chunk's): 256 bytes, exactly a size
-// class, instead of 352. TestMessageFitsItsSizeClass keeps it there.
+// needs of the Kafka message. Every event has one, in its chunk's array, so
+// it keeps only that, not the whole kafka.Message, and its item has no time
+// of its own (SubmitBatch takes the chunk's): 256 bytes instead of 352,
+// and a chunk's 64 fill a 16 KiB size class exactly.
+// TestMessageFitsItsSizeClass keeps it there.
 type message struct {
 	item    deliver.Item
 	key     []byte
@@ -197,7 +198,6 @@ func (c *Consumer) fetchLoop(ctx context.Context, p *partition, start int64, log
 		}
 	}
 	msgs := make([]kafka.Message, 0, chunk)
-	sizes := make([]int, 0, chunk)
 	items := make([]*deliver.Item, 0, chunk)
 	for {
 		var now time.Time
@@ -228,11 +228,8 @@ func (c *Consumer) fetchLoop(ctx context.Context, p *partition, start int64, log
 
 		// Room for the chunk: in-flight cap, then budget, each taken once.
 		total := 0
-		sizes = sizes[:0]
 		for i := range msgs {
-			size := len(msgs[i].Value) + len(msgs[i].Key) + eventOverhead
-			sizes = append(sizes, size)
-			total += size
+			total += len(msgs[i].Value) + len(msgs[i].Key) + eventOverhead
 		}
 		if !p.acks.room(len(msgs)) {
 			c.m.FetchBlocked.Inc()
@@ -246,11 +243,15 @@ func (c *Consumer) fetchLoop(ctx context.Context, p *partition, start int64, log
 		} else if waited {
 			c.m.FetchBlocked.Inc()
 		}
-		seq := p.acks.addMsgs(msgs, sizes)
+		seq := p.acks.addChunk(msgs, total)
 
+		// One allocation for the chunk's messages, as the fetcher makes one
+		// per record batch for their keys and values: the chunk holds its
+		// budget bytes until its last event is resolved (acks.chunkMem).
+		ms := make([]message, len(msgs))
 		items = items[:0]
 		for i := range msgs {
-			if it := p.prepare(&msgs[i], seq+uint64(i), now, &keyBuf); it != nil {
+			if it := p.prepare(&ms[i], &msgs[i], seq+uint64(i), now, &keyBuf); it != nil {
 				items = append(items, it)
 			}
 		}
@@ -271,8 +272,9 @@ func (c *Consumer) fetchLoop(ctx context.Context, p *partition, start int64, log
 
 // eventOverhead is what an in-flight event holds beyond its key and value,
 // counted against the byte budget: its message (the delivery item and what
-// a dead letter needs, one allocation) and its acks entry, rounded up for
-// the slice headers that point at it. Events without an insert_id also hold a
+// a dead letter needs, in its chunk's array) and its acks entry, rounded up
+// for the slice headers that point at it and its share of the chunk's
+// chunkMem. Events without an insert_id also hold a
 // rewritten copy of their value, which is not counted.
 const eventOverhead = int(unsafe.Sizeof(message{})) + 64
 
@@ -284,9 +286,9 @@ const fetchChunk = 64
 
 // prepare turns a fetched message into an item for delivery, or
 // dead-letters it (and returns nil) when it is not a valid event.
-func (p *partition) prepare(msg *kafka.Message, seq uint64, now time.Time, keyBuf *[]byte) *deliver.Item {
+func (p *partition) prepare(m *message, msg *kafka.Message, seq uint64, now time.Time, keyBuf *[]byte) *deliver.Item {
 	c := p.c
-	m := &message{key: msg.Key, value: msg.Value, headers: msg.Headers, offset: msg.Offset}
+	m.key, m.value, m.headers, m.offset = msg.Key, msg.Value, msg.Headers, msg.Offset
 	it := &m.item
 	it.Ref, it.Owner, it.Seq = m, p, seq
 

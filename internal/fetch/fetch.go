@@ -243,12 +243,23 @@ func (f *Fetcher) Fill(ctx context.Context, dst []kafka.Message, n int) ([]kafka
 // read appends messages of the current response to dst until it holds n
 // from start or the response is used up. A nil error with nothing added
 // means: fetch again.
+//
+// Records are decoded as views of the batch (bt.next), which the next
+// batch overwrites: before reading it, and before returning, the views of
+// the current one are copied into one allocation (own), so the keys and
+// values of a chunk cost one allocation per batch instead of one per
+// record. They share it: the consumer accounts for a chunk's memory until
+// its last event is resolved (internal/consume, acks).
 func (f *Fetcher) read(dst []kafka.Message, start, n int) ([]kafka.Message, error) {
+	views := len(dst) // dst[views:] point into the current batch
+	defer func() { own(dst[views:]) }()
 	for len(dst)-start < n {
 		if f.bt.count == 0 {
 			if f.bt.end > f.offset {
 				f.offset = f.bt.end // past compacted records and transaction markers
 			}
+			own(dst[views:])
+			views = len(dst)
 			f.bt = batch{}
 			more, err := f.nextBatch()
 			if err != nil {
@@ -262,7 +273,8 @@ func (f *Fetcher) read(dst []kafka.Message, start, n int) ([]kafka.Message, erro
 		dst = append(dst, kafka.Message{})
 		msg := &dst[len(dst)-1]
 		if err := f.bt.next(msg); err != nil {
-			return dst[:len(dst)-1], f.fail(err)
+			dst = dst[:len(dst)-1]
+			return dst, f.fail(err)
 		}
 		if msg.Offset < f.offset {
 			// A record batch may start before the offset asked for.
@@ -273,6 +285,30 @@ func (f *Fetcher) read(dst []kafka.Message, start, n int) ([]kafka.Message, erro
 		f.offset = msg.Offset + 1
 	}
 	return dst, nil
+}
+
+// own copies the keys and values of msgs, views of a record batch, into one
+// new allocation and points msgs at it.
+func own(msgs []kafka.Message) {
+	n := 0
+	for i := range msgs {
+		n += len(msgs[i].Key) + len(msgs[i].Value)
+	}
+	if n == 0 {
+		return
+	}
+	buf := make([]byte, 0, n)
+	for i := range msgs {
+		m := &msgs[i]
+		if len(m.Key) > 0 {
+			buf = append(buf, m.Key...)
+			m.Key = buf[len(buf)-len(m.Key) : len(buf) : len(buf)]
+		}
+		if len(m.Value) > 0 {
+			buf = append(buf, m.Value...)
+			m.Value = buf[len(buf)-len(m.Value) : len(buf) : len(buf)]
+		}
+	}
 }
 
 // request sends a fetch from the next offset and reads its response up to

@@ -255,7 +255,7 @@ func TestFillReadsChunksInOrderWithoutWaitingForTheNextFetch(t *testing.T) {
 	f := newTestFetcher(c, topic, kafka.FirstOffset, 1<<10)
 	f.cfg.BeforeFetch = func(Position) { fetches++ }
 	defer f.Close()
-	var msgs []kafka.Message
+	var msgs, all []kafka.Message
 	next := int64(0)
 	for next < 1000 {
 		before := fetches
@@ -275,6 +275,14 @@ func TestFillReadsChunksInOrderWithoutWaitingForTheNextFetch(t *testing.T) {
 				t.Fatalf("got offset %d value %s, want offset %d", m.Offset, m.Value, next)
 			}
 			next++
+		}
+		all = append(all, msgs...)
+	}
+	// What Fill returned is the caller's: later reads, which reuse the
+	// connection's buffer, leave it alone.
+	for i, m := range all {
+		if m.Offset != int64(i) || string(m.Value) != fmt.Sprintf(`{"n":%d}`, i) || string(m.Key) != "k" {
+			t.Fatalf("message %d changed after later reads: offset %d key %q value %q", i, m.Offset, m.Key, m.Value)
 		}
 	}
 	// 1 KiB fetches get one record batch (200 records) each: five
@@ -350,11 +358,13 @@ func TestFetcherDecodesEveryCompressionCodec(t *testing.T) {
 			// before the offset fetched.
 			f := newTestFetcher(c, topic, kafka.FirstOffset, 4<<10)
 			defer f.Close()
+			var all []kafka.Message
 			for i := range 500 {
 				msg, _, err := f.Next(ctx)
 				if err != nil {
 					t.Fatalf("message %d: %v", i, err)
 				}
+				all = append(all, msg)
 				if msg.Offset != int64(i) || string(msg.Key) != fmt.Sprintf("device-%d", i%7) || string(msg.Value) != fmt.Sprintf(`{"n":%d}`, i) {
 					t.Fatalf("message %d: offset %d key %q value %q", i, msg.Offset, msg.Key, msg.Value)
 				}
@@ -369,6 +379,13 @@ func TestFetcherDecodesEveryCompressionCodec(t *testing.T) {
 			}
 			if cap(f.unz) == 0 {
 				t.Fatal("no record batch was compressed")
+			}
+			// Decompressed into a buffer the next batch reuses: what Next
+			// returned must not share it.
+			for i, m := range all {
+				if string(m.Key) != fmt.Sprintf("device-%d", i%7) || string(m.Value) != fmt.Sprintf(`{"n":%d}`, i) {
+					t.Fatalf("message %d changed after later reads: key %q value %q", i, m.Key, m.Value)
+				}
 			}
 		})
 	}

@@ -498,8 +498,9 @@ func decompress(codec compress.Codec, in, out []byte) ([]byte, error) {
 	}
 }
 
-// next decodes the batch's next record into msg: its key and value share
-// one new allocation, its headers another two per header.
+// next decodes the batch's next record into msg: its key and value are
+// views of the batch (see Fetcher.read), its headers take two allocations
+// per header.
 func (bt *batch) next(msg *kafka.Message) error {
 	bt.count--
 	b := bt.recs
@@ -528,7 +529,8 @@ func (bt *batch) next(msg *kafka.Message) error {
 	if i < 0 || nh < 0 || nh > int64(len(rec)-i) {
 		return bt.corrupt("header count")
 	}
-	key, value := rec[k:k+max(int(klen), 0)], rec[v:v+max(int(vlen), 0)]
+	kend, vend := k+max(int(klen), 0), v+max(int(vlen), 0)
+	key, value := rec[k:kend:kend], rec[v:vend:vend]
 
 	msg.Offset = bt.base + offDelta
 	ts := bt.baseTime + tsDelta
@@ -537,16 +539,11 @@ func (bt *batch) next(msg *kafka.Message) error {
 	}
 	msg.Time = time.UnixMilli(ts)
 	msg.Key, msg.Value = nil, nil
-	if len(key)+len(value) > 0 {
-		buf := make([]byte, len(key)+len(value))
-		copy(buf, key)
-		copy(buf[len(key):], value)
-		if len(key) > 0 {
-			msg.Key = buf[:len(key):len(key)]
-		}
-		if len(value) > 0 {
-			msg.Value = buf[len(key):]
-		}
+	if len(key) > 0 {
+		msg.Key = key
+	}
+	if len(value) > 0 {
+		msg.Value = value
 	}
 	msg.Headers = nil
 	if nh > 0 {

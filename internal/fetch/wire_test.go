@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/rs/zerolog"
 	"github.com/segmentio/kafka-go"
@@ -111,7 +112,7 @@ func TestParseBatchDecodesEveryCodec(t *testing.T) {
 						t.Fatalf("record %d header %d: %q=%q", i, j, h.Key, h.Value)
 					}
 				}
-				// The key cannot grow into the value: they share an allocation.
+				// The key cannot grow into the value: both are views of the batch.
 				if len(m.Key) > 0 && cap(m.Key) != len(m.Key) {
 					t.Fatalf("record %d: key capacity %d past its length %d", i, cap(m.Key), len(m.Key))
 				}
@@ -123,16 +124,28 @@ func TestParseBatchDecodesEveryCodec(t *testing.T) {
 	}
 }
 
-func TestParseBatchOwnsNothingOfItsInput(t *testing.T) {
+func TestOwnCopiesRecordsOutOfTheirBatch(t *testing.T) {
 	b := encodeBatch(t, 0, compress.None, 0, 0, testRecords())
 	msgs, _, err := decodeAll(b)
 	if err != nil {
 		t.Fatal(err)
 	}
+	own(msgs)
 	clear(b) // the connection's buffer is reused for the next batch
 	if string(msgs[0].Key) != "device-1" || string(msgs[0].Value) != `{"event_type":"a"}` ||
-		string(msgs[2].Headers[0].Value) != "batch" {
-		t.Fatalf("decoded records alias the input: %q %q", msgs[0].Key, msgs[0].Value)
+		string(msgs[1].Value) != `{"event_type":"b"}` || msgs[1].Key != nil ||
+		string(msgs[2].Key) != "k" || msgs[2].Value != nil || string(msgs[2].Headers[0].Value) != "batch" {
+		t.Fatalf("owned records alias the input: %q %q", msgs[0].Key, msgs[0].Value)
+	}
+	// One allocation holds them all, and none can grow into the next.
+	for i, m := range msgs {
+		if cap(m.Key) != len(m.Key) || cap(m.Value) != len(m.Value) {
+			t.Fatalf("record %d: key %d/%d value %d/%d (len/cap)", i, len(m.Key), cap(m.Key), len(m.Value), cap(m.Value))
+		}
+	}
+	after := func(b []byte) *byte { return (*byte)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(b)), len(b))) }
+	if after(msgs[0].Key) != unsafe.SliceData(msgs[0].Value) || after(msgs[0].Value) != unsafe.SliceData(msgs[1].Value) {
+		t.Fatal("the records do not share one allocation, back to back")
 	}
 }
 
