@@ -155,6 +155,32 @@ func BenchmarkPolicyDecideMixed(b *testing.B) {
 	}
 }
 
+// BenchmarkPolicyDecideMixedPrefetched is BenchmarkPolicyDecideMixed as
+// the deliverer decides a chunk of events: each event's slots prefetched
+// four events ahead (Policy.Prefetch).
+func BenchmarkPolicyDecideMixedPrefetched(b *testing.B) {
+	p, keys, order, now := benchMixedPolicy()
+	const ahead = 4
+	var ring [ahead]Input
+	input := func(i int) {
+		k := keys[order[i&(len(order)-1)]]
+		t := now.Add(time.Duration(i) * time.Microsecond)
+		ring[i%ahead] = Input{Device: k, User: k[:20], TimeMS: t.UnixMilli()}
+		p.Prefetch(&ring[i%ahead])
+	}
+	for i := range ahead {
+		input(i)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		in := ring[i%ahead]
+		input(i + ahead)
+		p.Decide(in, now.Add(time.Duration(i)*time.Microsecond))
+		i++
+	}
+}
+
 // BenchmarkPolicyDecideNewKeys is the tracker at MaxKeys (1M keys) when every
 // event brings a new device and user, as a flood of new devices does: each
 // key evicts an idle one. Its keys are kept in a batch of 1024 events, as

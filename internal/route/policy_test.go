@@ -152,3 +152,40 @@ func TestParseLaneReadsTheHeaderValues(t *testing.T) {
 	require.Equal(t, "batch", Batch.String())
 	require.Equal(t, "auto", Auto.String())
 }
+
+// Prefetch only hashes ahead of time: a prefetched event is decided
+// exactly as the same event unprefetched, on the same keys' entries,
+// prefetched or not, and mixed.
+func TestPolicyDecidesPrefetchedEventsAsOthers(t *testing.T) {
+	plain, _ := testPolicy(PolicyOptions{UserEPSMargin: 0.5})
+	pre, tr := testPolicy(PolicyOptions{UserEPSMargin: 0.5})
+	lanes := map[Lane]int{}
+	switches := 0
+	for i := range 400 {
+		// Four devices of two users, first at 100 events/s, then at 5:
+		// keys turn hot, then cool, in both policies at the same events.
+		in := Input{Device: fmt.Appendf(nil, "dev-%d", i%4), User: fmt.Appendf(nil, "user-%d", i%2)}
+		if i%7 == 0 {
+			in.User = nil
+		}
+		now := sec(i / 100)
+		if i >= 200 {
+			now = sec(2 + (i-200)/5)
+		}
+		want := plain.Decide(in, now)
+		if i%3 != 0 { // the others decided unprefetched, on the same entries
+			pre.Prefetch(&in)
+			require.Equal(t, tr.Hash(in.Device), in.device)
+		}
+		got := pre.Decide(in, now)
+		want.Hash = tr.Hash(in.Device) // each tracker has its own seed
+		require.Equal(t, want, got, "event %d", i)
+		lanes[got.Lane]++
+		if got.Switched {
+			switches++
+		}
+	}
+	require.Positive(t, lanes[Batch])
+	require.Positive(t, lanes[Realtime])
+	require.GreaterOrEqual(t, switches, 2, "keys went hot and cooled down")
+}

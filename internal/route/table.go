@@ -22,6 +22,9 @@ type table struct {
 	a     *arena
 	n     uint32 // keys in the table
 	free  uint32 // first entry of the free list, 0 when it is empty (see release)
+	// view, when set, publishes slots for Tracker.prefetch, which runs
+	// without the lock: a stale view only prefetches a line no longer used.
+	view *atomic.Pointer[[]slot]
 }
 
 type slot struct {
@@ -193,6 +196,10 @@ func (tb *table) grow() {
 		if s.i != 0 {
 			tb.place(s)
 		}
+	}
+	if tb.view != nil {
+		view := tb.slots
+		tb.view.Store(&view)
 	}
 }
 
