@@ -14,6 +14,7 @@ import (
 	"io"
 	"slices"
 	"time"
+	"unsafe"
 
 	"github.com/rs/zerolog"
 	"github.com/segmentio/kafka-go"
@@ -251,15 +252,16 @@ func (f *Fetcher) Fill(ctx context.Context, dst []kafka.Message, n int) ([]kafka
 // record. They share it: the consumer accounts for a chunk's memory until
 // its last event is resolved (internal/consume, acks).
 func (f *Fetcher) read(dst []kafka.Message, start, n int) ([]kafka.Message, error) {
-	views := len(dst) // dst[views:] point into the current batch
-	defer func() { own(dst[views:]) }()
+	// dst[views:] are views of the records f.bt.all[from:to].
+	views, from, to := len(dst), 0, 0
+	defer func() { own(dst[views:], f.bt.all[from:to]) }()
 	for len(dst)-start < n {
 		if f.bt.count == 0 {
 			if f.bt.end > f.offset {
 				f.offset = f.bt.end // past compacted records and transaction markers
 			}
-			own(dst[views:])
-			views = len(dst)
+			own(dst[views:], f.bt.all[from:to])
+			views, from, to = len(dst), 0, 0
 			f.bt = batch{}
 			more, err := f.nextBatch()
 			if err != nil {
@@ -270,6 +272,7 @@ func (f *Fetcher) read(dst []kafka.Message, start, n int) ([]kafka.Message, erro
 			}
 			continue
 		}
+		at := f.bt.pos()
 		dst = append(dst, kafka.Message{})
 		msg := &dst[len(dst)-1]
 		if err := f.bt.next(msg); err != nil {
@@ -281,20 +284,49 @@ func (f *Fetcher) read(dst []kafka.Message, start, n int) ([]kafka.Message, erro
 			dst = dst[:len(dst)-1]
 			continue
 		}
+		if len(dst)-1 == views {
+			from = at
+		}
+		to = f.bt.pos()
 		msg.Topic, msg.Partition, msg.HighWaterMark = f.cfg.Topic, f.cfg.Partition, f.hwm
 		f.offset = msg.Offset + 1
 	}
 	return dst, nil
 }
 
-// own copies the keys and values of msgs, views of a record batch, into one
-// new allocation and points msgs at it.
-func own(msgs []kafka.Message) {
+// own copies the keys and values of msgs, views of the records region of a
+// record batch, into one new allocation and points msgs at it.
+//
+// Most often it copies region whole, framing included (a dozen bytes a
+// record): one copy into memory not cleared first, where make clears it
+// and then copies. Records whose headers or framing make region much
+// larger than their keys and values are copied field by field, so the
+// allocation stays what the consumer's budget counts, give or take
+// ownSlack a record.
+func own(msgs []kafka.Message, region []byte) {
 	n := 0
 	for i := range msgs {
 		n += len(msgs[i].Key) + len(msgs[i].Value)
 	}
 	if n == 0 {
+		return
+	}
+	if len(region) <= n+ownSlack*len(msgs) {
+		buf := append([]byte(nil), region...)
+		base := uintptr(unsafe.Pointer(unsafe.SliceData(region)))
+		at := func(b []byte) []byte {
+			i := int(uintptr(unsafe.Pointer(unsafe.SliceData(b))) - base)
+			return buf[i : i+len(b) : i+len(b)]
+		}
+		for i := range msgs {
+			m := &msgs[i]
+			if len(m.Key) > 0 {
+				m.Key = at(m.Key)
+			}
+			if len(m.Value) > 0 {
+				m.Value = at(m.Value)
+			}
+		}
 		return
 	}
 	buf := make([]byte, 0, n)
@@ -310,6 +342,10 @@ func own(msgs []kafka.Message) {
 		}
 	}
 }
+
+// ownSlack is how many bytes of framing and headers a record may add to
+// the region own copies whole.
+const ownSlack = 32
 
 // request sends a fetch from the next offset and reads its response up to
 // the partition's record batches.

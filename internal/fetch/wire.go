@@ -385,6 +385,7 @@ func readResponseHead(r *response, version int16, correlation int32, topic strin
 // batch is the record batch being decoded.
 type batch struct {
 	recs      []byte // records not decoded yet (scratch, or decompressed)
+	all       []byte // every record: recs is its tail
 	count     int    // records not decoded yet
 	base      int64  // base offset
 	end       int64  // the offset after the batch's last (compacted records leave gaps)
@@ -435,6 +436,7 @@ func parseBatch(base int64, b []byte, unz *[]byte) (batch, error) {
 	}
 	bt.count = int(count)
 	bt.recs = b[batchFixedSize:]
+	bt.all = bt.recs
 	if c := compress.Compression(attrs & attrCodec); c != compress.None {
 		codec := c.Codec()
 		if codec == nil {
@@ -445,7 +447,7 @@ func parseBatch(base int64, b []byte, unz *[]byte) (batch, error) {
 		if err != nil {
 			return bt, fmt.Errorf("record batch at offset %d: %s: %w", base, codec.Name(), err)
 		}
-		bt.recs = out
+		bt.recs, bt.all = out, out
 	}
 	return bt, nil
 }
@@ -565,6 +567,9 @@ func (bt *batch) next(msg *kafka.Message) error {
 	}
 	return nil
 }
+
+// pos is the offset in bt.all of the next record to decode.
+func (bt *batch) pos() int { return len(bt.all) - len(bt.recs) }
 
 func (bt *batch) corrupt(what string) error {
 	return fmt.Errorf("record batch at offset %d: corrupt record (%s)", bt.base, what)

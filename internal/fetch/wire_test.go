@@ -125,27 +125,46 @@ func TestParseBatchDecodesEveryCodec(t *testing.T) {
 }
 
 func TestOwnCopiesRecordsOutOfTheirBatch(t *testing.T) {
-	b := encodeBatch(t, 0, compress.None, 0, 0, testRecords())
-	msgs, _, err := decodeAll(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	own(msgs)
-	clear(b) // the connection's buffer is reused for the next batch
-	if string(msgs[0].Key) != "device-1" || string(msgs[0].Value) != `{"event_type":"a"}` ||
-		string(msgs[1].Value) != `{"event_type":"b"}` || msgs[1].Key != nil ||
-		string(msgs[2].Key) != "k" || msgs[2].Value != nil || string(msgs[2].Headers[0].Value) != "batch" {
-		t.Fatalf("owned records alias the input: %q %q", msgs[0].Key, msgs[0].Value)
-	}
-	// One allocation holds them all, and none can grow into the next.
-	for i, m := range msgs {
-		if cap(m.Key) != len(m.Key) || cap(m.Value) != len(m.Value) {
-			t.Fatalf("record %d: key %d/%d value %d/%d (len/cap)", i, len(m.Key), cap(m.Key), len(m.Value), cap(m.Value))
-		}
-	}
 	after := func(b []byte) *byte { return (*byte)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(b)), len(b))) }
-	if after(msgs[0].Key) != unsafe.SliceData(msgs[0].Value) || after(msgs[0].Value) != unsafe.SliceData(msgs[1].Value) {
-		t.Fatal("the records do not share one allocation, back to back")
+	for _, tc := range []struct {
+		name      string
+		headerLen int
+		whole     bool // the region is copied whole, framing and headers too
+	}{
+		{"small headers", 5, true},
+		{"big headers", 200, false}, // more than ownSlack a record: keys and values only
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			recs := testRecords()
+			recs[2].Headers[0].Value = bytes.Repeat([]byte("b"), tc.headerLen)
+			b := encodeBatch(t, 0, compress.None, 0, 0, recs)
+			msgs, bt, err := decodeAll(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			own(msgs, bt.all)
+			clear(b) // the connection's buffer is reused for the next batch
+			if string(msgs[0].Key) != "device-1" || string(msgs[0].Value) != `{"event_type":"a"}` ||
+				string(msgs[1].Value) != `{"event_type":"b"}` || msgs[1].Key != nil ||
+				string(msgs[2].Key) != "k" || msgs[2].Value != nil || len(msgs[2].Headers[0].Value) != tc.headerLen {
+				t.Fatalf("owned records alias the input: %q %q", msgs[0].Key, msgs[0].Value)
+			}
+			// One allocation holds them all, and none can grow into the next.
+			for i, m := range msgs {
+				if cap(m.Key) != len(m.Key) || cap(m.Value) != len(m.Value) {
+					t.Fatalf("record %d: key %d/%d value %d/%d (len/cap)", i, len(m.Key), cap(m.Key), len(m.Value), cap(m.Value))
+				}
+			}
+			gap := int(uintptr(unsafe.Pointer(unsafe.SliceData(msgs[2].Key))) - uintptr(unsafe.Pointer(after(msgs[1].Value))))
+			if tc.whole {
+				// As in the batch: record 2's framing lies between.
+				if gap <= 0 || gap > ownSlack {
+					t.Fatalf("record 2's key starts %d bytes after record 1's value", gap)
+				}
+			} else if after(msgs[0].Key) != unsafe.SliceData(msgs[0].Value) || gap != 0 {
+				t.Fatal("keys and values are not back to back in one allocation")
+			}
+		})
 	}
 }
 
