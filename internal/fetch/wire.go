@@ -13,6 +13,8 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/compress"
+
+	"github.com/ampstream/ampstream/internal/prefetch"
 )
 
 // The Fetch request and response (API key 1, versions 4–11, the versions
@@ -512,6 +514,14 @@ func (bt *batch) next(msg *kafka.Message) error {
 	}
 	rec := b[i : i+int(length)]
 	bt.recs = b[i+int(length):]
+	// The decoder reads a record's framing, not its value, which it
+	// skips: the hardware prefetcher does not follow such sparse reads,
+	// and the header count after each value missed the caches (2 % of all
+	// CPU in make bench). The lines prefetchAhead bytes ahead are loaded
+	// as the decoder advances, as many as it just consumed.
+	if ahead := i + int(length) + prefetchAhead; ahead < len(b) {
+		prefetch.Bytes(b[ahead:min(len(b), ahead+i+int(length))])
+	}
 	i = 1 // attributes: unused
 	tsDelta, i := zigzag(rec, i)
 	offDelta, i := zigzag(rec, i)
@@ -567,6 +577,10 @@ func (bt *batch) next(msg *kafka.Message) error {
 	}
 	return nil
 }
+
+// prefetchAhead is how far ahead of the record being decoded next
+// prefetches the batch: about ten records of the benchmark's events.
+const prefetchAhead = 4 << 10
 
 // pos is the offset in bt.all of the next record to decode.
 func (bt *batch) pos() int { return len(bt.all) - len(bt.recs) }

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unsafe"
+
+	"github.com/ampstream/ampstream/internal/prefetch"
 )
 
 // numBuckets is the ring size: one bucket per second. 32 covers the 30 s
@@ -114,7 +116,7 @@ func (t *Tracker) Hash(key []byte) uint64 {
 
 // prefetch starts loading the cache line of h's home slot, the first a
 // lookup of h reads, without the shard's lock: it reads only the published
-// view, and prefetching never faults or races (see prefetch). At about
+// view, and prefetching never faults or races (package prefetch). At about
 // 100k keys the slots of all shards are megabytes, and a lookup misses the
 // caches (and, with 4 KiB pages, the TLB) on most events; a caller that
 // knows its next keys ahead (Policy.Prefetch) overlaps those misses
@@ -122,7 +124,7 @@ func (t *Tracker) Hash(key []byte) uint64 {
 func (t *Tracker) prefetch(h uint64) {
 	if v := t.views[h>>58].Load(); v != nil {
 		s := *v
-		prefetch(uintptr(unsafe.Pointer(&s[h&uint64(len(s)-1)])))
+		prefetch.Line(unsafe.Pointer(&s[h&uint64(len(s)-1)]))
 	}
 }
 
