@@ -262,8 +262,10 @@ func (d *Deliverer) SubmitBatch(ctx context.Context, items []*Item, at time.Time
 	ns := uint64(len(d.shards))
 	var counts [maxShards]int
 	kept := 0
-	// The router's table slots of the keys prefetchAhead events ahead are
-	// loading while an event is decided (route.Policy.Prefetch).
+	// While an event is decided, the router's table slots of the keys
+	// prefetchAhead events ahead are loading (route.Policy.Prefetch), and
+	// the rate entries of those half as far ahead, whose slots are in
+	// (PrefetchEntries).
 	var ahead [prefetchAhead]route.Input
 	input := func(i int) {
 		it := items[i]
@@ -274,8 +276,14 @@ func (d *Deliverer) SubmitBatch(ctx context.Context, items []*Item, at time.Time
 	for i := range min(prefetchAhead, len(items)) {
 		input(i)
 	}
+	for i := range min(prefetchAhead/2, len(items)) {
+		d.policy.PrefetchEntries(&ahead[i], at)
+	}
 	for i, it := range items {
 		in := ahead[i%prefetchAhead]
+		if j := i + prefetchAhead/2; j < len(items) {
+			d.policy.PrefetchEntries(&ahead[j%prefetchAhead], at)
+		}
 		if j := i + prefetchAhead; j < len(items) {
 			input(j)
 		}
@@ -333,10 +341,14 @@ func (d *Deliverer) SubmitBatch(ctx context.Context, items []*Item, at time.Time
 const maxShards = 64
 
 // prefetchAhead is how many events ahead of the one being decided
-// SubmitBatch prefetches the router's table slots: enough for a memory
-// access to complete (a Decide takes 100–200 ns), few enough that the
-// lines are still in cache when used.
-const prefetchAhead = 4
+// SubmitBatch prefetches the router's table slots, and half of it its
+// entries: each stage gets four events (a Decide takes 100–200 ns) for its
+// memory accesses to complete, few enough that the lines are still in
+// cache when used. Slots only, four ahead, measured the same as eight;
+// entries as well, at two and four, no better than slots alone (the slot
+// was not in yet when its entry was looked up); at four and eight,
+// 2-4 % less CPU per event end to end.
+const prefetchAhead = 8
 
 func (d *Deliverer) handoff(ctx context.Context, s *shard, share []*Item) error {
 	select {
