@@ -37,7 +37,7 @@ type shard struct {
 	// keys are by 64-bit hash of the ordering key: no string copy per new
 	// key. Two keys whose hashes collide (about n²/2^65) would share one
 	// keyState, which only orders them together: over-serialising is safe.
-	keys map[uint64]*keyState
+	keys keyTable
 
 	open   [3]*batch // per lane
 	sealed [3][]*job // per lane, waiting for a free sender
@@ -66,7 +66,6 @@ func newShard(d *Deliverer) *shard {
 		// the best rate measured. The in-flight budget, not this buffer,
 		// bounds memory.
 		in:         make(chan []*Item, 8),
-		keys:       make(map[uint64]*keyState),
 		compNotify: make(chan struct{}, 1),
 	}
 }
@@ -140,10 +139,10 @@ func (s *shard) run(ctx context.Context) {
 }
 
 func (s *shard) arrive(it *Item, now time.Time) {
-	ks := s.keys[it.hash]
+	ks := s.keys.get(it.hash)
 	if ks == nil {
 		ks = &keyState{hash: it.hash}
-		s.keys[ks.hash] = ks
+		s.keys.put(ks)
 	}
 	it.ks = ks
 	if len(ks.waiting) > 0 || now.Before(ks.until) || !s.tryAdd(ks, it, now) {
@@ -310,7 +309,7 @@ func (s *shard) drain(ks *keyState, now time.Time) {
 		}
 	}
 	if ks.pending == 0 && len(ks.waiting) == 0 && !ks.listed {
-		delete(s.keys, ks.hash)
+		s.keys.del(ks.hash)
 	}
 }
 
