@@ -171,6 +171,7 @@ type Deliverer struct {
 	fatal         atomic.Bool // Amplitude refuses the key or the URL
 
 	acceptedCtr [3]prometheus.Counter // per lane; resolved once, incremented per event
+	switchCtr   [3]prometheus.Counter // lane switches, by the lane switched to: thousands a second
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -202,6 +203,7 @@ func New(opts Options, send Sender, policy *route.Policy, tracker *route.Tracker
 	for _, l := range []route.Lane{route.Realtime, route.Batch} {
 		d.jobs[l] = make(chan *job)
 		d.acceptedCtr[l] = m.EventsForwarded.WithLabelValues(l.String(), metrics.OutcomeAccepted)
+		d.switchCtr[l] = m.LaneSwitches.WithLabelValues(l.String())
 	}
 	return d
 }
@@ -291,7 +293,9 @@ func (d *Deliverer) SubmitBatch(ctx context.Context, items []*Item, at time.Time
 		it.lane, it.pace = dec.Lane, dec.Pace
 		it.hash = dec.Hash // the tracker hashed the key already
 		if dec.Switched {
-			d.m.LaneSwitches.WithLabelValues(dec.Lane.String()).Inc()
+			if c := d.switchCtr[dec.Lane]; c != nil {
+				c.Inc()
+			}
 		}
 		size := d.send.BodySize(1, len(it.Raw))
 		if size > d.opts.Batch.MaxBytes {

@@ -734,3 +734,18 @@ func TestStopReturnsPromptlyDuringARetryBackoff(t *testing.T) {
 	require.Zero(t, h.own.resolvedCount())
 	require.Len(t, h.amp.requests(), 1)
 }
+
+// A key that turns hot switches to Batch once, and is counted once, under
+// the lane it switched to.
+func TestALaneSwitchIsCountedUnderItsNewLane(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, testOptions(), route.TrackerOptions{}, always200)
+		defer h.d.Stop()
+		for range 40 { // 30 events/s is the harness's hot threshold
+			h.submit("hot-device", route.Auto)
+		}
+		h.waitResolved(40)
+		require.InDelta(t, 1, testutil.ToFloat64(h.d.m.LaneSwitches.WithLabelValues(route.Batch.String())), 0)
+		require.InDelta(t, 0, testutil.ToFloat64(h.d.m.LaneSwitches.WithLabelValues(route.Realtime.String())), 0)
+	})
+}
