@@ -72,8 +72,8 @@ type Input struct {
 	Lagging  bool   // the event's partition is catching up on lag
 
 	// The keys' hashes, when Prefetch has computed them.
-	hashed        bool
-	device, userH uint64
+	hashed         bool
+	deviceH, userH uint64
 }
 
 // Decision is the policy's answer.
@@ -94,8 +94,8 @@ type Decision struct {
 func (p *Policy) Prefetch(in *Input) {
 	t := p.tr
 	in.hashed = true
-	in.device = t.Hash(in.Device)
-	t.prefetch(in.device)
+	in.deviceH = t.Hash(in.Device)
+	t.prefetch(in.deviceH)
 	if len(in.User) > 0 {
 		in.userH = maphash.Bytes(t.userSeed, in.User)
 		t.prefetch(in.userH)
@@ -112,7 +112,7 @@ func (p *Policy) PrefetchEntries(in *Input, now time.Time) {
 		return
 	}
 	sec := now.Unix()
-	p.tr.prefetchEntry(in.device, sec)
+	p.tr.prefetchEntry(in.deviceH, sec)
 	if len(in.User) > 0 {
 		p.tr.prefetchEntry(in.userH, sec)
 	}
@@ -152,7 +152,7 @@ func (p *Policy) Decide(in Input, now time.Time) Decision {
 		forced = Batch
 	}
 	// Tracker.ObserveRoute, and Tracker.NeedsPacing on its rate.
-	h := in.device
+	h := in.deviceH
 	if !in.hashed {
 		h = t.Hash(in.Device)
 	}

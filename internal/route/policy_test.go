@@ -175,7 +175,7 @@ func TestPolicyDecidesPrefetchedEventsAsOthers(t *testing.T) {
 		want := plain.Decide(in, now)
 		if i%3 != 0 { // the others decided unprefetched, on the same entries
 			pre.Prefetch(&in)
-			require.Equal(t, tr.Hash(in.Device), in.device)
+			require.Equal(t, tr.Hash(in.Device), in.deviceH)
 			if i%2 == 0 {
 				pre.PrefetchEntries(&in, now)
 			}
