@@ -253,16 +253,19 @@ func (f *Fetcher) Fill(ctx context.Context, dst []kafka.Message, n int) ([]kafka
 // record. They share it: the consumer accounts for a chunk's memory until
 // its last event is resolved (internal/consume, acks).
 func (f *Fetcher) read(dst []kafka.Message, start, n int) ([]kafka.Message, error) {
-	// dst[views:] are views of the records f.bt.all[from:to].
+	// dst[views:] are views of the records f.bt.all[from:to]: owned before
+	// f.bt changes (the next batch, or fail, which resets it) and on return.
 	views, from, to := len(dst), 0, 0
-	defer func() { own(dst[views:], f.bt.all[from:to]) }()
+	ownViews := func() {
+		own(dst[views:], f.bt.all[from:to])
+		views, from, to = len(dst), 0, 0
+	}
 	for len(dst)-start < n {
 		if f.bt.count == 0 {
 			if f.bt.end > f.offset {
 				f.offset = f.bt.end // past compacted records and transaction markers
 			}
-			own(dst[views:], f.bt.all[from:to])
-			views, from, to = len(dst), 0, 0
+			ownViews()
 			f.bt = batch{}
 			more, err := f.nextBatch()
 			if err != nil {
@@ -278,6 +281,7 @@ func (f *Fetcher) read(dst []kafka.Message, start, n int) ([]kafka.Message, erro
 		msg := &dst[len(dst)-1]
 		if err := f.bt.next(msg); err != nil {
 			dst = dst[:len(dst)-1]
+			ownViews()
 			return dst, f.fail(err)
 		}
 		if msg.Offset < f.offset {
@@ -292,6 +296,7 @@ func (f *Fetcher) read(dst []kafka.Message, start, n int) ([]kafka.Message, erro
 		msg.Topic, msg.Partition, msg.HighWaterMark = f.cfg.Topic, f.cfg.Partition, f.hwm
 		f.offset = msg.Offset + 1
 	}
+	ownViews()
 	return dst, nil
 }
 

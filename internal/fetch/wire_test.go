@@ -495,6 +495,30 @@ func TestReadDecodesAResponseThroughAnyBuffer(t *testing.T) {
 	}
 }
 
+// A record batch whose CRC holds but whose records run out before its
+// count: the records decoded before the corrupt one are returned, owned
+// (the connection, and with it the batch's buffer, is gone), then the error.
+func TestReadReturnsTheRecordsBeforeACorruptOne(t *testing.T) {
+	b := encodeBatch(t, 0, compress.None, 0, 1, testRecords()[:2])
+	binary.BigEndian.PutUint32(b[batchHeaderSize+45:], 3) // two records, counted three
+	binary.BigEndian.PutUint32(b[batchHeaderSize+5:], crc32.Checksum(b[batchHeaderSize+9:], castagnoli))
+	topic := kmsg.FetchResponseTopic{Topic: "events", Partitions: []kmsg.FetchResponseTopicPartition{fetchPartition(3, 0, 10, b)}}
+	for _, size := range []int{16, 4096} {
+		fe := &Fetcher{cfg: Config{Topic: "events", Partition: 3, Log: zerolog.Nop()}, version: 11}
+		data := fetchResponse(11, 7, 0, topic)
+		msgs, err := readResponse(fe, data, size)
+		if err == nil || !strings.Contains(err.Error(), "corrupt record") {
+			t.Fatalf("buffer %d: error %v, want a corrupt record", size, err)
+		}
+		clear(data)
+		clear(fe.scratch)
+		if len(msgs) != 2 || string(msgs[0].Key) != "device-1" || string(msgs[0].Value) != `{"event_type":"a"}` ||
+			string(msgs[1].Value) != `{"event_type":"b"}` {
+			t.Fatalf("buffer %d: %d messages before the corrupt record", size, len(msgs))
+		}
+	}
+}
+
 // TestParseBatchReadsTransactionFields checks what read committed needs of
 // a batch header: its producer, whether it is transactional, and whether a
 // control batch commits or aborts.
