@@ -25,7 +25,6 @@ import (
 	"github.com/klauspost/compress/gzip"
 
 	"github.com/ampstream/ampstream/internal/metrics"
-
 	"github.com/ampstream/ampstream/internal/prefetch"
 )
 
