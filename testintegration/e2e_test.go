@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/ampstream/ampstream/internal/dlq"
 	"github.com/ampstream/ampstream/internal/emulator"
 	"github.com/ampstream/ampstream/internal/traffic"
@@ -203,4 +205,34 @@ func TestARestartResumesFromTheCommittedOffsets(t *testing.T) {
 func countValidN(msgs []traffic.Msg) int {
 	v, _ := countValid(msgs)
 	return v
+}
+
+// Record batches bigger than a fetch connection's buffer are read into
+// memory of their own that their events keep (fetch.Block): every event is
+// still delivered in order, the invalid ones dead-lettered, and once all is
+// committed the in-flight budget is back to exactly zero, so a block's
+// bytes were returned once, after its last event and the fetcher let go.
+func TestBigRecordBatchesAreDeliveredAndTheirMemoryReturned(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 1, nil)
+	g := traffic.New(11, 200, 0.3, nil)
+	var all []traffic.Msg
+	for range 3 {
+		msgs := mix(g, 1500) // one record batch of about 600 KiB
+		h.produce(msgs)
+		all = append(all, msgs...)
+	}
+	r := h.start(h.config())
+	want := g.Expected()
+	eventually(t, 60*time.Second, "all events delivered and committed", func() bool {
+		return traffic.Check(h.emu, want).Delivered == len(all)-countInvalid(all) && h.committedAll()
+	})
+	eventually(t, 10*time.Second, "the in-flight budget back to zero", func() bool {
+		return testutil.ToFloat64(r.App.Metrics.InflightBytes) == 0 && testutil.ToFloat64(r.App.Metrics.InflightEvents) == 0
+	})
+	r.Stop(t)
+	if rep := traffic.Check(h.emu, want); !rep.OK() {
+		t.Fatalf("delivery: %s", rep)
+	}
+	h.assertCommitsCovered()
 }

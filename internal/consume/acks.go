@@ -42,13 +42,30 @@ type ackEnt struct {
 
 // chunkMem is the memory a chunk of fetched events holds together: their
 // messages are one allocation, and their keys and values one per record
-// batch they came from (fetch.Fetcher.Fill). None of it is freed before
-// the last of them is resolved, so the chunk's budget bytes are returned
-// then, all at once, and not event by event: memory pinned by one slow
-// event stays counted.
+// batch they came from (fetch.Fetcher.Fill), or the blocks of big batches
+// they are views of. None of it is freed before the last of them is
+// resolved, so the chunk's budget bytes are returned then, all at once,
+// and not event by event: memory pinned by one slow event stays counted.
 type chunkMem struct {
-	live  int // events of the chunk not resolved yet
-	bytes int // budget bytes the chunk holds
+	live   int         // events of the chunk not resolved yet
+	bytes  int         // budget bytes the chunk holds
+	blocks []*blockMem // blocks its events are views of
+}
+
+// blockMem is a big record batch's memory (fetch.Block), which the chunks
+// of its events and the fetcher, while it reads the batch, hold together:
+// its budget bytes are returned when the last of them lets go.
+type blockMem struct {
+	refs  int // chunks with events in it, plus one while the fetcher reads it
+	bytes int
+}
+
+// unref lets go of one hold on b and returns the budget bytes that frees.
+func (b *blockMem) unref() int {
+	if b.refs--; b.refs == 0 {
+		return b.bytes
+	}
+	return 0
 }
 
 func newAcks(start int64, limit int) *acks {
@@ -61,9 +78,10 @@ func newAcks(start int64, limit int) *acks {
 }
 
 // addChunk records a chunk of fetched messages, which hold bytes of the
-// budget together (chunkMem), under one lock, and returns the sequence
-// number of the first: the others follow it consecutively.
-func (a *acks) addChunk(msgs []kafka.Message, bytes int) uint64 {
+// budget together (chunkMem), plus the blocks they are views of, under one
+// lock, and returns the sequence number of the first: the others follow it
+// consecutively.
+func (a *acks) addChunk(msgs []kafka.Message, bytes int, blocks []*blockMem) uint64 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.head > 1024 && a.head > len(a.ents)/2 {
@@ -74,12 +92,23 @@ func (a *acks) addChunk(msgs []kafka.Message, bytes int) uint64 {
 		a.head = 0
 	}
 	first := a.base + uint64(len(a.ents)-a.head)
-	c := &chunkMem{live: len(msgs), bytes: bytes}
+	c := &chunkMem{live: len(msgs), bytes: bytes, blocks: blocks}
+	for _, b := range blocks {
+		b.refs++
+	}
 	for i := range msgs {
 		a.ents = append(a.ents, ackEnt{off: msgs[i].Offset, ts: msgs[i].Time.UnixMilli(), chunk: c})
 	}
 	a.live += len(msgs)
 	return first
+}
+
+// dropBlock lets go of the fetcher's hold on b (it has read past its batch)
+// and returns the budget bytes that frees.
+func (a *acks) dropBlock(b *blockMem) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return b.unref()
 }
 
 // resolve marks seq as accepted or dead-lettered. It returns the budget
@@ -130,12 +159,18 @@ func (a *acks) resolveLocked(seq uint64) (int, bool) {
 }
 
 // unpin counts e's event out of its chunk and returns the budget bytes
-// that frees: the chunk's when no other event holds it.
+// that frees: the chunk's when no other event holds it, and those of the
+// blocks that nothing else holds then.
 func (e *ackEnt) unpin() int {
-	if e.chunk.live--; e.chunk.live == 0 {
-		return e.chunk.bytes
+	c := e.chunk
+	if c.live--; c.live > 0 {
+		return 0
 	}
-	return 0
+	n := c.bytes
+	for _, b := range c.blocks {
+		n += b.unref()
+	}
+	return n
 }
 
 // releaseAll gives up every unresolved event (the partition was released):

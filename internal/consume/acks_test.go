@@ -13,7 +13,7 @@ import (
 
 // add records one fetched offset, as a chunk of one.
 func (a *acks) add(off, tsMS int64, size int) uint64 {
-	return a.addChunk([]kafka.Message{{Offset: off, Time: time.UnixMilli(tsMS)}}, size)
+	return a.addChunk([]kafka.Message{{Offset: off, Time: time.UnixMilli(tsMS)}}, size, nil)
 }
 
 // acquire takes one event of size n.
@@ -246,7 +246,7 @@ func TestAChunkGetsConsecutiveSequenceNumbersAndItsOwnTimes(t *testing.T) {
 	first := a.add(10, 1000, 5)
 	// Offsets 11 and 14-15: compaction or transaction markers left gaps.
 	chunk := []kafka.Message{{Offset: 11, Time: time.UnixMilli(2000)}, {Offset: 14, Time: time.UnixMilli(3000)}, {Offset: 15, Time: time.UnixMilli(4000)}}
-	seq := a.addChunk(chunk, 24)
+	seq := a.addChunk(chunk, 24, nil)
 	if seq != first+1 {
 		t.Fatalf("chunk starts at seq %d, want %d", seq, first+1)
 	}
@@ -288,7 +288,7 @@ func TestAChunkReturnsItsBytesWithItsLastEvent(t *testing.T) {
 	}
 	t.Run("resolved", func(t *testing.T) {
 		a := newAcks(0, 100)
-		s := a.addChunk(msgs(0, 4), 1000)
+		s := a.addChunk(msgs(0, 4), 1000, nil)
 		items := []*deliver.Item{{Seq: s + 3}, {Seq: s}}
 		if n, bytes := a.resolveAll(items); n != 2 || bytes != 0 {
 			t.Fatalf("resolveAll of 2 of 4: %d events %d bytes, want 2 and 0", n, bytes)
@@ -305,9 +305,9 @@ func TestAChunkReturnsItsBytesWithItsLastEvent(t *testing.T) {
 	})
 	t.Run("released", func(t *testing.T) {
 		a := newAcks(0, 100)
-		s0 := a.addChunk(msgs(0, 3), 300)
-		a.addChunk(msgs(3, 2), 200)
-		s2 := a.addChunk(msgs(5, 2), 50)
+		s0 := a.addChunk(msgs(0, 3), 300, nil)
+		a.addChunk(msgs(3, 2), 200, nil)
+		s2 := a.addChunk(msgs(5, 2), 50, nil)
 		a.resolve(s0 + 1)
 		a.resolve(s2)
 		a.resolve(s2 + 1) // the third chunk is done: its 50 bytes were returned
@@ -316,6 +316,64 @@ func TestAChunkReturnsItsBytesWithItsLastEvent(t *testing.T) {
 		}
 		if size, ok := a.resolve(s0); ok || size != 0 {
 			t.Fatalf("a late answer after release freed %d bytes", size)
+		}
+	})
+}
+
+// A big record batch's block is held by the chunks with events in it and by
+// the fetcher while it reads the batch: its bytes come back once, when the
+// last of them lets go, in whatever order, also through releaseAll.
+func TestABlockReturnsItsBytesWhenItsChunksAndTheFetcherLetGo(t *testing.T) {
+	t.Parallel()
+	msgs := func(from int64, n int) []kafka.Message {
+		var m []kafka.Message
+		for i := range n {
+			m = append(m, kafka.Message{Offset: from + int64(i)})
+		}
+		return m
+	}
+	t.Run("chunks last", func(t *testing.T) {
+		a := newAcks(0, 100)
+		blk := &blockMem{refs: 1, bytes: 1 << 20} // the fetcher's hold
+		s0 := a.addChunk(msgs(0, 2), 100, []*blockMem{blk})
+		s1 := a.addChunk(msgs(2, 2), 100, []*blockMem{blk})
+		if n := a.dropBlock(blk); n != 0 {
+			t.Fatalf("the fetcher let go with two chunks in it: %d bytes freed", n)
+		}
+		a.resolve(s1)
+		if n, _ := a.resolve(s1 + 1); n != 100 {
+			t.Fatalf("second chunk done, first not: %d bytes freed, want its own 100", n)
+		}
+		a.resolve(s0 + 1)
+		if n, _ := a.resolve(s0); n != 100+1<<20 {
+			t.Fatalf("last chunk of the block done: %d bytes freed, want 100 + the block's", n)
+		}
+	})
+	t.Run("fetcher last", func(t *testing.T) {
+		a := newAcks(0, 100)
+		blk := &blockMem{refs: 1, bytes: 5000}
+		s := a.addChunk(msgs(0, 1), 10, []*blockMem{blk})
+		if n, _ := a.resolve(s); n != 10 {
+			t.Fatalf("the chunk done while the fetcher reads on: %d bytes freed, want 10", n)
+		}
+		if n := a.dropBlock(blk); n != 5000 {
+			t.Fatalf("the fetcher let go last: %d bytes freed, want 5000", n)
+		}
+	})
+	t.Run("two blocks, released", func(t *testing.T) {
+		a := newAcks(0, 100)
+		b1 := &blockMem{refs: 1, bytes: 1000}
+		b2 := &blockMem{refs: 1, bytes: 2000}
+		a.addChunk(msgs(0, 2), 10, []*blockMem{b1})
+		a.addChunk(msgs(2, 2), 20, []*blockMem{b1, b2}) // spans both batches
+		if n := a.dropBlock(b1); n != 0 {
+			t.Fatalf("b1 let go by the fetcher: %d bytes freed", n)
+		}
+		if events, bytes := a.releaseAll(); events != 4 || bytes != 10+20+1000 {
+			t.Fatalf("releaseAll = %d events %d bytes, want 4 and 1030 (b2 is still the fetcher's)", events, bytes)
+		}
+		if n := a.dropBlock(b2); n != 2000 {
+			t.Fatalf("b2 let go after the release: %d bytes freed, want 2000", n)
 		}
 	})
 }

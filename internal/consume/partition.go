@@ -199,11 +199,30 @@ func (c *Consumer) fetchLoop(ctx context.Context, p *partition, start int64, log
 	}
 	msgs := make([]kafka.Message, 0, chunk)
 	items := make([]*deliver.Item, 0, chunk)
+	// The blocks (big record batches) the fetcher may still return messages
+	// of, with its hold on their budget bytes: let go of once it has read
+	// past them (fetch.Fetcher.Reading), and when fetching stops.
+	var reading []heldBlock
+	letGo := func(keep *fetch.Block) {
+		k := 0
+		for _, h := range reading {
+			if h.src == keep {
+				reading[k] = h
+				k++
+			} else if n := p.acks.dropBlock(h.mem); n > 0 {
+				c.budget.releaseN(0, n)
+			}
+		}
+		clear(reading[k:])
+		reading = reading[:k]
+	}
+	defer letGo(nil)
 	for {
 		var now time.Time
 		var err error
 		msgs, now, err = f.Fill(ctx, msgs[:0], chunk)
 		if err != nil {
+			letGo(f.Reading())
 			if ctx.Err() != nil {
 				return
 			}
@@ -227,10 +246,21 @@ func (c *Consumer) fetchLoop(ctx context.Context, p *partition, start int64, log
 		p.setHWM(msgs[len(msgs)-1].HighWaterMark)
 
 		// Room for the chunk: in-flight cap, then budget, each taken once.
-		total := 0
-		for i := range msgs {
-			total += len(msgs[i].Value) + len(msgs[i].Key) + eventOverhead
+		// The chunk holds its messages and its copies of keys and values;
+		// a big batch's block is counted whole, once, with the first chunk
+		// that has events in it.
+		total, fresh, i := 0, 0, 0
+		for _, sp := range f.Spans() {
+			if sp.Block == nil {
+				for _, m := range msgs[i : i+sp.N] {
+					total += len(m.Value) + len(m.Key)
+				}
+			} else if heldMem(reading, sp.Block) == nil {
+				fresh += sp.Block.Size
+			}
+			i += sp.N
 		}
+		total += len(msgs) * eventOverhead
 		if !p.acks.room(len(msgs)) {
 			c.m.FetchBlocked.Inc()
 			flush()
@@ -238,12 +268,27 @@ func (c *Consumer) fetchLoop(ctx context.Context, p *partition, start int64, log
 				return // not added: never committed, redelivered
 			}
 		}
-		if waited, err := c.budget.acquireN(ctx, len(msgs), total); err != nil {
+		if waited, err := c.budget.acquireN(ctx, len(msgs), total+fresh); err != nil {
 			return
 		} else if waited {
 			c.m.FetchBlocked.Inc()
 		}
-		seq := p.acks.addChunk(msgs, total)
+		var blocks []*blockMem
+		for _, sp := range f.Spans() {
+			if sp.Block == nil {
+				continue
+			}
+			b := heldMem(reading, sp.Block)
+			if b == nil {
+				b = &blockMem{refs: 1, bytes: sp.Block.Size} // the fetcher's hold
+				reading = append(reading, heldBlock{src: sp.Block, mem: b})
+			}
+			blocks = append(blocks, b)
+		}
+		seq := p.acks.addChunk(msgs, total, blocks)
+		// After the chunk took its holds: the blocks the fetcher has read
+		// past are the chunks' alone.
+		letGo(f.Reading())
 
 		// One allocation for the chunk's messages, as the fetcher makes one
 		// per record batch for their keys and values: the chunk holds its
@@ -268,6 +313,23 @@ func (c *Consumer) fetchLoop(ctx context.Context, p *partition, start int64, log
 		}
 		clear(items)
 	}
+}
+
+// heldBlock is a block the fetcher may still return messages of, and its
+// budget bytes.
+type heldBlock struct {
+	src *fetch.Block
+	mem *blockMem
+}
+
+// heldMem returns the memory of b if it is among the blocks of reading.
+func heldMem(reading []heldBlock, b *fetch.Block) *blockMem {
+	for _, h := range reading {
+		if h.src == b {
+			return h.mem
+		}
+	}
+	return nil
 }
 
 // eventOverhead is what an in-flight event holds beyond its key and value,

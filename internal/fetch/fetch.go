@@ -83,6 +83,7 @@ type Fetcher struct {
 	abortedAt   int
 	abortedPIDs map[int64]struct{}
 	skippedRecs int // records of aborted transactions skipped since the last BeforeFetch
+	spans       []Span
 
 	// legacy: fetches go through kafka-go's Batch (a pre-0.11 message
 	// format was met, or the broker has no Fetch v4).
@@ -177,6 +178,7 @@ func (f *Fetcher) Next(ctx context.Context) (kafka.Message, time.Time, error) {
 // before calling again.
 func (f *Fetcher) Fill(ctx context.Context, dst []kafka.Message, n int) ([]kafka.Message, time.Time, error) {
 	now := time.Now()
+	f.spans = f.spans[:0]
 	if err := f.err; err != nil {
 		f.err = nil
 		return dst, now, err
@@ -189,7 +191,9 @@ func (f *Fetcher) Fill(ctx context.Context, dst []kafka.Message, n int) ([]kafka
 			}
 			var err error
 			if f.batch != nil {
+				from := len(dst)
 				dst, err = f.readLegacy(dst, start, n)
+				f.span(len(dst)-from, nil)
 			} else {
 				dst, err = f.read(dst, start, n)
 			}
@@ -246,18 +250,24 @@ func (f *Fetcher) Fill(ctx context.Context, dst []kafka.Message, n int) ([]kafka
 // from start or the response is used up. A nil error with nothing added
 // means: fetch again.
 //
-// Records are decoded as views of the batch (bt.next), which the next
-// batch overwrites: before reading it, and before returning, the views of
-// the current one are copied into one allocation (own), so the keys and
-// values of a chunk cost one allocation per batch instead of one per
-// record. They share it: the consumer accounts for a chunk's memory until
-// its last event is resolved (internal/consume, acks).
+// Records are decoded as views of their batch (bt.next). A batch bigger
+// than the connection's buffer was read into an allocation of its own (a
+// Block), which its messages keep. Other batches are views of the
+// connection's buffer, which the next read overwrites: before reading the
+// next batch, and before returning, the views of the current one are
+// copied into one allocation (own), so the keys and values of a chunk cost
+// one allocation per batch instead of one per record. Either way the
+// messages share memory, and the consumer accounts for it until the last
+// of them is resolved (Spans; internal/consume, acks).
 func (f *Fetcher) read(dst []kafka.Message, start, n int) ([]kafka.Message, error) {
 	// dst[views:] are views of the records f.bt.all[from:to]: owned before
 	// f.bt changes (the next batch, or fail, which resets it) and on return.
 	views, from, to := len(dst), 0, 0
 	ownViews := func() {
-		own(dst[views:], f.bt.all[from:to])
+		if f.bt.block == nil {
+			own(dst[views:], f.bt.all[from:to])
+		}
+		f.span(len(dst)-views, f.bt.block)
 		views, from, to = len(dst), 0, 0
 	}
 	for len(dst)-start < n {
@@ -298,6 +308,49 @@ func (f *Fetcher) read(dst []kafka.Message, start, n int) ([]kafka.Message, erro
 	}
 	ownViews()
 	return dst, nil
+}
+
+// Block is the memory of a record batch that messages Fill returned are
+// views of: a batch bigger than the connection's buffer is read into an
+// allocation of its own, and its records are not copied out of it. The
+// messages keep all of it, whatever the offset the fetch started at,
+// until the last of them is dropped.
+type Block struct {
+	Size int // bytes: the whole record batch
+}
+
+// Span describes N consecutive messages of those the last Fill returned:
+// views of Block, or, when Block is nil, copies that share an allocation
+// (one per record batch and Fill).
+type Span struct {
+	N     int
+	Block *Block
+}
+
+// Spans describes the messages the last call to Fill returned, in order:
+// their counts add up to how many it returned. Valid until the next call.
+func (f *Fetcher) Spans() []Span { return f.spans }
+
+// Reading returns the block of the record batch being read, of which later
+// calls to Fill may return more messages, or nil. Once it no longer
+// returns a block that Spans named, no later message is a view of it.
+func (f *Fetcher) Reading() *Block {
+	if f.bt.count > 0 {
+		return f.bt.block
+	}
+	return nil
+}
+
+// span adds n messages of block to f.spans.
+func (f *Fetcher) span(n int, block *Block) {
+	if n == 0 {
+		return
+	}
+	if k := len(f.spans) - 1; k >= 0 && f.spans[k].Block == block {
+		f.spans[k].N += n
+		return
+	}
+	f.spans = append(f.spans, Span{N: n, Block: block})
 }
 
 // own copies the keys and values of msgs, views of the records region of a
@@ -411,7 +464,22 @@ func (f *Fetcher) nextBatch() (bool, error) {
 	case size > f.recLeft:
 		return false, fmt.Errorf("record batch at offset %d (%d bytes) is larger than the fetch size (%d bytes), and the broker cut it", base, size+batchHeaderSize, f.cfg.MaxBytes)
 	}
-	b, err := f.resp.view(size, &f.scratch)
+	// An uncompressed batch bigger than the connection's buffer is read
+	// from the socket into memory of its own (one copy where the buffer
+	// would make two), which its records keep (Block) instead of being
+	// copied out of it. Within the fetch size, it is allocated at once; a
+	// batch past it (a broker returns the first batch whole, whatever the
+	// size asked) grows as its bytes arrive, so a corrupt length allocates
+	// little.
+	buf := &f.scratch
+	var block []byte
+	if size > f.resp.r.Size() && f.uncompressed() {
+		if size <= f.cfg.MaxBytes {
+			block = make([]byte, 0, size)
+		}
+		buf = &block
+	}
+	b, err := f.resp.view(size, buf)
 	if err != nil {
 		return false, err
 	}
@@ -420,11 +488,25 @@ func (f *Fetcher) nextBatch() (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	if block != nil && !f.bt.compressed && f.bt.count > 0 {
+		f.bt.block = &Block{Size: cap(block)}
+	}
 	f.gotBatch = true
 	if f.cfg.ReadCommitted && len(f.aborted) > 0 && f.bt.producerID >= 0 {
 		f.skipAborted()
 	}
 	return true, nil
+}
+
+// uncompressed reports whether the record batch whose length was just read
+// is not compressed, from its attributes (after its leader epoch, magic and
+// CRC); false when they cannot be read.
+func (f *Fetcher) uncompressed() bool {
+	if f.resp.left < 11 {
+		return false
+	}
+	h, err := f.resp.r.Peek(11)
+	return err == nil && h[4] == 2 && h[10]&attrCodec == 0
 }
 
 // skipAborted applies read committed to the batch just parsed, as the Java

@@ -533,3 +533,87 @@ func TestFetcherReadsThroughKafkaGoInLegacyMode(t *testing.T) {
 		})
 	}
 }
+
+// A record batch bigger than the connection's buffer is read into memory of
+// its own, which its messages keep (a Block, named by Spans) instead of
+// being copied out of it: the messages stay intact while later batches are
+// read, each big batch has one Block whatever the chunks it is returned in,
+// and Reading names it exactly while more of its messages may follow.
+func TestBigRecordBatchesAreReadIntoBlocksTheirMessagesKeep(t *testing.T) {
+	c := kafkatest.Start(t)
+	topic := c.CreateTopic(t, "fetch-blocks", 1)
+	pad := strings.Repeat("x", 400)
+	value := func(i int) string { return fmt.Sprintf(`{"n":%d,"pad":"%s"}`, i, pad) }
+	batch := func(from, n int) {
+		msgs := make([]kafka.Message, 0, n)
+		for i := from; i < from+n; i++ {
+			msgs = append(msgs, kafka.Message{Key: []byte("k"), Value: []byte(value(i))})
+		}
+		c.ProduceToPartition(t, topic, 0, msgs...) // one record batch
+	}
+	// Small, big (about 600 KiB: more than the 256 KiB buffer), big, small.
+	batch(0, 10)
+	batch(10, 1500)
+	batch(1510, 1500)
+	batch(3010, 10)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	// From the middle of the first big batch: its earlier records are
+	// skipped, and its Block still counts the whole batch.
+	f := newTestFetcher(c, topic, 100, 4<<20)
+	defer f.Close()
+	var all []kafka.Message
+	var blockOf []*Block
+	var msgs []kafka.Message
+	for len(all) < 2920 {
+		var err error
+		msgs, _, err = f.Fill(ctx, msgs[:0], 64)
+		if err != nil {
+			t.Fatalf("after %d messages: %v", len(all), err)
+		}
+		n := 0
+		for _, sp := range f.Spans() {
+			for range sp.N {
+				blockOf = append(blockOf, sp.Block)
+			}
+			n += sp.N
+		}
+		if n != len(msgs) {
+			t.Fatalf("spans cover %d of %d messages", n, len(msgs))
+		}
+		all = append(all, msgs...)
+		last := all[len(all)-1].Offset
+		if r := f.Reading(); (last < 1509 || last >= 1510 && last < 3009) != (r != nil && r == blockOf[len(blockOf)-1]) {
+			t.Fatalf("after offset %d: Reading = %p, last message's block %p", last, r, blockOf[len(blockOf)-1])
+		}
+	}
+	for i, m := range all {
+		off := 100 + i
+		if m.Offset != int64(off) || string(m.Value) != value(off) || string(m.Key) != "k" {
+			t.Fatalf("message %d: offset %d key %q value %.20q…, want offset %d", i, m.Offset, m.Key, m.Value, off)
+		}
+		var want *Block
+		switch {
+		case off < 1510:
+			want = blockOf[0]
+		case off < 3010:
+			want = blockOf[1510-100]
+		}
+		if blockOf[i] != want {
+			t.Fatalf("offset %d: block %p, want %p", off, blockOf[i], want)
+		}
+	}
+	a, b := blockOf[0], blockOf[1510-100]
+	if a == nil || b == nil || a == b {
+		t.Fatalf("big batches' blocks: %p and %p, want two", a, b)
+	}
+	for _, blk := range []*Block{a, b} {
+		if blk.Size < 1500*len(value(0)) || blk.Size > 1500*(len(value(0))+32)+128 {
+			t.Fatalf("block of %d bytes for a batch of 1500 records of %d bytes", blk.Size, len(value(0)))
+		}
+	}
+	if f.Reading() != nil {
+		t.Fatalf("every batch read, and Reading = %p", f.Reading())
+	}
+}

@@ -395,6 +395,9 @@ type batch struct {
 	maxTime   int64  // ms
 	logAppend bool   // timestamps are the broker's: every record has maxTime
 
+	block      *Block // the batch's own allocation, which its records are views of; nil when reused
+	compressed bool   // recs were decompressed (into the Fetcher's unz)
+
 	producerID    int64 // -1 when the batch has no producer id
 	transactional bool  // part of a transaction
 	control       bool  // a transaction marker (count is 0)
@@ -449,7 +452,7 @@ func parseBatch(base int64, b []byte, unz *[]byte) (batch, error) {
 		if err != nil {
 			return bt, fmt.Errorf("record batch at offset %d: %s: %w", base, codec.Name(), err)
 		}
-		bt.recs, bt.all = out, out
+		bt.recs, bt.all, bt.compressed = out, out, true
 	}
 	return bt, nil
 }
