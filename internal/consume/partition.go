@@ -16,6 +16,7 @@ import (
 	"github.com/ampstream/ampstream/internal/dlq"
 	"github.com/ampstream/ampstream/internal/event"
 	"github.com/ampstream/ampstream/internal/fetch"
+	"github.com/ampstream/ampstream/internal/prefetch"
 	"github.com/ampstream/ampstream/internal/route"
 )
 
@@ -296,6 +297,11 @@ func (c *Consumer) fetchLoop(ctx context.Context, p *partition, start int64, log
 		ms := make([]message, len(msgs))
 		items = items[:0]
 		for i := range msgs {
+			if j := i + prepareAhead; j < len(msgs) {
+				// A big batch's events are parsed where the socket's read
+				// put them (fetch.Block), no longer warm from a copy.
+				prefetch.Bytes(msgs[j].Value)
+			}
 			if it := p.prepare(&ms[i], &msgs[i], seq+uint64(i), now, &keyBuf); it != nil {
 				items = append(items, it)
 			}
@@ -339,6 +345,10 @@ func heldMem(reading []heldBlock, b *fetch.Block) *blockMem {
 // chunkMem. Events without an insert_id also hold a
 // rewritten copy of their value, which is not counted.
 const eventOverhead = int(unsafe.Sizeof(message{})) + 64
+
+// prepareAhead is how many events ahead of the one prepared its chunk's
+// values are prefetched: 1, 2 and 4 measured alike.
+const prepareAhead = 2
 
 // fetchChunk is how many messages of a fetch response the partition
 // goroutine takes at once: the in-flight cap, the budget and the acks are
