@@ -14,14 +14,14 @@ import (
 // benchEvents returns n synthetic events (~420 bytes each, as the
 // end-to-end benchmark sends them): half from a few bursting devices, half
 // from many normal ones.
-func benchEvents(n int) [][]byte {
+func benchEvents(n int) []amplitude.Event {
 	g := traffic.New(1, 20_000, 0.3, nil)
-	out := make([][]byte, n)
+	out := make([]amplitude.Event, n)
 	for i := range out {
 		if i%2 == 0 {
-			out[i] = g.Burst(i % 76).Value
+			out[i].Body = g.Burst(i % 76).Value
 		} else {
-			out[i] = g.Normal().Value
+			out[i].Body = g.Normal().Value
 		}
 	}
 	return out
@@ -40,7 +40,7 @@ func benchSend(b *testing.B, route amplitude.Route, events, gzipMin int) {
 	evs := benchEvents(events)
 	size := 0
 	for _, e := range evs {
-		size += len(e)
+		size += e.Len()
 	}
 	ctx := context.Background()
 	b.SetBytes(int64(size))

@@ -138,16 +138,28 @@ func (c *Client) BodySize(n, sum int) int {
 	return len(c.prefix) + len(c.suffix) + sum + n - 1
 }
 
+// Event is one event of a request: Head followed by Body, the event's JSON
+// object. Head is empty, or the event's beginning with a member added to it,
+// written in place of Body's (which then starts after its opening brace):
+// an insert_id, added as the body is written instead of in a copy of the
+// event made beforehand.
+type Event struct {
+	Head, Body []byte
+}
+
+// Len is the event's size in the body.
+func (e Event) Len() int { return len(e.Head) + len(e.Body) }
+
 // Close releases idle connections.
 func (c *Client) Close() { c.http.CloseIdleConnections() }
 
-// Send posts events (each a raw JSON object) to route and classifies the
+// Send posts events (each a JSON object) to route and classifies the
 // answer. A transport failure or timeout yields Retryable; Send never returns
 // an error that the caller would have to classify again.
-func (c *Client) Send(ctx context.Context, route Route, events [][]byte) Result {
+func (c *Client) Send(ctx context.Context, route Route, events []Event) Result {
 	sum := 0
 	for _, e := range events {
-		sum += len(e)
+		sum += e.Len()
 	}
 	size := c.BodySize(len(events), sum)
 
@@ -200,18 +212,21 @@ type gzipWriter struct {
 
 // writeBody writes {"api_key":…,"events":[e1,e2,…]…} to w. The writers used
 // (bytes.Buffer, gzip into a bytes.Buffer) cannot fail.
-func writeBody(w io.Writer, prefix, suffix, comma []byte, events [][]byte) {
+func writeBody(w io.Writer, prefix, suffix, comma []byte, events []Event) {
 	_, _ = w.Write(prefix)
 	for i, e := range events {
 		if j := i + writeAhead; j < len(events) {
 			// The events were parsed on other cores, in allocations of their
 			// own: their lines are loaded a few events ahead.
-			prefetch.Bytes(events[j])
+			prefetch.Bytes(events[j].Body)
 		}
 		if i > 0 {
 			_, _ = w.Write(comma)
 		}
-		_, _ = w.Write(e)
+		if len(e.Head) > 0 {
+			_, _ = w.Write(e.Head)
+		}
+		_, _ = w.Write(e.Body)
 	}
 	_, _ = w.Write(suffix)
 }

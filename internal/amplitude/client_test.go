@@ -64,20 +64,29 @@ func TestSendBodiesAreExactWithAndWithoutGzip(t *testing.T) {
 		name   string
 		events []string
 		gzip   bool
+		heads  []string // written before each event's body, in place of its start
 	}{
-		{"one small event", []string{`{"event_type":"a","device_id":"device-1"}`}, false},
-		{"two thousand events", manyEvents(2000), true},
-		{"an event larger than a staging chunk", []string{`{"event_type":"x","device_id":"device-2"}`, big, `{"event_type":"y","device_id":"device-2"}`}, true},
+		{"one small event", []string{`{"event_type":"a","device_id":"device-1"}`}, false, nil},
+		{"two thousand events", manyEvents(2000), true, nil},
+		{"an event larger than a staging chunk", []string{`{"event_type":"x","device_id":"device-2"}`, big, `{"event_type":"y","device_id":"device-2"}`}, true, nil},
+		{"events with heads", []string{`"event_type":"a","device_id":"device-3"}`, `{"event_type":"b","device_id":"device-3"}`, `}`},
+			false, []string{`{"insert_id":"as-1",`, ``, ` {"insert_id":"as-3"`}},
 	}
 	for i, tc := range cases {
-		raws := make([][]byte, len(tc.events))
+		raws := make([]amplitude.Event, len(tc.events))
+		whole := make([]string, len(tc.events))
 		for j, e := range tc.events {
-			raws[j] = []byte(e)
+			raws[j] = amplitude.Event{Body: []byte(e)}
+			whole[j] = e
+			if tc.heads != nil {
+				raws[j].Head = []byte(tc.heads[j])
+				whole[j] = tc.heads[j] + e
+			}
 		}
 		if r := c.Send(context.Background(), amplitude.Batch, raws); r.Class != amplitude.Accepted {
 			t.Fatalf("%s: %+v", tc.name, r)
 		}
-		want := `{"api_key":"` + key + `","events":[` + strings.Join(tc.events, ",") + `]}`
+		want := `{"api_key":"` + key + `","events":[` + strings.Join(whole, ",") + `]}`
 		rec.mu.Lock()
 		got, gz, ct := rec.bodies[i], rec.gzip[i], rec.ctype[i]
 		rec.mu.Unlock()
@@ -90,7 +99,7 @@ func TestSendBodiesAreExactWithAndWithoutGzip(t *testing.T) {
 		if !strings.HasPrefix(ct, "application/json") {
 			t.Errorf("%s: Content-Type %q", tc.name, ct)
 		}
-		if size := c.BodySize(len(raws), len(strings.Join(tc.events, ""))); size != len(want) {
+		if size := c.BodySize(len(raws), len(strings.Join(whole, ""))); size != len(want) {
 			t.Errorf("%s: BodySize %d, body is %d bytes", tc.name, size, len(want))
 		}
 	}

@@ -31,6 +31,8 @@ type partition struct {
 	topic string
 	id    int
 	label string // partition number as a label value
+	// idPrefix is what the stable insert_ids of its messages begin with.
+	idPrefix []byte
 
 	acks *acks
 	// hwm is written per fetched message and read per commit tick: an
@@ -55,7 +57,7 @@ type partition struct {
 type message struct {
 	item    deliver.Item
 	key     []byte
-	value   []byte // as consumed; item.Raw may be a rewritten copy
+	value   []byte // as consumed; item.Raw may be a rewritten copy (prepare)
 	headers []kafka.Header
 	offset  int64
 }
@@ -84,6 +86,29 @@ func (p *partition) Rejected(it *deliver.Item, reason, detail string) {
 
 func (p *partition) Revoked() bool { return p.revoked.Load() }
 
+// setRaw sets the event the item sends: the message's value, which gets a
+// stable insert_id when it has none.
+func (p *partition) setRaw(it *deliver.Item, f *event.Fields, msg *kafka.Message) {
+	it.Raw = msg.Value
+	if len(f.InsertID) > 0 {
+		return
+	}
+	if open, comma := event.InsertIDAt(msg.Value); open == 0 && comma && !f.HasInsertIDKey {
+		// The request gets the id (AppendInsertID), not a copy.
+		it.NoInsertID = true
+		return
+	}
+	// An "insert_id":null member to leave out, whitespace before the
+	// brace, or no member: a copy with the id.
+	it.Raw = f.WithStableInsertID(msg.Value, p.topic, p.id, msg.Offset)
+}
+
+// AppendInsertID appends the stable insert_id of the item's message:
+// event.StableInsertID of its topic, partition and offset.
+func (p *partition) AppendInsertID(dst []byte, it *deliver.Item) []byte {
+	return strconv.AppendInt(append(dst, p.idPrefix...), it.Ref.(*message).offset, 10)
+}
+
 func (p *partition) resolve(seq uint64) {
 	// A late answer after the partition was released finds its entry gone
 	// (releaseAll): its offset is no longer ours and its budget was returned.
@@ -110,6 +135,7 @@ func (c *Consumer) runPartition(ctx context.Context, gen *kafka.Generation, topi
 	}
 	p := &partition{
 		c: c, gen: gen, topic: topic, id: id, label: strconv.Itoa(id),
+		idPrefix:  event.AppendStableInsertIDPrefix(nil, topic, id),
 		committed: offset, lastSubmitted: offset,
 	}
 	p.hwm.Store(-1)
@@ -342,8 +368,10 @@ func heldMem(reading []heldBlock, b *fetch.Block) *blockMem {
 // counted against the byte budget: its message (the delivery item and what
 // a dead letter needs, in its chunk's array) and its acks entry, rounded up
 // for the slice headers that point at it and its share of the chunk's
-// chunkMem. Events without an insert_id also hold a
-// rewritten copy of their value, which is not counted.
+// chunkMem. An event without an insert_id gets it as its request is
+// written (deliver.Item.NoInsertID), and holds nothing more; one with an
+// "insert_id" key whose value is not a string (null) holds a rewritten
+// copy of its value, which is not counted.
 const eventOverhead = int(unsafe.Sizeof(message{})) + 64
 
 // prepareAhead is how many events ahead of the one prepared its chunk's
@@ -377,10 +405,7 @@ func (p *partition) prepare(m *message, msg *kafka.Message, seq uint64, now time
 		p.deadLetter(m, seq, reason, detail)
 		return nil
 	}
-	it.Raw = msg.Value
-	if len(f.InsertID) == 0 {
-		it.Raw = f.WithStableInsertID(msg.Value, p.topic, p.id, msg.Offset)
-	}
+	p.setRaw(it, &f, msg)
 	if len(f.DeviceID) > 0 {
 		it.Key = f.DeviceID
 	} else {

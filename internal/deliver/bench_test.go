@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,7 +21,7 @@ import (
 // instantSender accepts every request at once.
 type instantSender struct{}
 
-func (instantSender) Send(context.Context, amplitude.Route, [][]byte) amplitude.Result {
+func (instantSender) Send(context.Context, amplitude.Route, []amplitude.Event) amplitude.Result {
 	return amplitude.Result{Class: amplitude.Accepted, Status: 200, Code: "200"}
 }
 
@@ -46,6 +47,10 @@ func (o *countingOwner) Rejected(*Item, string, string) {
 }
 
 func (o *countingOwner) Revoked() bool { return false }
+
+func (o *countingOwner) AppendInsertID(dst []byte, it *Item) []byte {
+	return strconv.AppendUint(append(dst, "bench-"...), it.Seq, 10)
+}
 
 // BenchmarkDeliverThroughput pushes events through Submit → shard → request
 // → sender → Accepted with an Amplitude that answers instantly: the

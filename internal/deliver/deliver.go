@@ -36,6 +36,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/ampstream/ampstream/internal/amplitude"
+	"github.com/ampstream/ampstream/internal/event"
 	"github.com/ampstream/ampstream/internal/metrics"
 	"github.com/ampstream/ampstream/internal/route"
 )
@@ -53,20 +54,28 @@ type Owner interface {
 	// Revoked reports that the owner gave the item's partition up: the item
 	// is dropped unsent, and the partition's next owner redelivers it.
 	Revoked() bool
+	// AppendInsertID appends to dst the insert_id of an item with
+	// NoInsertID: at most event.MaxStableInsertID ASCII letters, digits and
+	// '-', the same each time the item's event is delivered.
+	AppendInsertID(dst []byte, it *Item) []byte
 }
 
 // Item is one event on its way to Amplitude.
 type Item struct {
-	Raw      []byte     // the event JSON sent to Amplitude (insert_id set)
+	Raw      []byte     // the event JSON sent to Amplitude
 	Key      []byte     // ordering key: device_id, or the user key
 	DeviceID []byte     // may be empty
 	UserID   []byte     // may be empty
 	TimeMS   int64      // the event's own time, 0 when absent
 	Override route.Lane // from the amplitude-api header
 	Lagging  bool       // its partition is catching up
-	Owner    Owner
-	Seq      uint64 // the owner's bookkeeping
-	Ref      any    // the owner's bookkeeping
+	// NoInsertID: Raw is an object with members, none of them an
+	// insert_id, that starts with its brace; the request gives it Owner's
+	// (AppendInsertID) as its first member.
+	NoInsertID bool
+	Owner      Owner
+	Seq        uint64 // the owner's bookkeeping
+	Ref        any    // the owner's bookkeeping
 
 	lane route.Lane
 	pace bool   // subject to Batch pacing (a fast key)
@@ -74,12 +83,23 @@ type Item struct {
 	ks   *keyState
 }
 
+// size is the most the item takes in a request body.
+func (it *Item) size() int {
+	if it.NoInsertID {
+		return len(it.Raw) + insertIDRoom
+	}
+	return len(it.Raw)
+}
+
+// insertIDRoom is the most an insert_id member adds to an event.
+const insertIDRoom = len(`"insert_id":"",`) + event.MaxStableInsertID
+
 // Lane returns the lane the item was routed to (after SubmitBatch).
 func (it *Item) Lane() route.Lane { return it.lane }
 
 // Sender posts a request to Amplitude (amplitude.Client).
 type Sender interface {
-	Send(ctx context.Context, r amplitude.Route, events [][]byte) amplitude.Result
+	Send(ctx context.Context, r amplitude.Route, events []amplitude.Event) amplitude.Result
 	BodySize(n, sum int) int
 }
 
@@ -297,7 +317,7 @@ func (d *Deliverer) SubmitBatch(ctx context.Context, items []*Item, at time.Time
 				c.Inc()
 			}
 		}
-		size := d.send.BodySize(1, len(it.Raw))
+		size := d.send.BodySize(1, it.size())
 		if size > d.opts.Batch.MaxBytes {
 			it.lane = route.Auto // rejected below, in order
 			continue

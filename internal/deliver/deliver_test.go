@@ -3,6 +3,7 @@ package deliver
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -747,5 +748,51 @@ func TestALaneSwitchIsCountedUnderItsNewLane(t *testing.T) {
 		h.waitResolved(40)
 		require.InDelta(t, 1, testutil.ToFloat64(h.d.m.LaneSwitches.WithLabelValues(route.Batch.String())), 0)
 		require.InDelta(t, 0, testutil.ToFloat64(h.d.m.LaneSwitches.WithLabelValues(route.Realtime.String())), 0)
+	})
+}
+
+// An item with NoInsertID leaves with its owner's insert_id as the first
+// member of its event, written into each request (a 413's halves too), and
+// the others exactly as they came.
+func TestItemsWithoutInsertIDGetTheirOwnersInEveryRequest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, testOptions(), route.TrackerOptions{}, func(_ context.Context, _ int, _ amplitude.Route, evs []ev) amplitude.Result {
+			if len(evs) > 3 {
+				return answer(413, `{"code":413,"error":"Payload too large"}`)
+			}
+			return ok200(evs)
+		})
+		defer h.d.Stop()
+		var items []*Item
+		for n := range 10 {
+			for _, k := range []string{"a", "b"} {
+				it := h.item(k, "", route.Batch, 0, false)
+				it.NoInsertID = n%2 == 0
+				items = append(items, h.submitItem(it))
+			}
+		}
+		h.waitResolved(len(items))
+		require.Empty(t, h.check(false))
+		sent := map[string]int{}
+		for _, r := range h.amp.requests() {
+			for _, e := range r.evs {
+				it := h.own.byKey[e.Key][e.N]
+				want := ""
+				if it.NoInsertID {
+					want = "iid-" + strconv.Itoa(int(it.Seq))
+				}
+				require.Equal(t, want, e.IID, "insert_id of %s#%d", e.Key, e.N)
+				if it.NoInsertID {
+					require.Equal(t, len(it.Raw)+len(`"insert_id":"",`)+len(want), e.size, "%s#%d: the event and its member", e.Key, e.N)
+				} else {
+					require.Equal(t, len(it.Raw), e.size)
+				}
+				if r.res.Class == amplitude.Accepted {
+					sent[e.Key]++
+				}
+			}
+		}
+		require.Equal(t, map[string]int{"a": 10, "b": 10}, sent)
+		require.Greater(t, len(h.amp.requests()), 7, "the 413s were split")
 	})
 }

@@ -28,6 +28,7 @@ type ev struct {
 	User string `json:"user_id"`
 	N    int    `json:"n"` // the event's place in its key's Submit order
 	Bad  bool   `json:"bad"`
+	IID  string `json:"insert_id"`
 	size int
 }
 
@@ -86,11 +87,12 @@ func (f *fakeAmp) BodySize(n, sum int) int {
 	return 20 + sum + n - 1
 }
 
-func (f *fakeAmp) Send(ctx context.Context, r amplitude.Route, events [][]byte) amplitude.Result {
+func (f *fakeAmp) Send(ctx context.Context, r amplitude.Route, events []amplitude.Event) amplitude.Result {
 	evs := make([]ev, len(events))
-	for i, raw := range events {
+	for i, e := range events {
+		raw := append(append([]byte(nil), e.Head...), e.Body...)
 		if err := json.Unmarshal(raw, &evs[i]); err != nil {
-			panic(err)
+			panic(fmt.Sprintf("event %d of a request is not JSON (%v): %s", i, err, raw))
 		}
 		evs[i].size = len(raw)
 	}
@@ -169,6 +171,11 @@ func (o *fakeOwner) Accepted(items []*Item) {
 }
 
 func (o *fakeOwner) Rejected(it *Item, reason, _ string) { o.resolve(it, false, reason) }
+
+// AppendInsertID gives an item with NoInsertID the id "iid-" and its Seq.
+func (o *fakeOwner) AppendInsertID(dst []byte, it *Item) []byte {
+	return strconv.AppendUint(append(dst, "iid-"...), it.Seq, 10)
+}
 
 func (o *fakeOwner) Revoked() bool {
 	o.mu.Lock()

@@ -42,15 +42,48 @@ func (d *Deliverer) laneOpts(l route.Lane) LaneOptions {
 }
 
 func (d *Deliverer) sender(l route.Lane) {
+	var b bodies
 	for {
 		select {
 		case <-d.ctx.Done():
 			return
 		case j := <-d.jobs[l]:
-			d.execute(d.ctx, j)
+			d.execute(d.ctx, j, &b)
 			j.shard.complete(j)
 		}
 	}
+}
+
+// bodies is a sender's memory for the requests it writes, reused from one
+// request to the next.
+type bodies struct {
+	events []amplitude.Event
+	heads  []byte // the insert_id heads of items with NoInsertID
+}
+
+// fill sets b.events to the events of items, in order. An item with
+// NoInsertID gets its owner's insert_id as the first member of its object,
+// in a head written here, {"insert_id":"<id>", before the rest of its
+// event, which is not copied (nor read: it was written from the item
+// alone): the request is the same, byte for byte, as if the event had been
+// rewritten with it (event.InsertIDAt).
+func (b *bodies) fill(items []*Item, seg []int) []amplitude.Event {
+	b.events, b.heads = b.events[:0], b.heads[:0]
+	for _, i := range seg {
+		it := items[i]
+		if !it.NoInsertID {
+			b.events = append(b.events, amplitude.Event{Body: it.Raw})
+			continue
+		}
+		// When append moves heads, those written before stay where they
+		// were, intact: nothing writes there again during this request.
+		start := len(b.heads)
+		b.heads = append(b.heads, `{"insert_id":"`...)
+		b.heads = it.Owner.AppendInsertID(b.heads, it)
+		b.heads = append(b.heads, `",`...)
+		b.events = append(b.events, amplitude.Event{Head: b.heads[start:len(b.heads):len(b.heads)], Body: it.Raw[1:]})
+	}
+	return b.events
 }
 
 func apiRoute(l route.Lane) amplitude.Route {
@@ -63,7 +96,7 @@ func apiRoute(l route.Lane) amplitude.Route {
 // execute resolves every item of j. Segments of the request are sent in
 // order; a segment is only replaced by its own remainder or halves, so the
 // events of one key always leave in arrival order.
-func (d *Deliverer) execute(ctx context.Context, j *job) {
+func (d *Deliverer) execute(ctx context.Context, j *job, b *bodies) {
 	j.res = make([]result, len(j.items))
 	lane := j.lane.String()
 	r := apiRoute(j.lane)
@@ -78,7 +111,6 @@ func (d *Deliverer) execute(ctx context.Context, j *job) {
 	}
 	segs := [][]int{all}
 	attempt := 0
-	raws := make([][]byte, 0, len(all)) // a segment is at most all of them
 	for len(segs) > 0 {
 		seg := segs[0]
 		if len(seg) == 0 {
@@ -100,11 +132,7 @@ func (d *Deliverer) execute(ctx context.Context, j *job) {
 		if !d.waitBudget(ctx, len(seg)) {
 			break
 		}
-		raws = raws[:0]
-		for _, i := range seg {
-			raws = append(raws, j.items[i].Raw)
-		}
-		res := d.send.Send(ctx, r, raws)
+		res := d.send.Send(ctx, r, b.fill(j.items, seg))
 		if res.Class != amplitude.Fatal && d.fatal.CompareAndSwap(true, false) {
 			d.m.Unauthorized.Set(0)
 			d.log.Info().Msg("amplitude accepts requests again; delivery resumed")

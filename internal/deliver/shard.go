@@ -182,7 +182,7 @@ func (s *shard) tryAdd(ks *keyState, it *Item, now time.Time) bool {
 		}
 	}
 	lo := s.d.laneOpts(lane)
-	if b != nil && s.d.send.BodySize(len(b.items)+1, b.bytes+len(it.Raw)) > lo.MaxBytes {
+	if b != nil && s.d.send.BodySize(len(b.items)+1, b.bytes+it.size()) > lo.MaxBytes {
 		s.seal(lane)
 		if ks.pending > 0 {
 			return false // its earlier events are in the request just sealed
@@ -195,7 +195,7 @@ func (s *shard) tryAdd(ks *keyState, it *Item, now time.Time) bool {
 		s.armTimer(b.deadline, now)
 	}
 	b.items = append(b.items, it)
-	b.bytes += len(it.Raw)
+	b.bytes += it.size()
 	if lane == route.Batch && ks.credit > 0 {
 		ks.credit--
 	}

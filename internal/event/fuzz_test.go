@@ -188,7 +188,25 @@ func FuzzWithInsertID(f *testing.F) {
 		if app := before.AppendWithStableInsertID([]byte("x"), raw, topic, partition, offset); !bytes.Equal(app[1:], stable) {
 			t.Fatalf("AppendWithStableInsertID(%q) = %q, want %q", raw, app[1:], stable)
 		}
+		if raw[skipWS(raw, 0)] == '{' && !before.HasInsertIDKey {
+			// How a request body gives an event its insert_id (amplitude.Event).
+			if spliced := splitWithInsertID(raw, StableInsertID(topic, partition, offset)); !bytes.Equal(spliced, stable) {
+				t.Fatalf("InsertIDAt(%q) splices %q, want %q", raw, spliced, stable)
+			}
+		}
 	})
+}
+
+// splitWithInsertID puts id into raw as a request body does: the head up
+// to raw's brace, the member, maybe a comma, then the rest of raw.
+func splitWithInsertID(raw []byte, id string) []byte {
+	open, comma := InsertIDAt(raw)
+	out := append([]byte(nil), raw[:open+1]...)
+	out = append(out, `"insert_id":"`+id+`"`...)
+	if comma {
+		out = append(out, ',')
+	}
+	return append(out, raw[open+1:]...)
 }
 
 // checkWithInsertID checks out, raw with the insert_id wantID spliced in:

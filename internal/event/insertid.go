@@ -19,6 +19,16 @@ func StableInsertID(topic string, partition int, offset int64) string {
 // AppendStableInsertID is the allocation-free variant of StableInsertID
 // appending to dst.
 func AppendStableInsertID(dst []byte, topic string, partition int, offset int64) []byte {
+	return strconv.AppendInt(AppendStableInsertIDPrefix(dst, topic, partition), offset, 10)
+}
+
+// MaxStableInsertID is the length of the longest StableInsertID.
+const MaxStableInsertID = 59
+
+// AppendStableInsertIDPrefix appends what the StableInsertIDs of a
+// partition's messages begin with: the id is the prefix and the offset in
+// decimal. A partition computes it once.
+func AppendStableInsertIDPrefix(dst []byte, topic string, partition int) []byte {
 	// FNV-1a 64, inlined: hash/fnv returns an interface and would allocate.
 	const (
 		offset64 = 14695981039346656037
@@ -36,8 +46,19 @@ func AppendStableInsertID(dst []byte, topic string, partition int, offset int64)
 	}
 	dst = append(dst, '-')
 	dst = strconv.AppendInt(dst, int64(partition), 10)
-	dst = append(dst, '-')
-	return strconv.AppendInt(dst, offset, 10)
+	return append(dst, '-')
+}
+
+// InsertIDAt tells how to put an insert_id member first in raw, an object
+// that Parse accepted without an insert_id key (Fields.HasInsertIDKey is
+// false), without copying raw: raw[:open+1], then "insert_id":"<id>", then
+// a comma when comma is true, then raw[open+1:] is what WithInsertID(raw,
+// id) returns, byte for byte. A request body is written that way
+// (amplitude.Event).
+func InsertIDAt(raw []byte) (open int, comma bool) {
+	open = skipWS(raw, 0)
+	j := skipWS(raw, open+1)
+	return open, j >= len(raw) || raw[j] != '}'
 }
 
 // WithInsertID returns a copy of the (already validated) object raw with

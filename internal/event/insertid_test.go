@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"regexp"
+	"strconv"
 	"testing"
 )
 
@@ -172,5 +173,42 @@ func TestFieldsWithStableInsertID(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { buf = f.AppendWithInsertID(buf[:0], raw, "as-0-0") }); n != 0 {
 		t.Errorf("(*Fields).AppendWithInsertID allocs = %v", n)
+	}
+}
+
+// A request body puts the insert_id into an event around it (InsertIDAt),
+// byte for byte as (*Fields).WithStableInsertID would: redelivered events
+// must carry the same id whichever way they were written.
+func TestInsertIDAtSplicesAsWithInsertID(t *testing.T) {
+	for _, raw := range []string{
+		`{"event_type":"a","device_id":"d"}`,
+		`{}`,
+		` {  } `,
+		"\n\t{\"event_type\":\"a\"}\n",
+		`{ "event_type" : "a" , "event_properties":{"insert_id":"nested"}}`,
+		`{"event_type":"a","p":[{}]}`,
+	} {
+		f, err := Parse([]byte(raw))
+		if err != nil || f.HasInsertIDKey {
+			t.Fatalf("%q: Parse = %v, HasInsertIDKey %v", raw, err, f.HasInsertIDKey)
+		}
+		id := StableInsertID("events", 7, 123456)
+		if got, want := string(splitWithInsertID([]byte(raw), id)), string(f.WithStableInsertID([]byte(raw), "events", 7, 123456)); got != want {
+			t.Errorf("%q: spliced %q, want %q", raw, got, want)
+		}
+	}
+}
+
+func TestStableInsertIDIsItsPartitionsPrefixAndTheOffset(t *testing.T) {
+	for _, c := range []struct {
+		topic     string
+		partition int
+		offset    int64
+	}{{"events", 0, 0}, {"events", 3, 1024}, {"a.b-c_d", 1 << 30, 1<<63 - 1}, {"", 1<<63 - 1, 1<<63 - 1}} {
+		id := StableInsertID(c.topic, c.partition, c.offset)
+		want := string(AppendStableInsertIDPrefix(nil, c.topic, c.partition)) + strconv.FormatInt(c.offset, 10)
+		if id != want || len(id) > MaxStableInsertID {
+			t.Errorf("%+v: %q (%d bytes), want %q, at most %d bytes", c, id, len(id), want, MaxStableInsertID)
+		}
 	}
 }
