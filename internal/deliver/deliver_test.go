@@ -3,12 +3,14 @@ package deliver
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
+	"weak"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
@@ -795,4 +797,49 @@ func TestItemsWithoutInsertIDGetTheirOwnersInEveryRequest(t *testing.T) {
 		require.Equal(t, map[string]int{"a": 10, "b": 10}, sent)
 		require.Greater(t, len(h.amp.requests()), 7, "the 413s were split")
 	})
+}
+
+// Once its items are resolved, delivery keeps no reference to their events
+// (a sender's reused request memory included): an event's bytes may be a
+// view of a record batch of a megabyte, which the consumer's budget stops
+// counting when its events are resolved.
+func TestResolvedEventsAreNotKeptAlive(t *testing.T) {
+	h := newHarness(t, testOptions(), route.TrackerOptions{}, always200)
+	defer h.d.Stop()
+	var events []weak.Pointer[byte]
+	for n := range 40 {
+		for _, k := range []string{"a", "b", "c"} {
+			it := h.item(k, "", route.Auto, 0, false)
+			it.NoInsertID = n%2 == 0
+			it.Raw = append(make([]byte, 0, 4096), it.Raw...) // an allocation of its own
+			events = append(events, weak.Make(&it.Raw[:1][0]))
+			h.submitItem(it)
+		}
+	}
+	h.waitResolved(len(events))
+	// The test's own references: the owner's record of every item.
+	h.own.mu.Lock()
+	for _, items := range h.own.byKey {
+		for _, it := range items {
+			it.Raw, it.Key, it.DeviceID = nil, nil, nil
+		}
+	}
+	h.own.mu.Unlock()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		runtime.GC()
+		alive := 0
+		for _, w := range events {
+			if w.Value() != nil {
+				alive++
+			}
+		}
+		if alive == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d resolved events are still reachable", alive, len(events))
+		}
+		time.Sleep(10 * time.Millisecond) // polled: the collector has no completion signal to wait on
+	}
 }

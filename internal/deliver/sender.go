@@ -86,6 +86,13 @@ func (b *bodies) fill(items []*Item, seg []int) []amplitude.Event {
 	return b.events
 }
 
+// done drops the request's references to its events, which must not pin
+// them (big batches' blocks, a megabyte each) once they are resolved.
+func (b *bodies) done() {
+	clear(b.events)
+	b.events = b.events[:0]
+}
+
 func apiRoute(l route.Lane) amplitude.Route {
 	if l == route.Batch {
 		return amplitude.Batch
@@ -133,6 +140,7 @@ func (d *Deliverer) execute(ctx context.Context, j *job, b *bodies) {
 			break
 		}
 		res := d.send.Send(ctx, r, b.fill(j.items, seg))
+		b.done()
 		if res.Class != amplitude.Fatal && d.fatal.CompareAndSwap(true, false) {
 			d.m.Unauthorized.Set(0)
 			d.log.Info().Msg("amplitude accepts requests again; delivery resumed")
