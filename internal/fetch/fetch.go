@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -475,7 +476,7 @@ func (f *Fetcher) nextBatch() (bool, error) {
 	var block []byte
 	if size > f.resp.r.Size() && f.uncompressed() {
 		if size <= f.cfg.MaxBytes {
-			block = make([]byte, 0, size)
+			block = uncleared(size)
 		}
 		buf = &block
 	}
@@ -496,6 +497,17 @@ func (f *Fetcher) nextBatch() (bool, error) {
 		f.skipAborted()
 	}
 	return true, nil
+}
+
+// uncleared returns an empty slice of capacity n whose memory, unlike
+// make's, is not cleared first: the read that fills it overwrites it, and
+// only what it read is ever looked at. strings.Builder.Grow allocates that
+// way (the runtime's MakeNoZero); its first byte gives the address.
+func uncleared(n int) []byte {
+	var sb strings.Builder
+	sb.Grow(n)
+	sb.WriteByte(0)
+	return unsafe.Slice(unsafe.StringData(sb.String()), n)[:0:n]
 }
 
 // uncompressed reports whether the record batch whose length was just read

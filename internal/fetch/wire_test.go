@@ -607,3 +607,23 @@ func readResponse(fe *Fetcher, data []byte, bufSize int) ([]kafka.Message, error
 	}
 	return fe.read(nil, 0, 1<<16)
 }
+
+// uncleared gives memory of its own, of the capacity asked, for a record
+// batch to be read into.
+func TestUnclearedIsAnAllocationOfItsOwn(t *testing.T) {
+	for _, n := range []int{1, 4095, 256<<10 + 1, 3 << 20} {
+		a, b := uncleared(n), uncleared(n)
+		if len(a) != 0 || cap(a) < n {
+			t.Fatalf("uncleared(%d): len %d cap %d", n, len(a), cap(a))
+		}
+		a, b = a[:n], b[:n]
+		for i := range a {
+			a[i], b[i] = byte(i), ^byte(i)
+		}
+		for i := range a {
+			if a[i] != byte(i) || b[i] != ^byte(i) {
+				t.Fatalf("uncleared(%d): two allocations share byte %d", n, i)
+			}
+		}
+	}
+}
