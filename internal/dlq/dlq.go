@@ -137,6 +137,10 @@ func (d *Writer) run() {
 			}
 		}
 		if d.write(batch) {
+			// The written records must not stay reachable here: their keys
+			// and values are views of memory the consumer stops counting
+			// once they are resolved (a big record batch's block).
+			clear(batch)
 			batch = batch[:0]
 		}
 	}
