@@ -800,46 +800,82 @@ func TestItemsWithoutInsertIDGetTheirOwnersInEveryRequest(t *testing.T) {
 }
 
 // Once its items are resolved, delivery keeps no reference to their events
-// (a sender's reused request memory included): an event's bytes may be a
-// view of a record batch of a megabyte, which the consumer's budget stops
-// counting when its events are resolved.
+// (a sender's reused request memory, a shard's queues): an event's bytes may
+// be a view of a record batch of a megabyte, which the consumer's budget
+// stops counting when its events are resolved. Checked for plain 200s, 413
+// splits, 429 holds and retried 503s, on both lanes.
 func TestResolvedEventsAreNotKeptAlive(t *testing.T) {
-	h := newHarness(t, testOptions(), route.TrackerOptions{}, always200)
-	defer h.d.Stop()
-	var events []weak.Pointer[byte]
-	for n := range 40 {
-		for _, k := range []string{"a", "b", "c"} {
-			it := h.item(k, "", route.Auto, 0, false)
-			it.NoInsertID = n%2 == 0
-			it.Raw = append(make([]byte, 0, 4096), it.Raw...) // an allocation of its own
-			events = append(events, weak.Make(&it.Raw[:1][0]))
-			h.submitItem(it)
-		}
-	}
-	h.waitResolved(len(events))
-	// The test's own references: the owner's record of every item.
-	h.own.mu.Lock()
-	for _, items := range h.own.byKey {
-		for _, it := range items {
-			it.Raw, it.Key, it.DeviceID = nil, nil, nil
-		}
-	}
-	h.own.mu.Unlock()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		runtime.GC()
-		alive := 0
-		for _, w := range events {
-			if w.Value() != nil {
-				alive++
+	var calls atomic.Int64
+	for _, tc := range []struct {
+		name   string
+		answer answerFunc
+	}{
+		{"200", always200},
+		{"slow 200", func(_ context.Context, _ int, _ amplitude.Route, evs []ev) amplitude.Result {
+			time.Sleep(5 * time.Millisecond) // Amplitude's latency: sealed requests queue in their shards
+			return ok200(evs)
+		}},
+		{"413 split", func(_ context.Context, _ int, _ amplitude.Route, evs []ev) amplitude.Result {
+			if len(evs) > 3 {
+				return answer(413, `{"code":413,"error":"Payload too large"}`)
 			}
-		}
-		if alive == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d resolved events are still reachable", alive, len(events))
-		}
-		time.Sleep(10 * time.Millisecond) // polled: the collector has no completion signal to wait on
+			return ok200(evs)
+		}},
+		{"429 hold", func(_ context.Context, call int, _ amplitude.Route, evs []ev) amplitude.Result {
+			if call < 3 {
+				return throttle429(evs, "b")
+			}
+			return ok200(evs)
+		}},
+		{"503 retried", func(_ context.Context, _ int, _ amplitude.Route, evs []ev) amplitude.Result {
+			if calls.Add(1)%3 == 0 {
+				return answer(503, `{"code":503,"error":"unavailable"}`)
+			}
+			return ok200(evs)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := testOptions()
+			opts.ThrottlePause, opts.RetryInitial, opts.RetryMax = 20*time.Millisecond, 5*time.Millisecond, 20*time.Millisecond
+			h := newHarness(t, opts, route.TrackerOptions{}, tc.answer)
+			defer h.d.Stop()
+			var events []weak.Pointer[byte]
+			for n := range 40 {
+				for i, k := range []string{"a", "b", "c"} {
+					lane := []route.Lane{route.Auto, route.Batch, route.Realtime}[(n+i)%3]
+					it := h.item(k, "", lane, 0, false)
+					it.NoInsertID = n%2 == 0
+					it.Raw = append(make([]byte, 0, 4096), it.Raw...) // an allocation of its own
+					events = append(events, weak.Make(&it.Raw[:1][0]))
+					h.submitItem(it)
+				}
+			}
+			h.waitResolved(len(events))
+			// The test's own references: the owner's record of every item.
+			h.own.mu.Lock()
+			for _, items := range h.own.byKey {
+				for _, it := range items {
+					it.Raw, it.Key, it.DeviceID = nil, nil, nil
+				}
+			}
+			h.own.mu.Unlock()
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				runtime.GC()
+				alive := 0
+				for _, w := range events {
+					if w.Value() != nil {
+						alive++
+					}
+				}
+				if alive == 0 {
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%d of %d resolved events are still reachable", alive, len(events))
+				}
+				time.Sleep(10 * time.Millisecond) // polled: the collector has no completion signal to wait on
+			}
+		})
 	}
 }

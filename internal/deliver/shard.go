@@ -126,9 +126,9 @@ func (s *shard) run(ctx context.Context) {
 				s.finish(j)
 			}
 		case rtCh <- rtJob:
-			s.sealed[route.Realtime] = s.sealed[route.Realtime][1:]
+			s.popSealed(route.Realtime)
 		case btCh <- btJob:
-			s.sealed[route.Batch] = s.sealed[route.Batch][1:]
+			s.popSealed(route.Batch)
 		case <-s.timer.C:
 			s.timerArmed = false
 			s.sealExpired()
@@ -214,6 +214,16 @@ func (s *shard) seal(lane route.Lane) {
 	}
 	s.open[lane] = nil
 	s.sealed[lane] = append(s.sealed[lane], &job{shard: s, lane: lane, items: b.items})
+}
+
+// popSealed removes the first sealed job of lane, which a sender took. Its
+// slot is cleared: the queue's array would otherwise keep the job, and its
+// items' events (views of fetched memory the consumer stops counting once
+// they are resolved), until append moves it.
+func (s *shard) popSealed(lane route.Lane) {
+	q := s.sealed[lane]
+	q[0] = nil
+	s.sealed[lane] = q[1:]
 }
 
 func (s *shard) armTimer(deadline, now time.Time) {
@@ -353,4 +363,8 @@ func (s *shard) finish(j *job) {
 	}
 	clear(touched)
 	s.touched = touched[:0]
+	// Done with: a reference to the job left anywhere must not keep its
+	// items' events alive.
+	clear(j.items)
+	j.items, j.res, j.run = nil, nil, nil
 }
