@@ -308,6 +308,12 @@ func (f *Fetcher) read(dst []kafka.Message, start, n int) ([]kafka.Message, erro
 		f.offset = msg.Offset + 1
 	}
 	ownViews()
+	if f.bt.count == 0 && f.bt.block != nil {
+		// Read to its end: the block is its messages' alone (Reading no
+		// longer names it), and must not stay reachable from here while
+		// the caller waits before its next call.
+		f.bt.all, f.bt.recs = nil, nil
+	}
 	return dst, nil
 }
 
