@@ -807,36 +807,41 @@ func TestItemsWithoutInsertIDGetTheirOwnersInEveryRequest(t *testing.T) {
 func TestResolvedEventsAreNotKeptAlive(t *testing.T) {
 	var calls atomic.Int64
 	for _, tc := range []struct {
-		name   string
-		answer answerFunc
+		name    string
+		answer  answerFunc
+		senders int // per lane; 0: testOptions'
 	}{
-		{"200", always200},
-		{"slow 200", func(_ context.Context, _ int, _ amplitude.Route, evs []ev) amplitude.Result {
+		{"200", always200, 0},
+		{"slow 200, one sender", func(_ context.Context, _ int, _ amplitude.Route, evs []ev) amplitude.Result {
 			time.Sleep(5 * time.Millisecond) // Amplitude's latency: sealed requests queue in their shards
 			return ok200(evs)
-		}},
+		}, 1},
 		{"413 split", func(_ context.Context, _ int, _ amplitude.Route, evs []ev) amplitude.Result {
 			if len(evs) > 3 {
 				return answer(413, `{"code":413,"error":"Payload too large"}`)
 			}
 			return ok200(evs)
-		}},
+		}, 0},
 		{"429 hold", func(_ context.Context, call int, _ amplitude.Route, evs []ev) amplitude.Result {
 			if call < 3 {
 				return throttle429(evs, "b")
 			}
 			return ok200(evs)
-		}},
+		}, 0},
 		{"503 retried", func(_ context.Context, _ int, _ amplitude.Route, evs []ev) amplitude.Result {
 			if calls.Add(1)%3 == 0 {
 				return answer(503, `{"code":503,"error":"unavailable"}`)
 			}
 			return ok200(evs)
-		}},
+		}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			opts := testOptions()
 			opts.ThrottlePause, opts.RetryInitial, opts.RetryMax = 20*time.Millisecond, 5*time.Millisecond, 20*time.Millisecond
+			if tc.senders > 0 {
+				opts.Shards, opts.Realtime.Concurrency, opts.Batch.Concurrency = 1, tc.senders, tc.senders
+				opts.Realtime.MaxEvents, opts.Batch.MaxEvents = 2, 2
+			}
 			h := newHarness(t, opts, route.TrackerOptions{}, tc.answer)
 			defer h.d.Stop()
 			var events []weak.Pointer[byte]
@@ -852,12 +857,9 @@ func TestResolvedEventsAreNotKeptAlive(t *testing.T) {
 			}
 			h.waitResolved(len(events))
 			// The test's own references: the owner's record of every item.
+			// An item delivery still holds keeps its event alive.
 			h.own.mu.Lock()
-			for _, items := range h.own.byKey {
-				for _, it := range items {
-					it.Raw, it.Key, it.DeviceID = nil, nil, nil
-				}
-			}
+			h.own.byKey, h.own.fates = nil, nil
 			h.own.mu.Unlock()
 			deadline := time.Now().Add(10 * time.Second)
 			for {
