@@ -74,7 +74,7 @@ func settings() []setting {
 		{key: "dlq.topic", help: "dead-letter topic", field: func(c *Config) any { return &c.DLQ.Topic }},
 
 		{key: "limits.max_inflight_events", help: "fetched-but-unacknowledged events, whole process; fetching pauses at the cap", field: func(c *Config) any { return &c.Limits.MaxInflightEvents }},
-		{key: "limits.max_inflight_bytes", help: "fetched-but-unacknowledged bytes, whole process (each event: key + value + ~320 B of bookkeeping; a chunk of 64 events holds them until its last is resolved)", bytes: true, field: func(c *Config) any { return &c.Limits.MaxInflightBytes }},
+		{key: "limits.max_inflight_bytes", help: "fetched-but-unacknowledged bytes, whole process (each event: key + value + ~320 B of bookkeeping; a chunk of 64 events holds them until its last is resolved; a record batch over 256 KiB counts whole until its last event is)", bytes: true, field: func(c *Config) any { return &c.Limits.MaxInflightBytes }},
 		{key: "limits.partition_max_inflight_events", help: "fetched-but-unacknowledged events per partition", field: func(c *Config) any { return &c.Limits.PartitionMaxInflightEvents }},
 
 		{key: "shutdown.drain_timeout", help: "on SIGTERM or revocation, time to drain in-flight events before committing and leaving", field: func(c *Config) any { return &c.Shutdown.DrainTimeout }},
