@@ -391,6 +391,20 @@ func TestFetcherDecodesEveryCompressionCodec(t *testing.T) {
 	}
 }
 
+// waitLogEnd waits until partition 0 of topic ends at offset end. Apache
+// Kafka's coordinator writes a transaction's markers after EndTransaction
+// has returned, so a test that counts them, or writes after them, polls.
+func waitLogEnd(t *testing.T, c *kafkatest.Cluster, topic string, end int64) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for got := c.EndOffsets(t, topic)[0]; got != end; got = c.EndOffsets(t, topic)[0] {
+		if got > end || time.Now().After(deadline) {
+			t.Fatalf("log end %d, want %d", got, end)
+		}
+		time.Sleep(20 * time.Millisecond) // polled: nothing signals the marker's write
+	}
+}
+
 func TestFetcherPassesTransactionMarkers(t *testing.T) {
 	c := kafkatest.Start(t)
 	topic := c.CreateTopic(t, "fetch-txn", 1)
@@ -410,6 +424,7 @@ func TestFetcherPassesTransactionMarkers(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Offsets 0–2 are the records, 3 the commit marker.
+	waitLogEnd(t, c, topic, 4)
 	produceWith(t, ctx, c, topic, nil, &kgo.Record{Value: []byte(`{"n":4}`)}, &kgo.Record{Value: []byte(`{"n":5}`)})
 
 	f := newTestFetcher(c, topic, kafka.FirstOffset, 1<<20)
@@ -467,16 +482,8 @@ func TestFetcherReadCommittedSkipsAbortedTransactions(t *testing.T) {
 	if err := commit.EndTransaction(ctx, kgo.TryCommit); err != nil {
 		t.Fatal(err)
 	}
-	// 1 + 6 records + 2 markers + 1 = 10. Apache Kafka's coordinator
-	// writes a transaction's markers after EndTransaction returns: polled.
-	const end = 10
-	deadline := time.Now().Add(30 * time.Second)
-	for got := c.EndOffsets(t, topic)[0]; got != end; got = c.EndOffsets(t, topic)[0] {
-		if got > end || time.Now().After(deadline) {
-			t.Fatalf("log end %d, want %d", got, end)
-		}
-		time.Sleep(20 * time.Millisecond) // polled: nothing signals the marker's write
-	}
+	const end = 10 // 1 + 6 records + 2 markers + 1
+	waitLogEnd(t, c, topic, end)
 
 	for _, tt := range []struct {
 		committed bool
