@@ -630,3 +630,47 @@ func TestBigRecordBatchesAreReadIntoBlocksTheirMessagesKeep(t *testing.T) {
 		t.Fatalf("every batch read, and Reading = %p", f.Reading())
 	}
 }
+
+// When the connection ends in the middle of a big batch, Reading names no
+// block any more (the consumer lets go of the fetcher's hold), and the next
+// Fill reads the batch again from the next offset into a new block: the
+// messages already returned keep theirs, intact.
+func TestABlockIsLetGoWhenTheConnectionEndsMidBatch(t *testing.T) {
+	c := kafkatest.Start(t)
+	topic := c.CreateTopic(t, "fetch-block-fail", 1)
+	value := func(i int) string { return fmt.Sprintf(`{"n":%d,"pad":"%s"}`, i, strings.Repeat("y", 400)) }
+	msgs := make([]kafka.Message, 0, 1500)
+	for i := range 1500 {
+		msgs = append(msgs, kafka.Message{Value: []byte(value(i))})
+	}
+	c.ProduceToPartition(t, topic, 0, msgs...) // one record batch of about 600 KiB
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	f := newTestFetcher(c, topic, kafka.FirstOffset, 4<<20)
+	defer f.Close()
+	first, _, err := f.Fill(ctx, nil, 64)
+	if err != nil || len(first) != 64 {
+		t.Fatalf("first chunk: %d messages, %v", len(first), err)
+	}
+	blk := f.Reading()
+	if blk == nil || len(f.Spans()) != 1 || f.Spans()[0].Block != blk {
+		t.Fatalf("first chunk: Reading %p, Spans %+v; want one span of the block being read", blk, f.Spans())
+	}
+	f.Close() // the connection ends mid-batch, as after a broker restart
+	if f.Reading() != nil {
+		t.Fatalf("after the connection ended, Reading = %p", f.Reading())
+	}
+	rest, _, err := f.Fill(ctx, nil, 64)
+	if err != nil || len(rest) == 0 || rest[0].Offset != 64 {
+		t.Fatalf("after reconnecting: %d messages (%v), %v; want them from offset 64", len(rest), rest, err)
+	}
+	if again := f.Spans()[0].Block; again == nil || again == blk {
+		t.Fatalf("the batch read again: block %p, the first one %p; want a new one", again, blk)
+	}
+	for i, m := range append(first, rest...) {
+		if string(m.Value) != value(i) {
+			t.Fatalf("message %d: %.30q…", i, m.Value)
+		}
+	}
+}
