@@ -491,16 +491,21 @@ func (f *Fetcher) nextBatch() (bool, error) {
 		return false, err
 	}
 	f.recLeft -= size
-	f.bt, err = parseBatch(base, b, &f.unz)
+	f.bt, err = parseBatchHead(base, b)
 	if err != nil {
 		return false, err
 	}
-	if block != nil && !f.bt.compressed && f.bt.count > 0 {
-		f.bt.block = &Block{Size: cap(block)}
+	if f.cfg.ReadCommitted && len(f.aborted) > 0 && f.bt.producerID >= 0 {
+		f.skipAborted() // before decompressing: an aborted batch is skipped whole
+	}
+	if f.bt.count > 0 {
+		if err := f.bt.inflate(&f.unz); err != nil {
+			return false, err
+		}
 	}
 	f.gotBatch = true
-	if f.cfg.ReadCommitted && len(f.aborted) > 0 && f.bt.producerID >= 0 {
-		f.skipAborted()
+	if block != nil && f.bt.codec == nil && f.bt.count > 0 {
+		f.bt.block = &Block{Size: cap(block)}
 	}
 	return true, nil
 }

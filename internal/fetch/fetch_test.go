@@ -457,14 +457,18 @@ func TestFetcherReadCommittedSkipsAbortedTransactions(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
-	txn := func(name string) *kgo.Client {
-		cl := c.TransactionalClient(t, topic, name, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	txn := func(name string, opts ...kgo.Opt) *kgo.Client {
+		cl := c.TransactionalClient(t, topic, name, append(opts, kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
 		if err := cl.BeginTransaction(); err != nil {
 			t.Fatal(err)
 		}
 		return cl
 	}
-	abort, commit := txn("fetch-abort"), txn("fetch-commit")
+	// The aborted batches are compressed, and padded so they stay so:
+	// read committed skips them without decompressing them.
+	abort := txn("fetch-abort", kgo.ProducerBatchCompression(kgo.GzipCompression()))
+	commit := txn("fetch-commit", kgo.ProducerBatchCompression(kgo.NoCompression()))
+	const pad = ".............................................................................................."
 	produce := func(cl *kgo.Client, v string) {
 		if err := cl.ProduceSync(ctx, &kgo.Record{Value: []byte(v)}).FirstErr(); err != nil {
 			t.Fatal(err)
@@ -472,7 +476,7 @@ func TestFetcherReadCommittedSkipsAbortedTransactions(t *testing.T) {
 	}
 	produceWith(t, ctx, c, topic, nil, &kgo.Record{Value: []byte("plain-0")})
 	for i := range 3 { // one batch each, interleaved
-		produce(abort, fmt.Sprintf("aborted-%d", i))
+		produce(abort, fmt.Sprintf("aborted-%d%s", i, pad))
 		produce(commit, fmt.Sprintf("committed-%d", i))
 	}
 	if err := abort.EndTransaction(ctx, kgo.TryAbort); err != nil {
@@ -499,8 +503,9 @@ func TestFetcherReadCommittedSkipsAbortedTransactions(t *testing.T) {
 			rctx, stop := context.WithCancel(ctx)
 			defer stop()
 			var next, hwm int64 = -1, -1
-			aborted := 0
+			aborted, inflated := 0, 0
 			f.cfg.BeforeFetch = func(p Position) {
+				inflated = max(inflated, cap(f.unz)) // a response's decompression buffer, kept until the next
 				aborted += p.AbortedRecords
 				if next, hwm = p.Next, p.HighWaterMark; next == end {
 					stop() // the position reached the log end: stop fetching
@@ -515,7 +520,7 @@ func TestFetcherReadCommittedSkipsAbortedTransactions(t *testing.T) {
 					}
 					break
 				}
-				got = append(got, string(msg.Value))
+				got = append(got, strings.TrimRight(string(msg.Value), "."))
 			}
 			if fmt.Sprint(got) != tt.want {
 				t.Fatalf("read %v, want %s", got, tt.want)
@@ -526,6 +531,9 @@ func TestFetcherReadCommittedSkipsAbortedTransactions(t *testing.T) {
 			// Three aborted batches of one record each.
 			if want := map[bool]int{true: 3, false: 0}[tt.committed]; aborted != want {
 				t.Fatalf("BeforeFetch reported %d aborted records skipped, want %d", aborted, want)
+			}
+			if (inflated > 0) == tt.committed {
+				t.Fatalf("decompression buffer of %d bytes; want one only when the aborted batches are read", inflated)
 			}
 		})
 	}

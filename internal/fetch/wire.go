@@ -395,8 +395,9 @@ type batch struct {
 	maxTime   int64  // ms
 	logAppend bool   // timestamps are the broker's: every record has maxTime
 
-	block      *Block // the batch's own allocation, which its records are views of; nil when reused
-	compressed bool   // recs were decompressed (into the Fetcher's unz)
+	block      *Block         // the batch's own allocation, which its records are views of; nil when reused
+	compressed bool           // recs were decompressed (into the Fetcher's unz)
+	codec      compress.Codec // the records' compression; nil when none
 
 	producerID    int64 // -1 when the batch has no producer id
 	transactional bool  // part of a transaction
@@ -408,6 +409,17 @@ type batch struct {
 // the batch after its base offset and length fields. Records are
 // decompressed into *unz when the batch is compressed.
 func parseBatch(base int64, b []byte, unz *[]byte) (batch, error) {
+	bt, err := parseBatchHead(base, b)
+	if err != nil {
+		return bt, err
+	}
+	return bt, bt.inflate(unz)
+}
+
+// parseBatchHead is parseBatch without decompressing: bt.codec is set when
+// the records are compressed, and inflate decompresses them (or nothing
+// does, for a batch skipped whole).
+func parseBatchHead(base int64, b []byte) (batch, error) {
 	bt := batch{base: base}
 	if len(b) < 5 {
 		return bt, fmt.Errorf("record batch at offset %d: %d bytes", base, len(b))
@@ -443,18 +455,25 @@ func parseBatch(base int64, b []byte, unz *[]byte) (batch, error) {
 	bt.recs = b[batchFixedSize:]
 	bt.all = bt.recs
 	if c := compress.Compression(attrs & attrCodec); c != compress.None {
-		codec := c.Codec()
-		if codec == nil {
+		if bt.codec = c.Codec(); bt.codec == nil {
 			return bt, fmt.Errorf("record batch at offset %d: unknown compression codec %d", base, c)
 		}
-		out, err := decompress(codec, bt.recs, (*unz)[:0])
-		*unz = out
-		if err != nil {
-			return bt, fmt.Errorf("record batch at offset %d: %s: %w", base, codec.Name(), err)
-		}
-		bt.recs, bt.all, bt.compressed = out, out, true
 	}
 	return bt, nil
+}
+
+// inflate decompresses bt's records into *unz when they are compressed.
+func (bt *batch) inflate(unz *[]byte) error {
+	if bt.codec == nil || bt.compressed {
+		return nil
+	}
+	out, err := decompress(bt.codec, bt.recs, (*unz)[:0])
+	*unz = out
+	if err != nil {
+		return fmt.Errorf("record batch at offset %d: %s: %w", bt.base, bt.codec.Name(), err)
+	}
+	bt.recs, bt.all, bt.compressed = out, out, true
+	return nil
 }
 
 // controlType returns the type in the key of a control batch's first
