@@ -16,6 +16,15 @@ func (a *acks) add(off, tsMS int64, size int) uint64 {
 	return a.addChunk([]kafka.Message{{Offset: off, Time: time.UnixMilli(tsMS)}}, size, nil)
 }
 
+// msgs returns n fetched messages from offset from on.
+func msgs(from int64, n int) []kafka.Message {
+	m := make([]kafka.Message, n)
+	for i := range m {
+		m[i].Offset = from + int64(i)
+	}
+	return m
+}
+
 // acquire takes one event of size n.
 func (b *budget) acquire(ctx context.Context, n int) (bool, error) { return b.acquireN(ctx, 1, n) }
 
@@ -279,13 +288,6 @@ func TestAChunkGetsConsecutiveSequenceNumbersAndItsOwnTimes(t *testing.T) {
 // with some of them unresolved.
 func TestAChunkReturnsItsBytesWithItsLastEvent(t *testing.T) {
 	t.Parallel()
-	msgs := func(from int64, n int) []kafka.Message {
-		var m []kafka.Message
-		for i := range n {
-			m = append(m, kafka.Message{Offset: from + int64(i)})
-		}
-		return m
-	}
 	t.Run("resolved", func(t *testing.T) {
 		a := newAcks(0, 100)
 		s := a.addChunk(msgs(0, 4), 1000, nil)
@@ -325,13 +327,6 @@ func TestAChunkReturnsItsBytesWithItsLastEvent(t *testing.T) {
 // last of them lets go, in whatever order, also through releaseAll.
 func TestABlockReturnsItsBytesWhenItsChunksAndTheFetcherLetGo(t *testing.T) {
 	t.Parallel()
-	msgs := func(from int64, n int) []kafka.Message {
-		var m []kafka.Message
-		for i := range n {
-			m = append(m, kafka.Message{Offset: from + int64(i)})
-		}
-		return m
-	}
 	t.Run("chunks last", func(t *testing.T) {
 		a := newAcks(0, 100)
 		blk := &blockMem{refs: 1, bytes: 1 << 20} // the fetcher's hold

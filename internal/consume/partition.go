@@ -94,7 +94,7 @@ func (p *partition) setRaw(it *deliver.Item, f *event.Fields, msg *kafka.Message
 		return
 	}
 	if open, comma := event.InsertIDAt(msg.Value); open == 0 && comma && !f.HasInsertIDKey {
-		// The request gets the id (AppendInsertID), not a copy.
+		// The request gets the id (AppendInsertIDHead), not a copy.
 		it.NoInsertID = true
 		return
 	}
@@ -103,10 +103,10 @@ func (p *partition) setRaw(it *deliver.Item, f *event.Fields, msg *kafka.Message
 	it.Raw = f.WithStableInsertID(msg.Value, p.topic, p.id, msg.Offset)
 }
 
-// AppendInsertID appends the stable insert_id of the item's message:
-// event.StableInsertID of its topic, partition and offset.
-func (p *partition) AppendInsertID(dst []byte, it *deliver.Item) []byte {
-	return strconv.AppendInt(append(dst, p.idPrefix...), it.Ref.(*message).offset, 10)
+// AppendInsertIDHead appends the head that gives the item's event its
+// stable insert_id, event.StableInsertID of its topic, partition and offset.
+func (p *partition) AppendInsertIDHead(dst []byte, it *deliver.Item) []byte {
+	return event.AppendInsertIDHead(dst, p.idPrefix, it.Ref.(*message).offset)
 }
 
 func (p *partition) resolve(seq uint64) {

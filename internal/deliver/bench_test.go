@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ampstream/ampstream/internal/amplitude"
+	"github.com/ampstream/ampstream/internal/event"
 	"github.com/ampstream/ampstream/internal/metrics"
 	"github.com/ampstream/ampstream/internal/route"
 )
@@ -48,8 +48,8 @@ func (o *countingOwner) Rejected(*Item, string, string) {
 
 func (o *countingOwner) Revoked() bool { return false }
 
-func (o *countingOwner) AppendInsertID(dst []byte, it *Item) []byte {
-	return strconv.AppendUint(append(dst, "bench-"...), it.Seq, 10)
+func (o *countingOwner) AppendInsertIDHead(dst []byte, it *Item) []byte {
+	return event.AppendInsertIDHead(dst, []byte("bench-"), int64(it.Seq))
 }
 
 // BenchmarkDeliverThroughput pushes events through Submit → shard → request

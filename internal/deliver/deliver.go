@@ -54,10 +54,12 @@ type Owner interface {
 	// Revoked reports that the owner gave the item's partition up: the item
 	// is dropped unsent, and the partition's next owner redelivers it.
 	Revoked() bool
-	// AppendInsertID appends to dst the insert_id of an item with
-	// NoInsertID: at most event.MaxStableInsertID ASCII letters, digits and
-	// '-', the same each time the item's event is delivered.
-	AppendInsertID(dst []byte, it *Item) []byte
+	// AppendInsertIDHead appends to dst what an item with NoInsertID is
+	// sent with in place of its opening brace: {"insert_id":"<id>", (see
+	// event.AppendInsertIDHead), the id at most event.MaxStableInsertID
+	// ASCII letters, digits and '-', the same each time the item's event
+	// is delivered.
+	AppendInsertIDHead(dst []byte, it *Item) []byte
 }
 
 // Item is one event on its way to Amplitude.
@@ -71,7 +73,7 @@ type Item struct {
 	Lagging  bool       // its partition is catching up
 	// NoInsertID: Raw is an object with members, none of them an
 	// insert_id, that starts with its brace; the request gives it Owner's
-	// (AppendInsertID) as its first member.
+	// insert_id as its first member (AppendInsertIDHead).
 	NoInsertID bool
 	Owner      Owner
 	Seq        uint64 // the owner's bookkeeping

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ampstream/ampstream/internal/amplitude"
+	"github.com/ampstream/ampstream/internal/event"
 	"github.com/ampstream/ampstream/internal/metrics"
 	"github.com/ampstream/ampstream/internal/route"
 )
@@ -172,9 +173,10 @@ func (o *fakeOwner) Accepted(items []*Item) {
 
 func (o *fakeOwner) Rejected(it *Item, reason, _ string) { o.resolve(it, false, reason) }
 
-// AppendInsertID gives an item with NoInsertID the id "iid-" and its Seq.
-func (o *fakeOwner) AppendInsertID(dst []byte, it *Item) []byte {
-	return strconv.AppendUint(append(dst, "iid-"...), it.Seq, 10)
+// AppendInsertIDHead gives an item with NoInsertID the id "iid-" and its
+// Seq.
+func (o *fakeOwner) AppendInsertIDHead(dst []byte, it *Item) []byte {
+	return event.AppendInsertIDHead(dst, []byte("iid-"), int64(it.Seq))
 }
 
 func (o *fakeOwner) Revoked() bool {

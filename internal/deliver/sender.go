@@ -62,11 +62,10 @@ type bodies struct {
 }
 
 // fill sets b.events to the events of items, in order. An item with
-// NoInsertID gets its owner's insert_id as the first member of its object,
-// in a head written here, {"insert_id":"<id>", before the rest of its
-// event, which is not copied (nor read: it was written from the item
-// alone): the request is the same, byte for byte, as if the event had been
-// rewritten with it (event.InsertIDAt).
+// NoInsertID gets its owner's insert_id as the first member of its object:
+// its owner's head, written here, in place of its opening brace, then the
+// rest of its event, which is not copied (nor read here): the request is
+// the same, byte for byte, as if the event had been rewritten with it.
 func (b *bodies) fill(items []*Item, seg []int) []amplitude.Event {
 	b.events, b.heads = b.events[:0], b.heads[:0]
 	for _, i := range seg {
@@ -78,9 +77,7 @@ func (b *bodies) fill(items []*Item, seg []int) []amplitude.Event {
 		// When append moves heads, those written before stay where they
 		// were, intact: nothing writes there again during this request.
 		start := len(b.heads)
-		b.heads = append(b.heads, `{"insert_id":"`...)
-		b.heads = it.Owner.AppendInsertID(b.heads, it)
-		b.heads = append(b.heads, `",`...)
+		b.heads = it.Owner.AppendInsertIDHead(b.heads, it)
 		b.events = append(b.events, amplitude.Event{Head: b.heads[start:len(b.heads):len(b.heads)], Body: it.Raw[1:]})
 	}
 	return b.events

@@ -193,6 +193,12 @@ func FuzzWithInsertID(f *testing.F) {
 			if spliced := splitWithInsertID(raw, StableInsertID(topic, partition, offset)); !bytes.Equal(spliced, stable) {
 				t.Fatalf("InsertIDAt(%q) splices %q, want %q", raw, spliced, stable)
 			}
+			if open, comma := InsertIDAt(raw); open == 0 && comma {
+				head := AppendInsertIDHead(nil, AppendStableInsertIDPrefix(nil, topic, partition), offset)
+				if sent := append(head, raw[1:]...); !bytes.Equal(sent, stable) {
+					t.Fatalf("AppendInsertIDHead for %q: %q, want %q", raw, sent, stable)
+				}
+			}
 		}
 	})
 }

@@ -52,13 +52,25 @@ func AppendStableInsertIDPrefix(dst []byte, topic string, partition int) []byte 
 // InsertIDAt tells how to put an insert_id member first in raw, an object
 // that Parse accepted without an insert_id key (Fields.HasInsertIDKey is
 // false), without copying raw: raw[:open+1], then "insert_id":"<id>", then
-// a comma when comma is true, then raw[open+1:] is what WithInsertID(raw,
-// id) returns, byte for byte. A request body is written that way
-// (amplitude.Event).
+// a comma when comma is true, then raw[open+1:] is what
+// (*Fields).AppendWithInsertID returns for it, byte for byte. When open is
+// 0 and comma true, AppendInsertIDHead writes the part before raw[1:].
 func InsertIDAt(raw []byte) (open int, comma bool) {
 	open = skipWS(raw, 0)
 	j := skipWS(raw, open+1)
 	return open, j >= len(raw) || raw[j] != '}'
+}
+
+// AppendInsertIDHead appends {"insert_id":"<prefix><offset>", : the head
+// that, followed by raw[1:], is (*Fields).WithStableInsertID of an event
+// raw whose InsertIDAt is (0, true), prefix being its partition's
+// AppendStableInsertIDPrefix. A request body is written that way, without
+// a copy of the event (amplitude.Event).
+func AppendInsertIDHead(dst, prefix []byte, offset int64) []byte {
+	dst = append(dst, `{"insert_id":"`...)
+	dst = append(dst, prefix...)
+	dst = strconv.AppendInt(dst, offset, 10)
+	return append(dst, `",`...)
 }
 
 // WithInsertID returns a copy of the (already validated) object raw with
