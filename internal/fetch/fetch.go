@@ -56,7 +56,6 @@ type Fetcher struct {
 	offset   int64 // next offset to read; kafka.FirstOffset/LastOffset until resolved
 	conn     *kafka.Conn
 	raw      *bufConn    // conn's socket (under kafka-go's Conn): fetches go here
-	dialed   *bufConn    // the last connection the Dialer opened
 	stop     func() bool // unregisters the close-on-cancel hook of conn
 	deadline time.Time   // read deadline currently set on conn
 	dials    int
@@ -90,6 +89,16 @@ type Fetcher struct {
 	// format was met, or the broker has no Fetch v4).
 	legacy bool
 	batch  *kafka.Batch
+
+	// The partition's leader (leader.go).
+	leader   leader    // the connection's: its epoch goes into every fetch
+	known    []string  // the cluster's brokers, from the last metadata
+	metaAddr string    // the broker that answered the last metadata request
+	meta     *metaConn // open while connect looks for the leader
+	gone     time.Time // when the leader failed; zero while fetching works
+	left     leader    // the leader that failed
+	why      error     // how it failed
+	looked   time.Time // the last metadata lookup
 }
 
 // Config configures a Fetcher.
@@ -149,8 +158,9 @@ func New(cfg Config) *Fetcher {
 	if cfg.Dialer == nil {
 		cfg.Dialer = kafka.DefaultDialer
 	}
-	f := &Fetcher{cfg: cfg, offset: cfg.Offset, hwm: -1}
-	f.cfg.Dialer = bufferedDialer(cfg.Dialer, func(c *bufConn) { f.dialed = c })
+	none := leader{broker: kafka.Broker{ID: -1}, epoch: -1}
+	f := &Fetcher{cfg: cfg, offset: cfg.Offset, hwm: -1, leader: none, left: none}
+	f.cfg.Dialer = bufferedDialer(cfg.Dialer)
 	return f
 }
 
@@ -418,12 +428,18 @@ const ownSlack = 32
 func (f *Fetcher) request() error {
 	f.corr++
 	f.wbuf = appendFetchRequest(f.wbuf[:0], f.version, f.corr, f.cfg.Dialer.ClientID, f.cfg.Topic,
-		int32(f.cfg.Partition), f.offset, f.cfg.MaxWait, int32(f.cfg.MinBytes), int32(f.cfg.MaxBytes), f.isolation())
+		int32(f.cfg.Partition), f.leader.epoch, f.offset, f.cfg.MaxWait, int32(f.cfg.MinBytes), int32(f.cfg.MaxBytes), f.isolation())
 	if _, err := f.raw.Write(f.wbuf); err != nil {
 		return err
 	}
 	f.resp = response{r: f.raw.r}
-	return f.readHead()
+	if err := f.readHead(); err != nil {
+		return err
+	}
+	if !f.gone.IsZero() {
+		f.followed()
+	}
+	return nil
 }
 
 // isolation is the isolation level of the Fetcher's requests, either way.
@@ -582,11 +598,16 @@ func (f *Fetcher) fail(err error) error {
 			Msg("pre-0.11 message format in the partition: reading it through kafka-go from here on")
 		f.legacy = true
 		return nil
+	case leaderFailed(err):
+		// The next connect finds the leader that replaced this one.
+		f.follow(f.leader, err)
+		return nil
 	case errors.Is(err, kafka.OffsetOutOfRange):
 		// The log's range is read on a fresh connection: after this error
 		// kafka-go's Conn was seen failing the next request on kfake.
 		f.checkRange = true
 	}
+	f.gone = time.Time{} // the leader answered: not a leader to follow
 	return err
 }
 
@@ -620,6 +641,9 @@ func (f *Fetcher) endBatch(err error) error {
 	f.batch = nil
 	if errors.Is(err, io.EOF) {
 		if cerr == nil {
+			if !f.gone.IsZero() {
+				f.followed()
+			}
 			// The response is consumed. The Conn knows the next offset, which
 			// may lie past the last message read (a batch ending in compacted
 			// records).
@@ -636,46 +660,78 @@ func (f *Fetcher) endBatch(err error) error {
 	return f.fail(err)
 }
 
-// connect dials the partition's leader through the first broker that
-// answers, and positions the connection at the next offset.
+// connect connects to the partition's leader and positions the
+// connection at the next offset. While following a leader that failed
+// (follow), it asks for metadata every leaderPoll until it names the
+// leader's replacement and connects to it, for up to leaderWait since the
+// leader failed; otherwise it returns the first error.
 func (f *Fetcher) connect(ctx context.Context) error {
-	var errs []error
-	for i := range f.cfg.Brokers {
-		// Start from a different broker on each attempt: one that is down
-		// should not delay every reconnection.
-		b := f.cfg.Brokers[(f.dials+i)%len(f.cfg.Brokers)]
-		conn, err := f.cfg.Dialer.DialLeader(ctx, "tcp", b, f.cfg.Topic, f.cfg.Partition)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		f.dials++
-		raw := f.dialed
-		f.dialed = nil
-		if err := f.position(conn); err != nil {
-			_ = conn.Close()
-			return err
-		}
-		if !f.legacy {
-			if err := f.negotiate(conn, raw); err != nil {
-				_ = conn.Close()
-				return err
+	defer f.closeMeta()
+	for {
+		if !f.gone.IsZero() {
+			if wait := time.Until(f.looked.Add(leaderPoll)); wait > 0 {
+				t := time.NewTimer(wait)
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+					t.Stop()
+					return ctx.Err()
+				}
 			}
 		}
-		f.conn, f.raw = conn, raw
-		f.stop = context.AfterFunc(ctx, func() { _ = conn.Close() })
-		return nil
+		f.looked = time.Now()
+		err := f.dial(ctx)
+		if err == nil || f.gone.IsZero() || ctx.Err() != nil {
+			return err
+		}
+		if since := time.Since(f.gone); since >= leaderWait {
+			f.gone = time.Time{}
+			return fmt.Errorf("no leader of %s/%d to fetch from %s after leader %d (epoch %d) failed (%v): %w",
+				f.cfg.Topic, f.cfg.Partition, since.Round(time.Millisecond), f.left.broker.ID, f.left.epoch, f.why, err)
+		}
 	}
-	f.dials++
-	return fmt.Errorf("dial the leader of %s/%d: %w", f.cfg.Topic, f.cfg.Partition, errors.Join(errs...))
+}
+
+// dial looks the leader up, connects to it and positions the connection
+// at the next offset. An error that leaderFailed recognises starts
+// following the leader.
+func (f *Fetcher) dial(ctx context.Context) error {
+	l, err := f.lookup(ctx)
+	if err != nil {
+		if errors.Is(err, errNoLeader) {
+			f.follow(f.leader, err)
+		}
+		return err
+	}
+	if !f.gone.IsZero() && !replaces(f.left, l, f.why) {
+		return fmt.Errorf("metadata from %s still names leader %d (epoch %d) of %s/%d", f.metaAddr, l.broker.ID, l.epoch, f.cfg.Topic, f.cfg.Partition)
+	}
+	conn, raw, err := dialRaw(ctx, func(ctx context.Context) (*kafka.Conn, error) {
+		return f.cfg.Dialer.DialPartition(ctx, "tcp", "", kafka.Partition{Topic: f.cfg.Topic, ID: f.cfg.Partition, Leader: l.broker})
+	})
+	if err == nil {
+		f.dials++
+		if err = f.position(conn); err == nil && !f.legacy {
+			err = f.negotiate(conn)
+		}
+		if err != nil {
+			_ = conn.Close()
+		}
+	}
+	if err != nil {
+		if leaderFailed(err) {
+			f.follow(l, err)
+		}
+		return fmt.Errorf("connect to the leader of %s/%d, broker %d at %s: %w", f.cfg.Topic, f.cfg.Partition, l.broker.ID, l.addr(), err)
+	}
+	f.conn, f.raw, f.leader = conn, raw, l
+	f.stop = context.AfterFunc(ctx, func() { _ = conn.Close() })
+	return nil
 }
 
 // negotiate picks the connection's Fetch version, or switches to kafka-go
 // (legacy) when the broker has none this package speaks.
-func (f *Fetcher) negotiate(conn *kafka.Conn, raw *bufConn) error {
-	if raw == nil {
-		return errors.New("fetch: the leader's connection was not dialled through the Fetcher's Dialer")
-	}
+func (f *Fetcher) negotiate(conn *kafka.Conn) error {
 	_ = conn.SetDeadline(time.Now().Add(f.cfg.ReadTimeout))
 	defer conn.SetDeadline(time.Time{})
 	versions, err := conn.ApiVersions()
@@ -723,6 +779,7 @@ func (f *Fetcher) position(conn *kafka.Conn) error {
 
 // Close drops the connection; a later Next reconnects.
 func (f *Fetcher) Close() {
+	f.closeMeta()
 	f.active = false
 	f.bt = batch{}
 	f.raw = nil

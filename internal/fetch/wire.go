@@ -71,7 +71,7 @@ var errLegacy = errors.New("record batch in a pre-0.11 message format")
 // appendFetchRequest appends a size-prefixed Fetch request for one
 // partition, outside any fetch session.
 func appendFetchRequest(b []byte, version int16, correlation int32, clientID, topic string,
-	partition int32, offset int64, maxWait time.Duration, minBytes, maxBytes int32, isolation kafka.IsolationLevel) []byte {
+	partition, leaderEpoch int32, offset int64, maxWait time.Duration, minBytes, maxBytes int32, isolation kafka.IsolationLevel) []byte {
 	at := len(b)
 	b = binary.BigEndian.AppendUint32(b, 0) // size, set below
 	b = binary.BigEndian.AppendUint16(b, apiFetch)
@@ -93,7 +93,7 @@ func appendFetchRequest(b []byte, version int16, correlation int32, clientID, to
 	b = binary.BigEndian.AppendUint32(b, 1) // one partition
 	b = binary.BigEndian.AppendUint32(b, uint32(partition))
 	if version >= 9 {
-		b = binary.BigEndian.AppendUint32(b, 0xffffffff) // current leader epoch: unknown
+		b = binary.BigEndian.AppendUint32(b, uint32(leaderEpoch)) // KIP-320: fences a stale leader
 	}
 	b = binary.BigEndian.AppendUint64(b, uint64(offset))
 	if version >= 5 {
