@@ -99,6 +99,8 @@ type Fetcher struct {
 	left     leader    // the leader that failed
 	why      error     // how it failed
 	looked   time.Time // the last metadata lookup
+	// followFor bounds following (leaderWait; shorter in tests).
+	followFor time.Duration
 }
 
 // Config configures a Fetcher.
@@ -159,7 +161,7 @@ func New(cfg Config) *Fetcher {
 		cfg.Dialer = kafka.DefaultDialer
 	}
 	none := leader{broker: kafka.Broker{ID: -1}, epoch: -1}
-	f := &Fetcher{cfg: cfg, offset: cfg.Offset, hwm: -1, leader: none, left: none}
+	f := &Fetcher{cfg: cfg, offset: cfg.Offset, hwm: -1, leader: none, left: none, followFor: leaderWait}
 	f.cfg.Dialer = bufferedDialer(cfg.Dialer)
 	return f
 }
@@ -684,9 +686,9 @@ func (f *Fetcher) connect(ctx context.Context) error {
 		if err == nil || f.gone.IsZero() || ctx.Err() != nil {
 			return err
 		}
-		if since := time.Since(f.gone); since >= leaderWait {
+		if since := time.Since(f.gone); since >= f.followFor {
 			f.gone = time.Time{}
-			return fmt.Errorf("no leader of %s/%d to fetch from %s after leader %d (epoch %d) failed (%v): %w",
+			return fmt.Errorf("no leader of %s/%d to fetch from %s after leader %d (epoch %d) failed: %w; last: %w",
 				f.cfg.Topic, f.cfg.Partition, since.Round(time.Millisecond), f.left.broker.ID, f.left.epoch, f.why, err)
 		}
 	}
