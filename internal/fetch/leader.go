@@ -81,8 +81,11 @@ func leaderFailed(err error) bool {
 		}
 		return false
 	}
+	if errors.Is(err, net.ErrClosed) {
+		return false // closed here: the caller's context ended, or Close
+	}
 	var ne net.Error
-	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) || errors.As(err, &ne)
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &ne)
 }
 
 // replaces reports whether a Fetcher whose leader old failed with why may

@@ -329,6 +329,7 @@ func TestLeaderFailedAndReplaces(t *testing.T) {
 		{io.EOF, true},
 		{io.ErrUnexpectedEOF, true},
 		{&net.OpError{Op: "read", Err: errors.New("connection reset by peer")}, true},
+		{&net.OpError{Op: "read", Err: net.ErrClosed}, false}, // closed by the Fetcher: its context ended
 		{kafka.OffsetOutOfRange, false},
 		{kafka.RequestTimedOut, false}, // a kafka.Error is a net.Error too
 		{errors.New("record batch at offset 5: CRC mismatch (corrupt data)"), false},
