@@ -2,9 +2,16 @@ package fetch
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"slices"
 	"strings"
@@ -15,8 +22,11 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol/metadata"
+	kscram "github.com/segmentio/kafka-go/sasl/scram"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/ampstream/ampstream/internal/kafkatest"
 )
@@ -359,4 +369,83 @@ func TestLeaderFailedAndReplaces(t *testing.T) {
 			t.Errorf("replaces(%+v, %+v, %v) = %v, want %v", c.old, c.l, c.why, got, c.want)
 		}
 	}
+}
+
+// Metadata lookups and leader connections go through the configured
+// Dialer: TLS and SASL (SCRAM-SHA-256 here) on every broker, also when the
+// partition moves.
+func TestFetcherFollowsAMovedLeaderOverTLSAndSASL(t *testing.T) {
+	srvTLS, pool := selfSignedTLS(t)
+	kc, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.SeedTopics(1, "moving"), kfake.TLS(srvTLS),
+		kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-256", "ampstream", "s3cret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kc.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	clientTLS := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	prod, err := kgo.NewClient(kgo.SeedBrokers(kc.ListenAddrs()...), kgo.DialTLSConfig(clientTLS),
+		kgo.SASL(scram.Auth{User: "ampstream", Pass: "s3cret"}.AsSha256Mechanism()),
+		kgo.DefaultProduceTopic("moving"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	produce := func(from, n int) {
+		t.Helper()
+		var recs []*kgo.Record
+		for i := from; i < from+n; i++ {
+			recs = append(recs, &kgo.Record{Key: []byte("k"), Value: []byte(fmt.Sprintf(`{"n":%d}`, i))})
+		}
+		if err := prod.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mech, err := kscram.Mechanism(kscram.SHA256, "ampstream", "s3cret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := New(Config{
+		Dialer:  &kafka.Dialer{Timeout: 10 * time.Second, TLS: clientTLS, SASLMechanism: mech},
+		Brokers: kc.ListenAddrs()[:1], Topic: "moving", MaxWait: 200 * time.Millisecond, Log: zerolog.Nop(),
+	})
+	defer f.Close()
+	produce(0, 10)
+	readN(t, ctx, f, 0, 10)
+	if err := kc.MoveTopicPartition("moving", 0, (kc.LeaderFor("moving", 0)+1)%3); err != nil {
+		t.Fatal(err)
+	}
+	produce(10, 10)
+	readN(t, ctx, f, 10, 10)
+	if f.dials != 2 || f.leader.epoch != 1 {
+		t.Fatalf("%d leader connections, epoch %d; want 2, 1", f.dials, f.leader.epoch)
+	}
+}
+
+// selfSignedTLS returns a server TLS config for 127.0.0.1 and the pool
+// that trusts it.
+func selfSignedTLS(t *testing.T) (*tls.Config, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "kfake"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IsCA: true, BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MinVersion: tls.VersionTLS12}, pool
 }
