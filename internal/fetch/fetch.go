@@ -1,8 +1,3 @@
-// Package fetch reads one Kafka partition from its leader, in the caller's
-// goroutine: kafka-go's Conn dials, finds the leader and reads offsets, and
-// the Fetch requests and record batches are encoded and decoded here
-// (wire.go). The consumer's partition goroutines use it instead of
-// kafka-go's Reader, and the benchmark's Conn baseline uses it too.
 package fetch
 
 import (
@@ -21,20 +16,17 @@ import (
 	"github.com/segmentio/kafka-go"
 )
 
-// Fetcher reads one partition from its leader over a kafka-go Conn, one
-// fetch at a time, in the calling goroutine. It is not safe for concurrent
+// Fetcher reads one partition from its leader, one fetch at a time, in the
+// calling goroutine (see the package doc). It is not safe for concurrent
 // use.
 //
-// kafka-go's Reader does the same work in a goroutine of its own and hands
-// every message over a channel, re-arming the connection's read deadline
-// and updating its statistics per message; measured on the in-process
-// broker, reading through a Conn cost 0.2–0.4 µs less CPU per message
-// (10–20 % of the whole fetch path) and needs no prefetch queue outside the
-// consumer's in-flight budget. Decoding the responses here instead of with
-// kafka-go's Batch (then one allocation per record instead of two, now one
-// per run of records of a batch that Fill returns; no per-record callbacks,
-// lock or byte-at-a-time varints) cut the CPU of the benchmark's Conn
-// baseline on Apache Kafka from 1.00 to 0.78 s per million events.
+// Reading through a Conn, not kafka-go's Reader, is the cheaper path: the
+// Reader hands every message over a channel from a goroutine of its own,
+// re-arms the connection's read deadline and updates its statistics per
+// message, and prefetches outside the consumer's in-flight budget; its
+// Batch allocates a key and a value per record, read through two buffers
+// and a callback each. The benchmark's Conn baseline measures this path
+// (make bench).
 //
 // Deadlines: a fetch must be answered within maxWait (the broker's wait)
 // plus readTimeout, and each further read of its response within
@@ -43,13 +35,9 @@ import (
 // a consumer that pauses (backpressure) between two messages of a response
 // resumes reading it instead of timing out and fetching it again.
 //
-// Errors: leadership moves, broker restarts and network failures close the
-// connection and are returned; the next call reconnects to the current
-// leader from the next offset. After an OFFSET_OUT_OF_RANGE answer the next
-// connection reads the log's range first: an offset below the log start
-// (retention deleted it) moves to the log start with a warning naming the
-// skipped count, as kafka-go's Reader does silently; an offset past the log
-// end is returned as an error, call after call, until the log reaches it.
+// Errors: a leader that moved or failed is followed inside Fill (package
+// doc, Leaders); other errors close the connection and are returned, and
+// the next call reconnects to the leader from the next offset.
 type Fetcher struct {
 	cfg Config
 
@@ -185,10 +173,11 @@ func (f *Fetcher) Next(ctx context.Context) (kafka.Message, time.Time, error) {
 // (the rate tracker's second, the lag check). It fetches only when the
 // current response is used up and nothing was read yet, so it never waits
 // for the broker while holding messages: what it returns was already
-// arriving. It returns at least one message, or an error when ctx ends or
-// the connection failed (the messages read before a failure are returned
-// first, the error on the next call); the caller decides how long to wait
-// before calling again.
+// arriving. It returns at least one message, or an error when ctx ends,
+// when no leader could be read from for leaderWait, or on an error that is
+// not the leader's moving or failing (the messages read before an error
+// are returned first, the error on the next call); the caller decides how
+// long to wait before calling again.
 func (f *Fetcher) Fill(ctx context.Context, dst []kafka.Message, n int) ([]kafka.Message, time.Time, error) {
 	now := time.Now()
 	f.spans = f.spans[:0]

@@ -17,18 +17,9 @@ import (
 	"github.com/ampstream/ampstream/internal/prefetch"
 )
 
-// The Fetch request and response (API key 1, versions 4–11, the versions
-// before flexible encoding) and record batches (magic 2) are read here
-// instead of by kafka-go's Batch, which allocates a key and a value per
-// record and reads them through two buffers and a callback each. A record
-// batch is read in one piece from the connection's buffer, checked against
-// its CRC, decompressed when it must be, and each record's key and value
-// are copied into one allocation of their own: an in-flight event pins
-// nothing but its own bytes, so the consumer's byte budget stays exact.
-//
-// Record batches in the older formats (magic 0 and 1, written before Kafka
-// 0.11) and brokers without Fetch v4 are left to kafka-go: the Fetcher
-// switches to it (legacy) for the rest of its life.
+// The Fetch request and response (API key 1, versions 4–11) and record
+// batches (magic 2): what is checked, and what is left to kafka-go, is in
+// the package doc.
 
 const (
 	apiFetch        = 1
