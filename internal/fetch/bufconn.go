@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"net"
 
 	"github.com/segmentio/kafka-go"
@@ -17,16 +18,16 @@ import (
 const readBufferSize = 256 << 10
 
 // bufferedDialer returns a copy of d whose connections read through a
-// readBufferSize buffer, and hands each one to dialed: the Fetcher writes
-// its fetches to the leader's connection and reads their responses itself
-// (wire.go), under kafka-go's Conn, which does the rest (metadata, offsets,
-// SASL). It dials as d would: through d.DialFunc when set, or with d's
+// readBufferSize buffer; dialRaw hands back the one a dial made: the
+// Fetcher writes its fetches and metadata requests to it and reads their
+// responses itself (wire.go, leader.go), under kafka-go's Conn, which does
+// the rest (offsets, API versions, SASL). It dials as d would: through d.DialFunc when set, or with d's
 // LocalAddr, DualStack, FallbackDelay and KeepAlive (which kafka-go ignores
 // once DialFunc is set). TLS is done here, as kafka-go's Dialer would (the
 // server name defaults to the host dialled), so the buffer and the
 // Fetcher's reads sit above it; SASL, which wraps nothing, is left to
 // kafka-go.
-func bufferedDialer(d *kafka.Dialer, dialed func(*bufConn)) *kafka.Dialer {
+func bufferedDialer(d *kafka.Dialer) *kafka.Dialer {
 	b := *d
 	dial := d.DialFunc
 	if dial == nil {
@@ -62,12 +63,32 @@ func bufferedDialer(d *kafka.Dialer, dialed func(*bufConn)) *kafka.Dialer {
 			c = tc
 		}
 		bc := &bufConn{Conn: c, r: bufio.NewReaderSize(c, readBufferSize)}
-		if dialed != nil {
-			dialed(bc)
+		if slot, ok := ctx.Value(rawSlot{}).(**bufConn); ok {
+			*slot = bc
 		}
 		return bc, nil
 	}
 	return &b
+}
+
+// rawSlot is the context key under which dialRaw asks bufferedDialer's
+// DialFunc for the connection it makes: each dial has a slot of its own,
+// so dials may run concurrently.
+type rawSlot struct{}
+
+// dialRaw runs dial (a dial through a bufferedDialer) and returns kafka-go's
+// Conn with the socket under it.
+func dialRaw(ctx context.Context, dial func(context.Context) (*kafka.Conn, error)) (*kafka.Conn, *bufConn, error) {
+	var raw *bufConn
+	conn, err := dial(context.WithValue(ctx, rawSlot{}, &raw))
+	if err != nil {
+		return nil, nil, err
+	}
+	if raw == nil {
+		_ = conn.Close()
+		return nil, nil, errors.New("fetch: the connection was not dialled through the Fetcher's Dialer")
+	}
+	return conn, raw, nil
 }
 
 // bufConn is a net.Conn whose reads go through a buffer; deadlines and

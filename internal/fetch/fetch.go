@@ -1,8 +1,3 @@
-// Package fetch reads one Kafka partition from its leader, in the caller's
-// goroutine: kafka-go's Conn dials, finds the leader and reads offsets, and
-// the Fetch requests and record batches are encoded and decoded here
-// (wire.go). The consumer's partition goroutines use it instead of
-// kafka-go's Reader, and the benchmark's Conn baseline uses it too.
 package fetch
 
 import (
@@ -21,20 +16,17 @@ import (
 	"github.com/segmentio/kafka-go"
 )
 
-// Fetcher reads one partition from its leader over a kafka-go Conn, one
-// fetch at a time, in the calling goroutine. It is not safe for concurrent
+// Fetcher reads one partition from its leader, one fetch at a time, in the
+// calling goroutine (see the package doc). It is not safe for concurrent
 // use.
 //
-// kafka-go's Reader does the same work in a goroutine of its own and hands
-// every message over a channel, re-arming the connection's read deadline
-// and updating its statistics per message; measured on the in-process
-// broker, reading through a Conn cost 0.2–0.4 µs less CPU per message
-// (10–20 % of the whole fetch path) and needs no prefetch queue outside the
-// consumer's in-flight budget. Decoding the responses here instead of with
-// kafka-go's Batch (then one allocation per record instead of two, now one
-// per run of records of a batch that Fill returns; no per-record callbacks,
-// lock or byte-at-a-time varints) cut the CPU of the benchmark's Conn
-// baseline on Apache Kafka from 1.00 to 0.78 s per million events.
+// Reading through a Conn, not kafka-go's Reader, is the cheaper path: the
+// Reader hands every message over a channel from a goroutine of its own,
+// re-arms the connection's read deadline and updates its statistics per
+// message, and prefetches outside the consumer's in-flight budget; its
+// Batch allocates a key and a value per record, read through two buffers
+// and a callback each. The benchmark's Conn baseline measures this path
+// (make bench).
 //
 // Deadlines: a fetch must be answered within maxWait (the broker's wait)
 // plus readTimeout, and each further read of its response within
@@ -43,20 +35,15 @@ import (
 // a consumer that pauses (backpressure) between two messages of a response
 // resumes reading it instead of timing out and fetching it again.
 //
-// Errors: leadership moves, broker restarts and network failures close the
-// connection and are returned; the next call reconnects to the current
-// leader from the next offset. After an OFFSET_OUT_OF_RANGE answer the next
-// connection reads the log's range first: an offset below the log start
-// (retention deleted it) moves to the log start with a warning naming the
-// skipped count, as kafka-go's Reader does silently; an offset past the log
-// end is returned as an error, call after call, until the log reaches it.
+// Errors: a leader that moved or failed is followed inside Fill (package
+// doc, Leaders); other errors close the connection and are returned, and
+// the next call reconnects to the leader from the next offset.
 type Fetcher struct {
 	cfg Config
 
 	offset   int64 // next offset to read; kafka.FirstOffset/LastOffset until resolved
 	conn     *kafka.Conn
 	raw      *bufConn    // conn's socket (under kafka-go's Conn): fetches go here
-	dialed   *bufConn    // the last connection the Dialer opened
 	stop     func() bool // unregisters the close-on-cancel hook of conn
 	deadline time.Time   // read deadline currently set on conn
 	dials    int
@@ -90,6 +77,18 @@ type Fetcher struct {
 	// format was met, or the broker has no Fetch v4).
 	legacy bool
 	batch  *kafka.Batch
+
+	// The partition's leader (leader.go).
+	leader   leader    // the connection's: its epoch goes into every fetch
+	known    []string  // the cluster's brokers, from the last metadata
+	metaAddr string    // the broker that answered the last metadata request
+	meta     *metaConn // open while connect looks for the leader
+	gone     time.Time // when the leader failed; zero while fetching works
+	left     leader    // the leader that failed
+	why      error     // how it failed
+	looked   time.Time // the last metadata lookup
+	// followFor bounds following (leaderWait; shorter in tests).
+	followFor time.Duration
 }
 
 // Config configures a Fetcher.
@@ -149,8 +148,9 @@ func New(cfg Config) *Fetcher {
 	if cfg.Dialer == nil {
 		cfg.Dialer = kafka.DefaultDialer
 	}
-	f := &Fetcher{cfg: cfg, offset: cfg.Offset, hwm: -1}
-	f.cfg.Dialer = bufferedDialer(cfg.Dialer, func(c *bufConn) { f.dialed = c })
+	none := leader{broker: kafka.Broker{ID: -1}, epoch: -1}
+	f := &Fetcher{cfg: cfg, offset: cfg.Offset, hwm: -1, leader: none, left: none, followFor: leaderWait}
+	f.cfg.Dialer = bufferedDialer(cfg.Dialer)
 	return f
 }
 
@@ -173,10 +173,11 @@ func (f *Fetcher) Next(ctx context.Context) (kafka.Message, time.Time, error) {
 // (the rate tracker's second, the lag check). It fetches only when the
 // current response is used up and nothing was read yet, so it never waits
 // for the broker while holding messages: what it returns was already
-// arriving. It returns at least one message, or an error when ctx ends or
-// the connection failed (the messages read before a failure are returned
-// first, the error on the next call); the caller decides how long to wait
-// before calling again.
+// arriving. It returns at least one message, or an error when ctx ends,
+// when no leader could be read from for leaderWait, or on an error that is
+// not the leader's moving or failing (the messages read before an error
+// are returned first, the error on the next call); the caller decides how
+// long to wait before calling again.
 func (f *Fetcher) Fill(ctx context.Context, dst []kafka.Message, n int) ([]kafka.Message, time.Time, error) {
 	now := time.Now()
 	f.spans = f.spans[:0]
@@ -418,12 +419,18 @@ const ownSlack = 32
 func (f *Fetcher) request() error {
 	f.corr++
 	f.wbuf = appendFetchRequest(f.wbuf[:0], f.version, f.corr, f.cfg.Dialer.ClientID, f.cfg.Topic,
-		int32(f.cfg.Partition), f.offset, f.cfg.MaxWait, int32(f.cfg.MinBytes), int32(f.cfg.MaxBytes), f.isolation())
+		int32(f.cfg.Partition), f.leader.epoch, f.offset, f.cfg.MaxWait, int32(f.cfg.MinBytes), int32(f.cfg.MaxBytes), f.isolation())
 	if _, err := f.raw.Write(f.wbuf); err != nil {
 		return err
 	}
 	f.resp = response{r: f.raw.r}
-	return f.readHead()
+	if err := f.readHead(); err != nil {
+		return err
+	}
+	if !f.gone.IsZero() {
+		f.followed()
+	}
+	return nil
 }
 
 // isolation is the isolation level of the Fetcher's requests, either way.
@@ -582,11 +589,16 @@ func (f *Fetcher) fail(err error) error {
 			Msg("pre-0.11 message format in the partition: reading it through kafka-go from here on")
 		f.legacy = true
 		return nil
+	case leaderFailed(err):
+		// The next connect finds the leader that replaced this one.
+		f.follow(f.leader, err)
+		return nil
 	case errors.Is(err, kafka.OffsetOutOfRange):
 		// The log's range is read on a fresh connection: after this error
 		// kafka-go's Conn was seen failing the next request on kfake.
 		f.checkRange = true
 	}
+	f.gone = time.Time{} // the leader answered: not a leader to follow
 	return err
 }
 
@@ -620,6 +632,9 @@ func (f *Fetcher) endBatch(err error) error {
 	f.batch = nil
 	if errors.Is(err, io.EOF) {
 		if cerr == nil {
+			if !f.gone.IsZero() {
+				f.followed()
+			}
 			// The response is consumed. The Conn knows the next offset, which
 			// may lie past the last message read (a batch ending in compacted
 			// records).
@@ -636,46 +651,78 @@ func (f *Fetcher) endBatch(err error) error {
 	return f.fail(err)
 }
 
-// connect dials the partition's leader through the first broker that
-// answers, and positions the connection at the next offset.
+// connect connects to the partition's leader and positions the
+// connection at the next offset. While following a leader that failed
+// (follow), it asks for metadata every leaderPoll until it names the
+// leader's replacement and connects to it, for up to leaderWait since the
+// leader failed; otherwise it returns the first error.
 func (f *Fetcher) connect(ctx context.Context) error {
-	var errs []error
-	for i := range f.cfg.Brokers {
-		// Start from a different broker on each attempt: one that is down
-		// should not delay every reconnection.
-		b := f.cfg.Brokers[(f.dials+i)%len(f.cfg.Brokers)]
-		conn, err := f.cfg.Dialer.DialLeader(ctx, "tcp", b, f.cfg.Topic, f.cfg.Partition)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		f.dials++
-		raw := f.dialed
-		f.dialed = nil
-		if err := f.position(conn); err != nil {
-			_ = conn.Close()
-			return err
-		}
-		if !f.legacy {
-			if err := f.negotiate(conn, raw); err != nil {
-				_ = conn.Close()
-				return err
+	defer f.closeMeta()
+	for {
+		if !f.gone.IsZero() {
+			if wait := time.Until(f.looked.Add(leaderPoll)); wait > 0 {
+				t := time.NewTimer(wait)
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+					t.Stop()
+					return ctx.Err()
+				}
 			}
 		}
-		f.conn, f.raw = conn, raw
-		f.stop = context.AfterFunc(ctx, func() { _ = conn.Close() })
-		return nil
+		f.looked = time.Now()
+		err := f.dial(ctx)
+		if err == nil || f.gone.IsZero() || ctx.Err() != nil {
+			return err
+		}
+		if since := time.Since(f.gone); since >= f.followFor {
+			f.gone = time.Time{}
+			return fmt.Errorf("no leader of %s/%d to fetch from %s after leader %d (epoch %d) failed: %w; last: %w",
+				f.cfg.Topic, f.cfg.Partition, since.Round(time.Millisecond), f.left.broker.ID, f.left.epoch, f.why, err)
+		}
 	}
-	f.dials++
-	return fmt.Errorf("dial the leader of %s/%d: %w", f.cfg.Topic, f.cfg.Partition, errors.Join(errs...))
+}
+
+// dial looks the leader up, connects to it and positions the connection
+// at the next offset. An error that leaderFailed recognises starts
+// following the leader.
+func (f *Fetcher) dial(ctx context.Context) error {
+	l, err := f.lookup(ctx)
+	if err != nil {
+		if errors.Is(err, errNoLeader) {
+			f.follow(f.leader, err)
+		}
+		return err
+	}
+	if !f.gone.IsZero() && !replaces(f.left, l, f.why) {
+		return fmt.Errorf("metadata from %s still names leader %d (epoch %d) of %s/%d", f.metaAddr, l.broker.ID, l.epoch, f.cfg.Topic, f.cfg.Partition)
+	}
+	conn, raw, err := dialRaw(ctx, func(ctx context.Context) (*kafka.Conn, error) {
+		return f.cfg.Dialer.DialPartition(ctx, "tcp", "", kafka.Partition{Topic: f.cfg.Topic, ID: f.cfg.Partition, Leader: l.broker})
+	})
+	if err == nil {
+		f.dials++
+		if err = f.position(conn); err == nil && !f.legacy {
+			err = f.negotiate(conn)
+		}
+		if err != nil {
+			_ = conn.Close()
+		}
+	}
+	if err != nil {
+		if leaderFailed(err) {
+			f.follow(l, err)
+		}
+		return fmt.Errorf("connect to the leader of %s/%d, broker %d at %s: %w", f.cfg.Topic, f.cfg.Partition, l.broker.ID, l.addr(), err)
+	}
+	f.conn, f.raw, f.leader = conn, raw, l
+	f.stop = context.AfterFunc(ctx, func() { _ = conn.Close() })
+	return nil
 }
 
 // negotiate picks the connection's Fetch version, or switches to kafka-go
 // (legacy) when the broker has none this package speaks.
-func (f *Fetcher) negotiate(conn *kafka.Conn, raw *bufConn) error {
-	if raw == nil {
-		return errors.New("fetch: the leader's connection was not dialled through the Fetcher's Dialer")
-	}
+func (f *Fetcher) negotiate(conn *kafka.Conn) error {
 	_ = conn.SetDeadline(time.Now().Add(f.cfg.ReadTimeout))
 	defer conn.SetDeadline(time.Time{})
 	versions, err := conn.ApiVersions()
@@ -723,6 +770,7 @@ func (f *Fetcher) position(conn *kafka.Conn) error {
 
 // Close drops the connection; a later Next reconnects.
 func (f *Fetcher) Close() {
+	f.closeMeta()
 	f.active = false
 	f.bt = batch{}
 	f.raw = nil

@@ -17,18 +17,9 @@ import (
 	"github.com/ampstream/ampstream/internal/prefetch"
 )
 
-// The Fetch request and response (API key 1, versions 4–11, the versions
-// before flexible encoding) and record batches (magic 2) are read here
-// instead of by kafka-go's Batch, which allocates a key and a value per
-// record and reads them through two buffers and a callback each. A record
-// batch is read in one piece from the connection's buffer, checked against
-// its CRC, decompressed when it must be, and each record's key and value
-// are copied into one allocation of their own: an in-flight event pins
-// nothing but its own bytes, so the consumer's byte budget stays exact.
-//
-// Record batches in the older formats (magic 0 and 1, written before Kafka
-// 0.11) and brokers without Fetch v4 are left to kafka-go: the Fetcher
-// switches to it (legacy) for the rest of its life.
+// The Fetch request and response (API key 1, versions 4–11) and record
+// batches (magic 2): what is checked, and what is left to kafka-go, is in
+// the package doc.
 
 const (
 	apiFetch        = 1
@@ -71,7 +62,7 @@ var errLegacy = errors.New("record batch in a pre-0.11 message format")
 // appendFetchRequest appends a size-prefixed Fetch request for one
 // partition, outside any fetch session.
 func appendFetchRequest(b []byte, version int16, correlation int32, clientID, topic string,
-	partition int32, offset int64, maxWait time.Duration, minBytes, maxBytes int32, isolation kafka.IsolationLevel) []byte {
+	partition, leaderEpoch int32, offset int64, maxWait time.Duration, minBytes, maxBytes int32, isolation kafka.IsolationLevel) []byte {
 	at := len(b)
 	b = binary.BigEndian.AppendUint32(b, 0) // size, set below
 	b = binary.BigEndian.AppendUint16(b, apiFetch)
@@ -93,7 +84,7 @@ func appendFetchRequest(b []byte, version int16, correlation int32, clientID, to
 	b = binary.BigEndian.AppendUint32(b, 1) // one partition
 	b = binary.BigEndian.AppendUint32(b, uint32(partition))
 	if version >= 9 {
-		b = binary.BigEndian.AppendUint32(b, 0xffffffff) // current leader epoch: unknown
+		b = binary.BigEndian.AppendUint32(b, uint32(leaderEpoch)) // KIP-320: fences a stale leader
 	}
 	b = binary.BigEndian.AppendUint64(b, uint64(offset))
 	if version >= 5 {

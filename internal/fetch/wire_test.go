@@ -272,7 +272,7 @@ func FuzzRecordBatch(f *testing.F) {
 func TestFetchRequestEncodesEveryVersion(t *testing.T) {
 	for v := int16(minFetchVersion); v <= maxFetchVersion; v++ {
 		iso := kafka.IsolationLevel(v % 2) // both levels over the versions
-		b := appendFetchRequest(nil, v, 42, "client", "events", 3, 12345, 250*time.Millisecond, 1, 10<<20, iso)
+		b := appendFetchRequest(nil, v, 42, "client", "events", 3, 17, 12345, 250*time.Millisecond, 1, 10<<20, iso)
 		if got := int(binary.BigEndian.Uint32(b)); got != len(b)-4 {
 			t.Fatalf("v%d: size %d, want %d", v, got, len(b)-4)
 		}
@@ -299,8 +299,23 @@ func TestFetchRequestEncodesEveryVersion(t *testing.T) {
 		if v >= 7 && (req.SessionID != 0 || req.SessionEpoch != -1) {
 			t.Fatalf("v%d: session %d epoch %d, want a sessionless fetch", v, req.SessionID, req.SessionEpoch)
 		}
-		if v >= 9 && p.CurrentLeaderEpoch != -1 {
-			t.Fatalf("v%d: leader epoch %d", v, p.CurrentLeaderEpoch)
+		// KIP-320: from v9 the partition's current leader epoch, between
+		// the partition and the fetch offset, which kmsg checks by
+		// decoding the offset after it.
+		if v >= 9 && p.CurrentLeaderEpoch != 17 {
+			t.Fatalf("v%d: leader epoch %d, want 17", v, p.CurrentLeaderEpoch)
+		}
+		if v < 9 && p.CurrentLeaderEpoch != -1 { // kmsg's default: not on the wire
+			t.Fatalf("v%d: leader epoch %d on a version without one", v, p.CurrentLeaderEpoch)
+		}
+		// And byte for byte: past the size and the version, v9 is v8 plus
+		// the four bytes of the epoch.
+		if v == 9 {
+			v8 := appendFetchRequest(nil, 8, 42, "client", "events", 3, 17, 12345, 250*time.Millisecond, 1, 10<<20, iso)
+			at := len(v8) - 4 - 8 - 8 - 4 // before the offset, log start offset, partition max bytes, forgotten topics
+			if binary.BigEndian.Uint32(b[at:]) != 17 || !bytes.Equal(b[4:6], v8[4:6]) || !bytes.Equal(b[at+4:], v8[at:]) || !bytes.Equal(b[8:at], v8[8:at]) {
+				t.Fatalf("v9 is not v8 with the epoch before the fetch offset:\nv8 %x\nv9 %x", v8, b)
+			}
 		}
 	}
 }
