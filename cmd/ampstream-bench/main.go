@@ -60,6 +60,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&o.LatencyRate, "latency-rate", 5000, "events/s of the latency run")
 	fs.DurationVar(&o.LatencyDuration, "latency-duration", 0, "length of the latency run (default 12s; 3s with --quick)")
 	fs.StringVar(&o.Binary, "ampstream", "", "ampstream executable the cost run starts as a child process (make bench builds bin/ampstream); empty: the cost is measured in-process")
+	fs.StringVar(&o.Benthos, "benthos", "", "a Benthos executable to run once over the baseline's topic, for comparison (see internal/bench/README.md)")
 	out := fs.String("out", "bin/bench.json", "where to write the detailed results (JSON)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the in-process batch-heavy run (trivial sink) to this file")
 	// error, not warn: every dead-lettered event is a warning, and the mixes carry 0.2 % invalid input.

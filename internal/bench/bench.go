@@ -92,6 +92,9 @@ type Options struct {
 	// ("run" with flags) to measure its own RSS and CPU. Empty: the cost is
 	// the whole benchmark process's during the in-process batch-heavy run.
 	Binary string
+	// Benthos is a Benthos executable; when set, it runs once over the
+	// baseline's topic (benthos-peer.yaml) after the first baseline run.
+	Benthos string
 	// CPUProfile, when set, receives a pprof CPU profile of the in-process
 	// batch-heavy run against the trivial sink.
 	CPUProfile io.Writer
@@ -184,6 +187,8 @@ type Result struct {
 	RealtimeEmulator *Throughput   `json:"realtime_emulator,omitempty"`
 	Latency          *LatencyRun   `json:"latency,omitempty"`
 	Cost             *Cost         `json:"cost,omitempty"`
+	// Benthos is the Benthos peer over the baseline's topic (--benthos).
+	Benthos *PeerRun `json:"benthos,omitempty"`
 
 	// LoadAvg is the machine's 1-minute load average after each run: the
 	// benchmark shares the machine, and a load well above NumCPU means
@@ -329,7 +334,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	defer c.close()
 	res.Broker = c.kind()
 	r := &runner{o: o, c: c, out: o.Progress, log: o.Log, res: res}
-	fmt.Fprintf(r.out, "ampstream bench: broker %s %v, %d partitions, %d events (batch-heavy; %d against the emulator), %d (realtime-heavy), GOMAXPROCS=%d, load average %.1f\n",
+	fmt.Fprintf(r.out, "ampstream-bench: broker %s %v, %d partitions, %d events (batch-heavy; %d against the emulator), %d (realtime-heavy), GOMAXPROCS=%d, load average %.1f\n",
 		res.Broker, c.brokers, o.Partitions, o.Events, o.EmulatorEvents, o.RealtimeEvents, res.MaxProcs, loadAvg())
 	err = r.all(ctx)
 	res.Seconds = time.Since(res.Started).Seconds()
@@ -361,6 +366,9 @@ func (r *runner) all(ctx context.Context) error {
 		if t != nil && err == nil {
 			r.res.BaselineConn = t
 		}
+		return err
+	}}, {"benthos", o.SkipBaseline || o.Benthos == "", func() error {
+		r.res.Benthos, err = r.benthos(ctx, base)
 		return err
 	}}}
 	for i := 1; i <= o.Pairs; i++ {
