@@ -42,7 +42,8 @@ fuzz: ## Run every fuzz target for FUZZTIME each (default 15s); new crashers lan
 .PHONY: bench
 bench: ## End-to-end benchmark (Kafka → ampstream → sink on 127.0.0.1) plus Go micro-benchmarks; prints a BENCH line.
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/event/ ./internal/route/ ./internal/deliver/ ./internal/amplitude/ ./internal/fetch/
-	$(GO) run ./cmd/ampstream bench $(BENCH_ARGS)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/ampstream ./cmd/ampstream
+	$(GO) run ./cmd/ampstream-bench --ampstream bin/ampstream $(BENCH_ARGS)
 
 .PHONY: emulate
 emulate: ## Run the Amplitude API emulator on 127.0.0.1:8080.

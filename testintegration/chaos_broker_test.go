@@ -85,8 +85,8 @@ func TestChaosBrokerRestart(t *testing.T) {
 	_, _, retries := p.counts()
 	rep := h.chaosFinish(g.Expected(), valid, 90*time.Second)
 	select {
-	case <-r.done:
-		t.Fatalf("app.Run returned %v during the broker restart", r.err)
+	case <-r.Done():
+		t.Fatalf("app.Run returned %v during the broker restart", r.Err())
 	default:
 	}
 	r.Stop(t)

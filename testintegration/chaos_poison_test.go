@@ -114,8 +114,8 @@ func TestChaosPoisonMessages(t *testing.T) {
 	}))
 	rep := h.chaosFinish(want, valid, 60*time.Second)
 	select {
-	case <-r.done:
-		t.Fatalf("app.Run returned %v before shutdown", r.err)
+	case <-r.Done():
+		t.Fatalf("app.Run returned %v before shutdown", r.Err())
 	default:
 	}
 	r.Stop(t)

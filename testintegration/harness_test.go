@@ -5,13 +5,11 @@
 package testintegration
 
 import (
-	"context"
 	"encoding/json"
 	"strconv"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/segmentio/kafka-go"
 
@@ -19,20 +17,20 @@ import (
 	"github.com/ampstream/ampstream/internal/config"
 	"github.com/ampstream/ampstream/internal/emulator"
 	"github.com/ampstream/ampstream/internal/kafkatest"
+	"github.com/ampstream/ampstream/internal/sandbox"
 	"github.com/ampstream/ampstream/internal/traffic"
 )
 
 // harness is one broker, one source topic, one DLQ topic, one group and one emulator.
 type harness struct {
-	t       *testing.T
-	kafka   *kafkatest.Cluster
-	topic   string
-	dlq     string
-	group   string
-	parts   int
-	emu     *emulator.Emulator
-	emuURL  string
-	emuStop context.CancelFunc
+	t      *testing.T
+	kafka  *kafkatest.Cluster
+	topic  string
+	dlq    string
+	group  string
+	parts  int
+	emu    *emulator.Emulator
+	emuURL string
 }
 
 func newHarness(t *testing.T, partitions int, emuCfg *emulator.Config) *harness {
@@ -56,36 +54,26 @@ func newHarnessOn(t *testing.T, k *kafkatest.Cluster, partitions int, emuCfg *em
 	if emuCfg != nil {
 		cfg = *emuCfg
 	}
-	h.emu = emulator.New(cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := emulator.Start(ctx, "127.0.0.1:0", h.emu)
+	emu, err := sandbox.StartEmulator(cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
 	if err != nil {
-		cancel()
-		t.Fatalf("start emulator: %v", err)
+		t.Fatal(err)
 	}
-	h.emuURL, h.emuStop = srv.URL(), cancel
-	t.Cleanup(func() { cancel(); _ = srv.Wait() })
+	h.emu, h.emuURL = emu.Emulator, emu.URL()
+	t.Cleanup(func() { _ = emu.Close() })
 	return h
 }
 
-// config is the service configuration a user would write for this harness,
-// with timings shortened for tests.
+// config is the service configuration a user would write for this harness
+// (sandbox.Config), with timings shortened further for tests.
 func (h *harness) config() config.Config {
-	c := config.Default()
-	c.Kafka.Brokers = h.kafka.Brokers
-	c.Kafka.Topics = []string{h.topic}
-	c.Kafka.Group = h.group
+	c := sandbox.Config(h.kafka.Brokers, h.topic, h.group, h.dlq, h.emuURL)
 	c.Kafka.HeartbeatInterval = 500 * time.Millisecond
 	c.Kafka.SessionTimeout = 6 * time.Second
 	c.Kafka.RebalanceTimeout = 10 * time.Second
 	c.Kafka.CommitInterval = 200 * time.Millisecond
-	c.Amplitude.APIKey = "test-api-key-0123456789abcdef"
-	c.Amplitude.URL = h.emuURL
 	c.Amplitude.Timeout = 2 * time.Second
 	c.Amplitude.ThrottlePause = 2 * time.Second
 	c.Amplitude.RetryMaxBackoff = 500 * time.Millisecond
-	c.DLQ.Topic = h.dlq
-	c.Admin.Addr = "127.0.0.1:0"
 	c.Shutdown.DrainTimeout = 5 * time.Second
 	c.Log.Level = "warn"
 	return c
@@ -93,49 +81,26 @@ func (h *harness) config() config.Config {
 
 // running is an App started by start.
 type running struct {
-	App  *app.App
-	Reg  *prometheus.Registry
-	stop context.CancelFunc
-	done chan struct{} // closed when Run returned
-	err  error         // Run's result, valid after done
+	*sandbox.App
 }
 
 // Stop sends the SIGTERM path (context cancellation) and waits for Run.
 func (r *running) Stop(t *testing.T) {
 	t.Helper()
-	r.stop()
-	select {
-	case <-r.done:
-		if r.err != nil {
-			t.Errorf("app.Run returned %v after shutdown, want nil", r.err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("app.Run did not return within 30s of shutdown")
+	if err := r.App.Stop(30 * time.Second); err != nil {
+		t.Errorf("after shutdown: %v, want app.Run to return nil", err)
 	}
 }
 
 func (h *harness) start(cfg config.Config) *running {
 	h.t.Helper()
-	if err := cfg.Validate(); err != nil {
-		h.t.Fatalf("config: %v", err)
-	}
-	reg := prometheus.NewRegistry()
 	log := zerolog.New(zerolog.NewTestWriter(h.t)).Level(zerolog.WarnLevel)
-	a, err := app.New(cfg, log, reg, app.Build{Version: "test"})
+	a, err := sandbox.StartApp(cfg, log, app.Build{Version: "test"})
 	if err != nil {
-		h.t.Fatalf("app.New: %v", err)
+		h.t.Fatalf("start ampstream: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{App: a, Reg: reg, stop: cancel, done: make(chan struct{})}
-	go func() { r.err = a.Run(ctx); close(r.done) }()
-	h.t.Cleanup(func() {
-		cancel()
-		select {
-		case <-r.done:
-		case <-time.After(30 * time.Second):
-		}
-	})
-	return r
+	h.t.Cleanup(func() { _ = a.Stop(30 * time.Second) })
+	return &running{App: a}
 }
 
 // produce writes generator messages to the source topic.

@@ -51,7 +51,6 @@ Usage:
   ampstream demo [flags]      embedded demo: in-process Kafka + Amplitude emulator + traffic
   ampstream emulate [flags]   run the Amplitude API emulator
   ampstream replay [flags]    re-drive dead-lettered events (--dry-run, --reason, --since)
-  ampstream bench [flags]     end-to-end benchmark on 127.0.0.1 (what make bench runs)
   ampstream version           print the version
 `
 
@@ -67,8 +66,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runDemo(ctx, args[1:], stdout, stderr)
 	case "emulate":
 		return runEmulate(ctx, args[1:], stdout, stderr)
-	case "bench":
-		return runBench(ctx, args[1:], stdout, stderr)
 	case "replay":
 		return runReplay(ctx, args[1:], getenv, stdout, stderr)
 	case "version", "--version", "-v":

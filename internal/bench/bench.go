@@ -51,6 +51,7 @@ import (
 	"github.com/ampstream/ampstream/internal/config"
 	"github.com/ampstream/ampstream/internal/emulator"
 	"github.com/ampstream/ampstream/internal/metrics"
+	"github.com/ampstream/ampstream/internal/sandbox"
 )
 
 // Options configure a benchmark run. Zero values take the defaults.
@@ -91,6 +92,9 @@ type Options struct {
 	// ("run" with flags) to measure its own RSS and CPU. Empty: the cost is
 	// the whole benchmark process's during the in-process batch-heavy run.
 	Binary string
+	// Benthos is a Benthos executable; when set, it runs once over the
+	// baseline's topic (benthos-peer.yaml) after the first baseline run.
+	Benthos string
 	// CPUProfile, when set, receives a pprof CPU profile of the in-process
 	// batch-heavy run against the trivial sink.
 	CPUProfile io.Writer
@@ -183,6 +187,8 @@ type Result struct {
 	RealtimeEmulator *Throughput   `json:"realtime_emulator,omitempty"`
 	Latency          *LatencyRun   `json:"latency,omitempty"`
 	Cost             *Cost         `json:"cost,omitempty"`
+	// Benthos is the Benthos peer over the baseline's topic (--benthos).
+	Benthos *PeerRun `json:"benthos,omitempty"`
 
 	// LoadAvg is the machine's 1-minute load average after each run: the
 	// benchmark shares the machine, and a load well above NumCPU means
@@ -328,7 +334,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	defer c.close()
 	res.Broker = c.kind()
 	r := &runner{o: o, c: c, out: o.Progress, log: o.Log, res: res}
-	fmt.Fprintf(r.out, "ampstream bench: broker %s %v, %d partitions, %d events (batch-heavy; %d against the emulator), %d (realtime-heavy), GOMAXPROCS=%d, load average %.1f\n",
+	fmt.Fprintf(r.out, "ampstream-bench: broker %s %v, %d partitions, %d events (batch-heavy; %d against the emulator), %d (realtime-heavy), GOMAXPROCS=%d, load average %.1f\n",
 		res.Broker, c.brokers, o.Partitions, o.Events, o.EmulatorEvents, o.RealtimeEvents, res.MaxProcs, loadAvg())
 	err = r.all(ctx)
 	res.Seconds = time.Since(res.Started).Seconds()
@@ -360,6 +366,9 @@ func (r *runner) all(ctx context.Context) error {
 		if t != nil && err == nil {
 			r.res.BaselineConn = t
 		}
+		return err
+	}}, {"benthos", o.SkipBaseline || o.Benthos == "", func() error {
+		r.res.Benthos, err = r.benthos(ctx, base)
 		return err
 	}}}
 	for i := 1; i <= o.Pairs; i++ {
@@ -620,37 +629,31 @@ func (r *runner) track(ctx context.Context, name string, n int, since time.Time,
 	return at, nil
 }
 
-// appConfig is config.Default() pointed at the benchmark's broker, topic and
-// sink. Everything else keeps its default: all features stay on.
+// appConfig is the sandbox's configuration (sandbox.Config) pointed at the
+// benchmark's topic and sink: every feature stays on.
 func (r *runner) appConfig(topic, group, dlq, url string) config.Config {
-	cfg := config.Default()
-	cfg.Kafka.Brokers = r.c.brokers
-	cfg.Kafka.Topics = []string{topic}
-	cfg.Kafka.Group = group
-	// A faster join than kafka-go's defaults; the join is not measured.
-	cfg.Kafka.HeartbeatInterval = time.Second
-	cfg.Kafka.SessionTimeout = 10 * time.Second
-	cfg.Kafka.RebalanceTimeout = 15 * time.Second
-	cfg.Amplitude.APIKey = "bench-api-key-0123456789abcdef"
-	cfg.Amplitude.URL = url
-	cfg.DLQ.Topic = dlq
-	// Serves /metrics and the status page while the run lasts; idle otherwise.
-	cfg.Admin.Addr = "127.0.0.1:0"
-	cfg.Shutdown.DrainTimeout = 10 * time.Second
+	cfg := sandbox.Config(r.c.brokers, topic, group, dlq, url)
 	cfg.Log.Level = "warn"
 	return cfg
 }
 
-// benchEmulator returns the emulator with Amplitude's documented limits and
+// benchEmulator is the emulator with Amplitude's documented limits and
 // bounded memory: no raw events, a one-entry inspection log. Its limits are
 // not raised: the mixes stay below them (see burstPerDevice), and any 429
 // shows in the run's emulator stats.
-func benchEmulator(log zerolog.Logger) *emulator.Emulator {
+func benchEmulator() emulator.Config {
 	ec := emulator.DefaultConfig()
 	ec.KeepRaw = false
 	ec.MaxLogEvents = 1
-	return emulator.New(ec, log)
+	return ec
 }
+
+// stopTimeout bounds an in-process App's shutdown: its 10 s drain
+// (sandbox.Config), then the commit and the group leave.
+const stopTimeout = 30 * time.Second
+
+// build is what the in-process App reports as its version.
+var build = app.Build{Version: "bench", Commit: "bench"}
 
 // ampstream runs the real pipeline in-process on a pre-produced topic.
 func (r *runner) ampstream(ctx context.Context, name string, mix Mix, n int, emu bool, profile io.Writer) (*Throughput, error) {
@@ -674,15 +677,13 @@ func (r *runner) ampstream(ctx context.Context, name string, mix Mix, n int, emu
 
 	var url string
 	var s *sink
-	var e *emulator.Emulator
+	var e *sandbox.Emulator
 	if emu {
-		e = benchEmulator(r.log)
-		srv, err := emulator.Start(context.WithoutCancel(ctx), "127.0.0.1:0", e)
-		if err != nil {
+		if e, err = sandbox.StartEmulator(benchEmulator(), r.log); err != nil {
 			return nil, err
 		}
-		defer func() { _ = srv.Close() }()
-		url = srv.URL()
+		defer func() { _ = e.Close() }()
+		url = e.URL()
 	} else {
 		if s, err = startSink(r.o.CountEvents, false); err != nil {
 			return nil, err
@@ -693,14 +694,6 @@ func (r *runner) ampstream(ctx context.Context, name string, mix Mix, n int, emu
 
 	group := uniqueName("bench-" + name)
 	cfg := r.appConfig(p.Topic, group, dlq, url)
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	reg := prometheus.NewRegistry()
-	a, err := app.New(cfg, r.log, reg, app.Build{Version: "bench", Commit: "bench"})
-	if err != nil {
-		return nil, err
-	}
 	t := &Throughput{Name: name, Forward: "ampstream", Sink: sinkName, Produced: p, Profiled: profile != nil}
 	runtime.GC()
 	before := takeUsage()
@@ -709,10 +702,14 @@ func (r *runner) ampstream(ctx context.Context, name string, mix Mix, n int, emu
 			return nil, fmt.Errorf("start CPU profile: %w", err)
 		}
 	}
-	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	defer stop()
-	done := make(chan error, 1)
-	go func() { done <- a.Run(runCtx) }()
+	a, err := sandbox.StartApp(cfg, r.log, build)
+	if err != nil {
+		if profile != nil {
+			pprof.StopCPUProfile()
+		}
+		return nil, err
+	}
+	defer func() { _ = a.Stop(stopTimeout) }()
 
 	resolved := resolvedCounter(a.Metrics)
 	joined, err := waitFor(ctx, 5*time.Millisecond, a.Consumer.Ready)
@@ -741,12 +738,11 @@ func (r *runner) ampstream(ctx context.Context, name string, mix Mix, n int, emu
 		}
 	}
 	after := takeUsage()
-	stop()
-	if rerr := <-done; err == nil && rerr != nil {
+	if rerr := a.Stop(stopTimeout); err == nil && rerr != nil {
 		err = fmt.Errorf("ampstream: %w", rerr)
 	}
 	t.Resolved = resolved()
-	r.collect(t, metrics.Snapshot(reg))
+	r.collect(t, metrics.Snapshot(a.Reg))
 	if s != nil {
 		ss := s.stats()
 		t.SinkStats = &ss
@@ -821,16 +817,11 @@ func (r *runner) latency(ctx context.Context) (*LatencyRun, error) {
 	}
 	defer func() { _ = s.close() }()
 	cfg := r.appConfig(topic, uniqueName("bench-latency"), dlq, s.url())
-	reg := prometheus.NewRegistry()
-	a, err := app.New(cfg, r.log, reg, app.Build{Version: "bench", Commit: "bench"})
+	a, err := sandbox.StartApp(cfg, r.log, build)
 	if err != nil {
 		return nil, err
 	}
-	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	defer stop()
-	done := make(chan error, 1)
-	go func() { done <- a.Run(runCtx) }()
-	defer func() { stop(); <-done }()
+	defer func() { _ = a.Stop(stopTimeout) }()
 	if _, err := waitFor(ctx, 5*time.Millisecond, a.Consumer.Ready); err != nil {
 		return nil, err
 	}

@@ -10,33 +10,31 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
-	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/ampstream/ampstream/internal/sandbox"
 )
 
 // cluster is the broker the benchmark runs against: an in-process kfake
 // broker, or the brokers named by KAFKA_BROKERS.
 type cluster struct {
 	brokers []string
-	fake    *kfake.Cluster
+	k       *sandbox.Kafka
 	tr      *kafka.Transport
 	cl      *kafka.Client
 }
 
 func startCluster(brokers string) (*cluster, error) {
-	c := &cluster{}
-	if b := strings.TrimSpace(brokers); b != "" {
-		for _, s := range strings.Split(b, ",") {
-			if s = strings.TrimSpace(s); s != "" {
-				c.brokers = append(c.brokers, s)
-			}
+	var list []string
+	for _, s := range strings.Split(brokers, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			list = append(list, s)
 		}
-	} else {
-		f, err := kfake.NewCluster(kfake.NumBrokers(1))
-		if err != nil {
-			return nil, fmt.Errorf("start in-process kafka: %w", err)
-		}
-		c.fake, c.brokers = f, f.ListenAddrs()
 	}
+	k, err := sandbox.StartKafka(list)
+	if err != nil {
+		return nil, err
+	}
+	c := &cluster{brokers: k.Brokers, k: k}
 	// A transport of our own: fresh metadata (kafka-go's default transport
 	// caches it for 6 s and would not know a topic created a moment ago).
 	c.tr = &kafka.Transport{ClientID: "ampstream-bench", MetadataTTL: 500 * time.Millisecond}
@@ -45,7 +43,7 @@ func startCluster(brokers string) (*cluster, error) {
 }
 
 func (c *cluster) kind() string {
-	if c.fake != nil {
+	if c.k.InProcess() {
 		return "kfake (in-process)"
 	}
 	return "external (KAFKA_BROKERS)"
@@ -53,9 +51,7 @@ func (c *cluster) kind() string {
 
 func (c *cluster) close() {
 	c.tr.CloseIdleConnections()
-	if c.fake != nil {
-		c.fake.Close()
-	}
+	c.k.Close()
 }
 
 func uniqueName(prefix string) string {

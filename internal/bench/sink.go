@@ -30,6 +30,7 @@ type sink struct {
 	latency bool
 
 	requests   atomic.Int64
+	first      atomic.Int64 // unix ns of the first request; 0 before it
 	bytes      atomic.Int64 // body bytes as received (compressed when gzip)
 	gzipped    atomic.Int64 // requests with Content-Encoding: gzip
 	events     atomic.Int64 // events counted (identity bodies, or all with decode)
@@ -97,7 +98,9 @@ func (s *sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusBadRequest)
 		return
 	}
-	arrival := time.Now().UnixMilli()
+	now := time.Now()
+	arrival := now.UnixMilli()
+	s.first.CompareAndSwap(0, now.UnixNano())
 	s.requests.Add(1)
 	s.bytes.Add(int64(buf.Len()))
 	body := buf.Bytes()
@@ -163,6 +166,14 @@ func (s *sink) record(body []byte, arrival int64, batch bool) {
 		s.latMS = append(s.latMS, lats...)
 	}
 	s.mu.Unlock()
+}
+
+// firstRequest is when the first request arrived; zero before it.
+func (s *sink) firstRequest() time.Time {
+	if ns := s.first.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
 }
 
 // SinkStats is what a sink saw.

@@ -287,9 +287,7 @@ func (d *Deliverer) SubmitBatch(ctx context.Context, items []*Item, at time.Time
 	var counts [maxShards]int
 	kept := 0
 	// While an event is decided, the router's table slots of the keys
-	// prefetchAhead events ahead are loading (route.Policy.Prefetch), and
-	// the rate entries of those half as far ahead, whose slots are in
-	// (PrefetchEntries).
+	// prefetchAhead events ahead are loading (route.Policy.Prefetch).
 	var ahead [prefetchAhead]route.Input
 	input := func(i int) {
 		it := items[i]
@@ -300,14 +298,8 @@ func (d *Deliverer) SubmitBatch(ctx context.Context, items []*Item, at time.Time
 	for i := range min(prefetchAhead, len(items)) {
 		input(i)
 	}
-	for i := range min(prefetchAhead/2, len(items)) {
-		d.policy.PrefetchEntries(&ahead[i], at)
-	}
 	for i, it := range items {
 		in := ahead[i%prefetchAhead]
-		if j := i + prefetchAhead/2; j < len(items) {
-			d.policy.PrefetchEntries(&ahead[j%prefetchAhead], at)
-		}
 		if j := i + prefetchAhead; j < len(items) {
 			input(j)
 		}

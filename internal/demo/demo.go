@@ -14,19 +14,18 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"sync"
+	"strings"
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/ampstream/ampstream/internal/app"
-	"github.com/ampstream/ampstream/internal/config"
 	"github.com/ampstream/ampstream/internal/emulator"
 	"github.com/ampstream/ampstream/internal/metrics"
+	"github.com/ampstream/ampstream/internal/sandbox"
 	"github.com/ampstream/ampstream/internal/traffic"
 )
 
@@ -89,124 +88,98 @@ type Summary struct {
 // Run executes the demo; it returns an error when a guarantee did not hold.
 func Run(ctx context.Context, o Options) (Summary, error) {
 	o.Defaults()
-	var sum Summary
 	start := time.Now()
 
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(int32(o.Partitions), topic), kfake.SeedTopics(1, dlqTopic))
+	broker, err := sandbox.StartKafka(nil, kfake.SeedTopics(int32(o.Partitions), topic), kfake.SeedTopics(1, dlqTopic))
 	if err != nil {
-		return sum, fmt.Errorf("start in-process kafka: %w", err)
+		return Summary{}, err
 	}
-	defer cluster.Close()
-	brokers := cluster.ListenAddrs()
-
-	emu := emulator.New(emulator.DefaultConfig(), o.Log)
-	emuCtx, stopEmu := context.WithCancel(context.Background())
-	defer stopEmu()
-	emuSrv, err := emulator.Start(emuCtx, "127.0.0.1:0", emu)
+	defer broker.Close()
+	emu, err := sandbox.StartEmulator(emulator.DefaultConfig(), o.Log)
 	if err != nil {
-		return sum, fmt.Errorf("start amplitude emulator: %w", err)
+		return Summary{}, err
 	}
-
-	cfg := config.Default()
-	cfg.Kafka.Brokers = brokers
-	cfg.Kafka.Topics = []string{topic}
-	cfg.Kafka.Group = group
-	cfg.Kafka.HeartbeatInterval = time.Second
-	cfg.Kafka.SessionTimeout = 10 * time.Second
-	cfg.Kafka.RebalanceTimeout = 15 * time.Second
-	cfg.Amplitude.APIKey = "demo-api-key-0123456789abcdef"
-	cfg.Amplitude.URL = emuSrv.URL()
+	defer func() { _ = emu.Close() }()
+	cfg := sandbox.Config(broker.Brokers, topic, group, dlqTopic, emu.URL())
 	cfg.Amplitude.ThrottlePause = 5 * time.Second
-	cfg.DLQ.Topic = dlqTopic
-	cfg.Admin.Addr = "127.0.0.1:0"
-	cfg.Shutdown.DrainTimeout = 10 * time.Second
-	if err := cfg.Validate(); err != nil {
-		return sum, fmt.Errorf("demo config: %w", err)
-	}
-	reg := prometheus.NewRegistry()
-	a, err := app.New(cfg, o.Log, reg, o.Build)
+	a, err := sandbox.StartApp(cfg, o.Log, o.Build)
 	if err != nil {
-		return sum, err
+		return Summary{}, err
 	}
-	appCtx, stopApp := context.WithCancel(context.Background())
-	defer stopApp()
-	appDone := make(chan error, 1)
-	go func() { appDone <- a.Run(appCtx) }()
-	addrCtx, cancelAddr := context.WithTimeout(ctx, 10*time.Second)
-	adminAddr, _ := a.AdminAddr(addrCtx)
-	cancelAddr()
+	defer func() { _ = a.Stop(stopTimeout) }()
+	printHeader(ctx, o, broker.Brokers, emu.URL(), a)
 
+	// Traffic, with a progress line every second while it flows.
+	var sum Summary
+	gen := traffic.New(uint64(time.Now().UnixNano()), o.Devices, 0.3, nil)
+	prog := startProgress(o.Out, a, emu)
+	err = produce(ctx, broker.Brokers, gen, o, &prog.produced, &sum)
+	expected := gen.Expected() // device → valid events sent
+	if err == nil {
+		waitDelivered(ctx, broker.Brokers, a, emu, expected)
+	}
+	prog.stop()
+	if err != nil {
+		return sum, fmt.Errorf("produce: %w", err)
+	}
+
+	// The SIGTERM path: drain, commit, leave the group.
+	if err := a.Stop(stopTimeout); err != nil {
+		return sum, fmt.Errorf("ampstream: %w", err)
+	}
+	_ = emu.Close()
+
+	sum.Elapsed = time.Since(start)
+	sum.collect(broker.Brokers, a, emu, expected, o.Bursters)
+	printSummary(o.Out, sum, emu.Stats())
+	return sum, sum.check()
+}
+
+// stopTimeout bounds the drain on shutdown (10 s, sandbox.Config) with
+// room to commit and leave the group.
+const stopTimeout = 30 * time.Second
+
+// deliverTimeout bounds the wait for the last events after traffic ends.
+const deliverTimeout = 90 * time.Second
+
+func printHeader(ctx context.Context, o Options, brokers []string, emuURL string, a *sandbox.App) {
+	addrCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	adminAddr, _ := a.AdminAddr(addrCtx)
+	cancel()
 	fmt.Fprintf(o.Out, "ampstream demo: in-process Kafka %v (%d partitions), Amplitude emulator %s, status page http://%s/\n",
-		brokers, o.Partitions, emuSrv.URL(), adminAddr)
+		brokers, o.Partitions, emuURL, adminAddr)
 	fmt.Fprintf(o.Out, "traffic: %d events/s over %d devices for %s, %d bursting devices × %d events, %d backfill events, invalid input mixed in\n\n",
 		o.Rate, o.Devices, o.Duration, o.Bursters, o.BurstSize, o.Backfill)
+}
 
-	gen := traffic.New(uint64(time.Now().UnixNano()), o.Devices, 0.3, nil)
-	w := &kafka.Writer{
-		Addr:         kafka.TCP(brokers...),
-		Topic:        topic,
-		Balancer:     &kafka.Murmur2Balancer{Consistent: true},
-		RequiredAcks: kafka.RequireAll,
-		BatchTimeout: 2 * time.Millisecond,
-		BatchSize:    1000,
-	}
-	defer w.Close()
-
-	var produced atomic.Int64
-	var wg sync.WaitGroup
-	progressDone := make(chan struct{})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		progress(o.Out, a, reg, emu, &produced, progressDone)
-	}()
-	var once sync.Once
-	stopProgress := func() { once.Do(func() { close(progressDone); wg.Wait() }) }
-	defer stopProgress()
-
-	prodErr := produce(ctx, w, gen, o, &produced, &sum)
-	if prodErr != nil {
-		return sum, fmt.Errorf("produce: %w", prodErr)
-	}
-	expected := gen.Expected()
-
-	// Wait for delivery: every valid event stored, every invalid one dead-lettered, offsets committed.
+// waitDelivered polls until every valid event is stored and every offset
+// committed, or deliverTimeout passes, or ctx ends: the summary then says
+// what is missing.
+func waitDelivered(ctx context.Context, brokers []string, a *sandbox.App, emu *sandbox.Emulator, expected map[string]int) {
 	end := endOffsets(brokers)
-	deadline := time.Now().Add(90 * time.Second)
+	deadline := time.Now().Add(deliverTimeout)
 	for {
-		rep := traffic.Check(emu, expected)
-		committed := committedTotal(a)
-		if (rep.Delivered >= rep.Expected && committed >= end) || time.Now().After(deadline) || ctx.Err() != nil {
-			break
+		rep := traffic.Check(emu.Emulator, expected)
+		if (rep.Delivered >= rep.Expected && committedTotal(a) >= end) || time.Now().After(deadline) {
+			return
 		}
 		select {
 		case <-ctx.Done():
+			return
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
 
-	// SIGTERM path: drain, commit, leave.
-	stopProgress()
-	stopApp()
-	if err := <-appDone; err != nil {
-		return sum, fmt.Errorf("ampstream: %w", err)
-	}
-	stopEmu()
-	_ = emuSrv.Wait()
-
-	sum.Elapsed = time.Since(start)
-	sum.Report = traffic.Check(emu, expected)
-	snap := metrics.Snapshot(reg)
-	for k, v := range snap {
-		if len(k) > len("ampstream_dlq_events_total{") && k[:len("ampstream_dlq_events_total{")] == "ampstream_dlq_events_total{" {
-			sum.DeadLettered += int(v)
-		}
-	}
-	sum.HTTP429 = emu.Stats().ByStatus[429]
-	sum.End = end
-	sum.Committed = committedFromKafka(brokers)
+// collect fills in what the run achieved, after ampstream stopped.
+func (s *Summary) collect(brokers []string, a *sandbox.App, emu *sandbox.Emulator, expected map[string]int, bursters int) {
+	s.Report = traffic.Check(emu.Emulator, expected)
+	s.DeadLettered = int(dlqTotal(metrics.Snapshot(a.Reg)))
+	s.HTTP429 = emu.Stats().ByStatus[429]
+	s.End = endOffsets(brokers)
+	s.Committed = committedFromKafka(brokers)
 	burstBatch, burstAll := 0, 0
-	for i := 0; i < o.Bursters; i++ {
+	for i := range bursters {
 		for _, in := range emu.Events(traffic.BurstDeviceID(i)) {
 			burstAll++
 			if in.Route == "batch" {
@@ -215,25 +188,47 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 		}
 	}
 	if burstAll > 0 {
-		sum.BurstViaBatch = float64(burstBatch) / float64(burstAll)
+		s.BurstViaBatch = float64(burstBatch) / float64(burstAll)
 	}
-	printSummary(o.Out, sum, emu.Stats())
+}
 
+// check returns what the demo promises and did not hold, or nil.
+func (s *Summary) check() error {
 	var errs []error
-	if !sum.Report.OK() {
-		errs = append(errs, fmt.Errorf("delivery check failed: %s", sum.Report))
+	if !s.Report.OK() {
+		errs = append(errs, fmt.Errorf("delivery check failed: %s", s.Report))
 	}
-	if sum.DeadLettered != sum.Invalid {
-		errs = append(errs, fmt.Errorf("dead-lettered %d events, want %d", sum.DeadLettered, sum.Invalid))
+	if s.DeadLettered != s.Invalid {
+		errs = append(errs, fmt.Errorf("dead-lettered %d events, want %d", s.DeadLettered, s.Invalid))
 	}
-	if sum.Committed != sum.End {
-		errs = append(errs, fmt.Errorf("committed offsets sum to %d, end offsets to %d", sum.Committed, sum.End))
+	if s.Committed != s.End {
+		errs = append(errs, fmt.Errorf("committed offsets sum to %d, end offsets to %d", s.Committed, s.End))
 	}
-	return sum, errors.Join(errs...)
+	return errors.Join(errs...)
+}
+
+// dlqTotal sums ampstream_dlq_events_total over its reasons.
+func dlqTotal(snap map[string]float64) float64 {
+	var n float64
+	for k, v := range snap {
+		if strings.HasPrefix(k, "ampstream_dlq_events_total{") {
+			n += v
+		}
+	}
+	return n
 }
 
 // produce writes the traffic mix at the configured rate for the duration.
-func produce(ctx context.Context, w *kafka.Writer, gen *traffic.Generator, o Options, produced *atomic.Int64, sum *Summary) error {
+func produce(ctx context.Context, brokers []string, gen *traffic.Generator, o Options, produced *atomic.Int64, sum *Summary) error {
+	w := &kafka.Writer{
+		Addr:         kafka.TCP(brokers...),
+		Topic:        topic,
+		Balancer:     &kafka.Murmur2Balancer{Consistent: true},
+		RequiredAcks: kafka.RequireAll,
+		BatchTimeout: 2 * time.Millisecond,
+		BatchSize:    1000,
+	}
+	defer func() { _ = w.Close() }()
 	const tick = 20 * time.Millisecond
 	ticks := int(o.Duration / tick)
 	perTick := max(o.Rate*int(tick/time.Millisecond)/1000, 1)
@@ -303,37 +298,51 @@ func produce(ctx context.Context, w *kafka.Writer, gen *traffic.Generator, o Opt
 	return nil
 }
 
-func progress(out io.Writer, a *app.App, reg *prometheus.Registry, emu *emulator.Emulator, produced *atomic.Int64, stop <-chan struct{}) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	start := time.Now()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-		}
-		s := metrics.Snapshot(reg)
-		dlq := 0.0
-		for k, v := range s {
-			if len(k) > 27 && k[:27] == "ampstream_dlq_events_total{" {
-				dlq += v
-			}
-		}
-		var lag int64
-		for _, p := range a.Consumer.Status() {
-			lag += p.Lag
-		}
-		st := emu.Stats()
-		fmt.Fprintf(out, "[%3ds] produced %7d | realtime %7.0f | batch %7.0f | dead-lettered %4.0f | lag %6d | in flight %6.0f | hot keys %3.0f | 429s %d\n",
-			int(time.Since(start).Seconds()), produced.Load(),
-			s["ampstream_events_forwarded_total{lane=realtime,outcome=accepted}"],
-			s["ampstream_events_forwarded_total{lane=batch,outcome=accepted}"],
-			dlq, lag, s["ampstream_inflight_events"], s["ampstream_hot_keys"], st.ByStatus[429])
-	}
+// progress prints a line a second from its own goroutine until stop.
+type progress struct {
+	produced atomic.Int64 // events written to Kafka so far
+	quit     chan struct{}
+	done     chan struct{}
 }
 
-func committedTotal(a *app.App) int64 {
+func startProgress(out io.Writer, a *sandbox.App, emu *sandbox.Emulator) *progress {
+	p := &progress{quit: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		start := time.Now()
+		for {
+			select {
+			case <-p.quit:
+				return
+			case <-t.C:
+			}
+			p.print(out, time.Since(start), a, emu)
+		}
+	}()
+	return p
+}
+
+func (p *progress) stop() {
+	close(p.quit)
+	<-p.done
+}
+
+func (p *progress) print(out io.Writer, since time.Duration, a *sandbox.App, emu *sandbox.Emulator) {
+	s := metrics.Snapshot(a.Reg)
+	var lag int64
+	for _, st := range a.Consumer.Status() {
+		lag += st.Lag
+	}
+	fmt.Fprintf(out, "[%3ds] produced %7d | realtime %7.0f | batch %7.0f | dead-lettered %4.0f | lag %6d | in flight %6.0f | hot keys %3.0f | 429s %d\n",
+		int(since.Seconds()), p.produced.Load(),
+		s["ampstream_events_forwarded_total{lane=realtime,outcome=accepted}"],
+		s["ampstream_events_forwarded_total{lane=batch,outcome=accepted}"],
+		dlqTotal(s), lag, s["ampstream_inflight_events"], s["ampstream_hot_keys"], emu.Stats().ByStatus[429])
+}
+
+func committedTotal(a *sandbox.App) int64 {
 	var n int64
 	for _, p := range a.Consumer.Status() {
 		n += p.Committed

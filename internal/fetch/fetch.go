@@ -370,6 +370,14 @@ func (f *Fetcher) span(n int, block *Block) {
 // larger than their keys and values are copied field by field, so the
 // allocation stays what the consumer's budget counts, give or take
 // ownSlack a record.
+//
+// The whole-region copy needs unsafe to find each field's offset in
+// region. It and uncleared are kept for a measured end-to-end gain: with
+// every region copied field by field and blocks from make, ampstream used
+// 4.95 CPU s per million events against 4.11 (−17 % with them; medians of
+// three alternating runs of
+// `go run ./cmd/ampstream-bench --skip-emulator --skip-latency --skip-cost --skip-realtime --skip-baseline --pairs 1 --events 2000000`
+// on a shared 2-core host).
 func own(msgs []kafka.Message, region []byte) {
 	n := 0
 	for i := range msgs {

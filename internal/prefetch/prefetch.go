@@ -9,6 +9,13 @@
 // tell, so it may be given the address of memory another goroutine writes
 // under a lock, or of memory no longer in use. On amd64 it is PREFETCHT0
 // (prefetch_amd64.s); elsewhere it does nothing.
+//
+// It is assembly because Go has no prefetch intrinsic, and it is kept for
+// a measured end-to-end gain: with line a no-op, ampstream used 4.49 CPU s
+// per million events against 4.11 with PREFETCHT0 (−8 %), and ran at
+// 55k events/s against 79k (medians of three alternating runs of
+// `go run ./cmd/ampstream-bench --skip-emulator --skip-latency --skip-cost --skip-realtime --skip-baseline --pairs 1 --events 2000000`
+// on a shared 2-core host).
 package prefetch
 
 import "unsafe"

@@ -29,7 +29,7 @@ func BenchmarkPolicyDecideParallel(b *testing.B) {
 }
 
 // benchSmallInputs returns n events over the end-to-end benchmark's keys
-// (cmd/ampstream bench): 5000 devices "device-%06d", two per user
+// (cmd/ampstream-bench): 5000 devices "device-%06d", two per user
 // "user-%06d", in random order. The tracker's state for them fits the CPU
 // caches, so the policy's own instructions, the hashes and the locks, are
 // what this measures.

@@ -102,22 +102,6 @@ func (p *Policy) Prefetch(in *Input) {
 	}
 }
 
-// PrefetchEntries starts loading the rate entries of in's keys for an
-// event at now, after Prefetch(in) has had time to bring in their slots:
-// the entries are a Decide's next cache misses. A caller deciding a run of
-// events calls Prefetch about eight events ahead and PrefetchEntries about
-// four.
-func (p *Policy) PrefetchEntries(in *Input, now time.Time) {
-	if !in.hashed {
-		return
-	}
-	sec := now.Unix()
-	p.tr.prefetchEntry(in.deviceH, sec)
-	if len(in.User) > 0 {
-		p.tr.prefetchEntry(in.userH, sec)
-	}
-}
-
 // Decide counts the event against its keys' rates and picks its lane. Rates
 // are counted whatever the lane, so a key that is forced to Batch by a header
 // or a backfill still has an accurate rate when it returns to Auto.

@@ -176,9 +176,6 @@ func TestPolicyDecidesPrefetchedEventsAsOthers(t *testing.T) {
 		if i%3 != 0 { // the others decided unprefetched, on the same entries
 			pre.Prefetch(&in)
 			require.Equal(t, tr.Hash(in.Device), in.deviceH)
-			if i%2 == 0 {
-				pre.PrefetchEntries(&in, now)
-			}
 		}
 		got := pre.Decide(in, now)
 		want.Hash = tr.Hash(in.Device) // each tracker has its own seed

@@ -128,35 +128,6 @@ func (t *Tracker) prefetch(h uint64) {
 	}
 }
 
-// prefetchEntry starts loading the lines of h's entry that counting an
-// event at second sec reads (its head and that second's bucket), once
-// prefetch has brought in h's home slot. It takes no lock: it peeks at the
-// slot (peekSlot), uses it only if it holds h, and finds the entry through
-// the arena's atomically published chunks, so a stale or torn read only
-// prefetches a useless line. A key that is not in its home slot (a probe
-// run) is not prefetched.
-func (t *Tracker) prefetchEntry(h uint64, sec int64) {
-	v := t.views[h>>58].Load()
-	if v == nil {
-		return
-	}
-	sh, i := peekSlot(&(*v)[h&uint64(len(*v)-1)])
-	if sh != h || i == 0 {
-		return
-	}
-	a := t.shards[0].tab.a // one arena for all shards
-	if int(i/chunkSize) >= len(a.chunks) {
-		return
-	}
-	c := a.chunks[i/chunkSize].Load()
-	if c == nil {
-		return
-	}
-	e := &c[i%chunkSize]
-	prefetch.Line(unsafe.Pointer(e))
-	prefetch.Line(unsafe.Pointer(&e.buckets[sec&(numBuckets-1)]))
-}
-
 // shard returns the shard of hash h. It uses the top bits: table positions
 // use the low ones, as callers sharding by Hash are likely to.
 func (t *Tracker) shard(h uint64) *trackerShard {

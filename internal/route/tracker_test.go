@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
-	"runtime"
 	"testing"
 	"time"
 	"unsafe"
@@ -426,41 +425,4 @@ func TestTrackerEvictionKeepsTheRecentKeys(t *testing.T) {
 	require.Greater(t, tracked, maxKeys*9/10)
 	t.Logf("%d of %d survivors among the last %d keys", recent, tracked, 2*maxKeys)
 	require.Greater(t, recent, tracked*98/100, "evicts the least recently seen keys first, approximately")
-}
-
-// peekSlot reads the fields its assembly assumes, where it assumes them.
-func TestPeekSlotReadsHashAndIndex(t *testing.T) {
-	require.Equal(t, uintptr(0), unsafe.Offsetof(slot{}.h))
-	require.Equal(t, uintptr(8), unsafe.Offsetof(slot{}.i))
-	s := slot{h: 0x0123456789abcdef, i: 4242, last: 7}
-	h, i := peekSlot(&s)
-	if runtime.GOARCH == "amd64" {
-		require.Equal(t, s.h, h)
-		require.Equal(t, s.i, i)
-	} else {
-		require.Zero(t, i)
-	}
-}
-
-// prefetchEntry takes any hash: of no key, of a key before and after its
-// table grows, and while other goroutines change the tables under their
-// locks (go test -race: the slot is only peeked at).
-func TestPrefetchEntryTakesAnyHash(t *testing.T) {
-	tr := NewTracker(TrackerOptions{Window: 10 * time.Second, HotEPS: 30, CoolEPS: 20, MaxKeys: 4096})
-	now := time.Unix(1_800_000_000, 0)
-	tr.prefetchEntry(12345, now.Unix()) // no table yet
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for i := range 20_000 {
-			tr.Observe(fmt.Appendf(nil, "key-%d", i), now.Add(time.Duration(i)*time.Millisecond), 30)
-		}
-	}()
-	for i := range 20_000 {
-		h := tr.Hash(fmt.Appendf(nil, "key-%d", i%5000))
-		tr.prefetch(h)
-		tr.prefetchEntry(h, now.Unix())
-		tr.prefetchEntry(uint64(i)*0x9e3779b97f4a7c15, now.Unix())
-	}
-	<-done
 }

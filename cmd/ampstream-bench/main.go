@@ -1,22 +1,48 @@
+// Command ampstream-bench is ampstream's end-to-end benchmark (what make
+// bench runs): Kafka → ampstream → an HTTP sink on 127.0.0.1, against a
+// baseline forwarder on the same broker. Progress goes to stderr, details
+// as JSON to --out, one BENCH summary line to stdout. It is a command of
+// its own so that the service binary carries none of it.
+//
+//	go run ./cmd/ampstream-bench --quick                        # CI smoke run
+//	KAFKA_BROKERS=127.0.0.1:9092 go run ./cmd/ampstream-bench   # a real broker
 package main
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/ampstream/ampstream/internal/bench"
-	"github.com/ampstream/ampstream/internal/config"
 )
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := runBench(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ampstream-bench:", err)
+		os.Exit(1)
+	}
+}
 
 // runBench runs the end-to-end benchmark (internal/bench): progress on
 // stderr, details as JSON to --out, one BENCH summary line on stdout.
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("ampstream bench", flag.ContinueOnError)
+	fs := flag.NewFlagSet("ampstream-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o bench.Options
 	fs.IntVar(&o.Events, "events", 0, "events of the baseline and batch-heavy runs (default 1000000; 20000 with --quick)")
@@ -33,7 +59,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&o.CountEvents, "count-events", false, "let the trivial sink inflate gzip bodies to count events (costs CPU)")
 	fs.IntVar(&o.LatencyRate, "latency-rate", 5000, "events/s of the latency run")
 	fs.DurationVar(&o.LatencyDuration, "latency-duration", 0, "length of the latency run (default 12s; 3s with --quick)")
-	inproc := fs.Bool("in-process-cost", false, "measure cost in-process instead of running ampstream as a child process")
+	fs.StringVar(&o.Binary, "ampstream", "", "ampstream executable the cost run starts as a child process (make bench builds bin/ampstream); empty: the cost is measured in-process")
+	fs.StringVar(&o.Benthos, "benthos", "", "a Benthos executable to run once over the baseline's topic, for comparison (see internal/bench/README.md)")
 	out := fs.String("out", "bin/bench.json", "where to write the detailed results (JSON)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the in-process batch-heavy run (trivial sink) to this file")
 	// error, not warn: every dead-lettered event is a warning, and the mixes carry 0.2 % invalid input.
@@ -47,13 +74,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	o.Brokers = os.Getenv("KAFKA_BROKERS")
 	o.Progress = stderr
-	o.Log = newLogger(stderr, *level, config.LogFormatConsole)
-	if !*inproc {
-		// This very binary is ampstream: the cost run starts it with "run".
-		if exe, err := os.Executable(); err == nil {
-			o.Binary = exe
-		}
+	lvl, err := zerolog.ParseLevel(*level)
+	if err != nil {
+		return fmt.Errorf("--log-level: %w", err)
 	}
+	o.Log = zerolog.New(zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.TimeOnly}).Level(lvl).With().Timestamp().Logger()
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {
