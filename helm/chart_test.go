@@ -34,6 +34,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
 
 	"github.com/ampstream/ampstream/internal/config"
@@ -179,6 +180,15 @@ func (m manifests) deployment(t *testing.T) *appsv1.Deployment {
 	return m.get(t, "Deployment", fullname).(*appsv1.Deployment)
 }
 
+// workloadPod is the pod template of the Deployment or the StatefulSet, whichever rendered.
+func workloadPod(t *testing.T, m manifests) corev1.PodTemplateSpec {
+	t.Helper()
+	if sts, ok := m["StatefulSet"][fullname]; ok {
+		return sts.(*appsv1.StatefulSet).Spec.Template
+	}
+	return m.deployment(t).Spec.Template
+}
+
 func loadChart(t *testing.T) *chart.Chart {
 	t.Helper()
 	c, err := loader.Load(chartDir)
@@ -268,13 +278,15 @@ func newObject(t *testing.T, kind, apiVersion string) any {
 		"ServiceAccount": "v1", "Pod": "v1", "PodDisruptionBudget": "policy/v1",
 		"NetworkPolicy": "networking.k8s.io/v1", "ServiceMonitor": "monitoring.coreos.com/v1",
 		"PrometheusRule": "monitoring.coreos.com/v1", "ScaledObject": "keda.sh/v1alpha1",
-		"TriggerAuthentication": "keda.sh/v1alpha1",
+		"TriggerAuthentication": "keda.sh/v1alpha1", "StatefulSet": "apps/v1",
 	}
 	require.Containsf(t, want, kind, "kind %s has no decoder in this test", kind)
 	require.Equalf(t, want[kind], apiVersion, "apiVersion of %s", kind)
 	switch kind {
 	case "Deployment":
 		return &appsv1.Deployment{}
+	case "StatefulSet":
+		return &appsv1.StatefulSet{}
 	case "Service":
 		return &corev1.Service{}
 	case "ConfigMap":
@@ -363,7 +375,7 @@ func TestDefaultValues(t *testing.T) {
 	require.NotNil(t, c.StartupProbe)
 	assert.Equal(t, "/healthz", c.LivenessProbe.HTTPGet.Path)
 	assert.Equal(t, "/readyz", c.ReadinessProbe.HTTPGet.Path)
-	assert.Equal(t, "/healthz", c.StartupProbe.HTTPGet.Path)
+	assert.Equal(t, "/startupz", c.StartupProbe.HTTPGet.Path, "the startup probe waits for the first group join")
 	for _, p := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe, c.StartupProbe} {
 		assert.Equal(t, "admin", p.HTTPGet.Port.String())
 	}
@@ -580,9 +592,9 @@ func TestFullValues(t *testing.T) {
 	np := m.get(t, "NetworkPolicy", fullname).(*networkingv1.NetworkPolicy)
 	assert.Equal(t, d.Spec.Selector.MatchLabels, np.Spec.PodSelector.MatchLabels)
 	assert.ElementsMatch(t, []networkingv1.PolicyType{"Ingress", "Egress"}, np.Spec.PolicyTypes)
-	require.Len(t, np.Spec.Ingress, 1)
+	require.Len(t, np.Spec.Ingress, 2, "metricsFrom, and the helm test pod")
 	assert.Equal(t, "9090", np.Spec.Ingress[0].Ports[0].Port.String())
-	assert.Len(t, np.Spec.Ingress[0].From, 2)
+	assert.Len(t, np.Spec.Ingress[0].From, 1)
 	var egress []string
 	for _, r := range np.Spec.Egress {
 		for _, p := range r.Ports {
@@ -590,6 +602,70 @@ func TestFullValues(t *testing.T) {
 		}
 	}
 	assert.ElementsMatch(t, []string{"53/UDP", "53/TCP", "9093/TCP", "443/TCP"}, egress)
+}
+
+// The `helm test` pod must reach the admin port wherever the NetworkPolicy is enforced: the
+// policy must not select it (its egress allows only DNS, brokers and 443), and the policy's
+// ingress must let it in, whatever networkPolicy.metricsFrom says.
+func TestHelmTestPodReachesTheAdminPortUnderTheNetworkPolicy(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		vals map[string]any
+		port int
+	}{
+		{"full values (metricsFrom: the monitoring namespace)", values(t, fullValues), 9090},
+		{"policy on, metricsFrom empty", values(t, "", "networkPolicy.enabled=true"), 9090},
+		{"statefulset, another admin port", values(t, fullValues, "workload=statefulset", "admin.port=9191"), 9191},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := render(t, tt.vals)
+			np := m.get(t, "NetworkPolicy", fullname).(*networkingv1.NetworkPolicy)
+			test := m.get(t, "Pod", fullname+"-test-connection").(*corev1.Pod)
+			testLabels := labels.Set(test.Labels)
+			port := tt.port
+
+			// The test pod calls the Service's admin port, which targets the pods' admin port.
+			script := strings.Join(test.Spec.Containers[0].Args, " ")
+			assert.Contains(t, script, fmt.Sprintf(`base="http://%s.%s.svc:%d"`, fullname, namespace, port))
+			svc := m.get(t, "Service", fullname).(*corev1.Service)
+			assert.EqualValues(t, port, svc.Spec.Ports[0].Port)
+			pod := workloadPod(t, m)
+			assert.Equal(t, svc.Spec.Ports[0].TargetPort.String(), pod.Spec.Containers[0].Ports[0].Name)
+			assert.EqualValues(t, port, pod.Spec.Containers[0].Ports[0].ContainerPort)
+
+			// The policy selects the ampstream pods, not the test pod: its egress is unrestricted
+			// by this chart. Nor do the Service and the PodDisruptionBudget count it.
+			sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
+			require.NoError(t, err)
+			assert.True(t, sel.Matches(labels.Set(pod.Labels)), "the policy covers ampstream")
+			assert.False(t, sel.Matches(testLabels), "the policy must not select the helm test pod")
+			assert.False(t, labels.SelectorFromSet(svc.Spec.Selector).Matches(testLabels), "the Service must not select the test pod")
+			pdb := m.get(t, "PodDisruptionBudget", fullname).(*policyv1.PodDisruptionBudget)
+			pdbSel, err := metav1.LabelSelectorAsSelector(pdb.Spec.Selector)
+			require.NoError(t, err)
+			assert.False(t, pdbSel.Matches(testLabels), "the PodDisruptionBudget must not count the test pod")
+
+			// Some ingress rule admits the test pod (same namespace) on the admin port.
+			admitted := false
+			for _, rule := range np.Spec.Ingress {
+				onPort := len(rule.Ports) == 0
+				for _, p := range rule.Ports {
+					onPort = onPort || p.Port == nil || p.Port.IntValue() == port || p.Port.String() == "admin"
+				}
+				fromTest := len(rule.From) == 0
+				for _, peer := range rule.From {
+					if peer.PodSelector == nil || peer.NamespaceSelector != nil || peer.IPBlock != nil {
+						continue
+					}
+					ps, err := metav1.LabelSelectorAsSelector(peer.PodSelector)
+					require.NoError(t, err)
+					fromTest = fromTest || ps.Matches(testLabels)
+				}
+				admitted = admitted || onPort && fromTest
+			}
+			assert.True(t, admitted, "no ingress rule admits the helm test pod on port %d: %+v", port, np.Spec.Ingress)
+		})
+	}
 }
 
 func readRules(t *testing.T, path string) ruleGroups {
@@ -667,7 +743,9 @@ func TestSecretsAndChartOwnedKeysRefusedInConfig(t *testing.T) {
 		"config.kafka.sasl.username=abc",
 		"config.admin.addr=:8080",
 		"config.shutdown.drain_timeout=5s",
+		"config.kafka.group_instance_id=one-for-all",
 		"config.kafka.unknown_key=1",
+		"workload=daemonset",
 		"image.tag=latest",
 		"keda.trigger=cpu",
 	} {
@@ -1052,7 +1130,7 @@ func TestSchemaCoversSettings(t *testing.T) {
 	for k := range allowed {
 		assert.Truef(t, settings[k], "values.schema.json allows config.%s, which is not an ampstream setting", k)
 	}
-	assert.ElementsMatch(t, []string{"amplitude.api_key", "kafka.sasl.username", "kafka.sasl.password", "shutdown.drain_timeout", "admin"},
+	assert.ElementsMatch(t, []string{"amplitude.api_key", "kafka.sasl.username", "kafka.sasl.password", "shutdown.drain_timeout", "admin", "kafka.group_instance_id"},
 		keys(refused), "secrets and chart-owned keys are refused in config")
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -17,8 +16,7 @@ import (
 // tests read to learn the port chosen for --listen 127.0.0.1:0.
 func runEmulate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	def := emulator.DefaultConfig()
-	fs := flag.NewFlagSet("ampstream emulate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("ampstream emulate")
 	listen := fs.String("listen", "127.0.0.1:8080", "address to listen on (port 0 picks a free one)")
 	apiKeys := fs.String("api-keys", "", "comma list of accepted API keys (default: any non-empty key)")
 	httpEPS := fs.Int("httpapi-eps", def.HTTPAPI.EPS, "per-device and per-user events/s on /2/httpapi, averaged over the window (0: no limit)")
@@ -31,11 +29,8 @@ func runEmulate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	faultSeed := fs.Uint64("fault-seed", 1, "seed of the random faults, for reproducible runs")
 	maxLog := fs.Int("max-log-events", 1_000_000, "events kept for GET /debug/events (0: no limit)")
 	level := fs.String("log-level", "info", "log level (logs go to stderr)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, emulateSynopsis, args, stdout); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("emulate: unexpected arguments %q", fs.Args())
 	}
 
 	cfg := def
@@ -52,7 +47,7 @@ func runEmulate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	cfg.FaultSeed = *faultSeed
 	cfg.MaxLogEvents = *maxLog
 	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("emulate: %w", err)
+		return usageErr(fs.Name(), fmt.Errorf("emulate: %w", err))
 	}
 
 	log := newLogger(stderr, *level, config.LogFormatConsole)
@@ -75,6 +70,10 @@ func runEmulate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	return nil
 }
+
+const emulateSynopsis = `Serves Amplitude's POST /2/httpapi and POST /batch with their documented answers (400 with
+its detail, 413, 429 per device and user, daily quota), optional random faults, and /debug/
+endpoints that show what was ingested. The first line on stdout is "listening on URL".`
 
 // splitList splits a comma list, dropping blanks.
 func splitList(s string) []string {

@@ -75,10 +75,10 @@ func TestRunEmulate(t *testing.T) {
 		assert.EqualError(t, err, "emulate: fault rate must be in [0, 1], is 2")
 	})
 
-	t.Run("--help is flag.ErrHelp with the flags listed", func(t *testing.T) {
-		var stderr bytes.Buffer
-		err := runEmulate(context.Background(), []string{"--help"}, io.Discard, &stderr)
+	t.Run("--help is flag.ErrHelp with the flags listed on stdout", func(t *testing.T) {
+		var stdout bytes.Buffer
+		err := runEmulate(context.Background(), []string{"--help"}, &stdout, io.Discard)
 		assert.ErrorIs(t, err, flag.ErrHelp)
-		assert.Contains(t, stderr.String(), "-httpapi-eps")
+		assert.Contains(t, stdout.String(), "  --httpapi-eps int\n")
 	})
 }

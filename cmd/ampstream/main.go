@@ -4,7 +4,10 @@
 //	ampstream demo      everything in one process: Kafka, an Amplitude emulator, traffic
 //	ampstream emulate   the Amplitude API emulator, for testing your own pipelines
 //	ampstream replay    re-drive dead-lettered events once their cause is fixed
+//	ampstream healthcheck  probe a running ampstream's admin endpoint (Docker HEALTHCHECK)
 //	ampstream version
+//
+// Exit status: 0 success, 1 failure, 2 a wrong command line or configuration.
 package main
 
 import (
@@ -15,12 +18,12 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/rs/zerolog"
 
 	"github.com/ampstream/ampstream/internal/app"
 	"github.com/ampstream/ampstream/internal/config"
@@ -38,10 +41,8 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()
-	if err != nil && !errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintln(os.Stderr, "ampstream:", err)
-		os.Exit(1)
-	}
+	report(os.Stderr, err)
+	os.Exit(exitCode(err))
 }
 
 const usage = `ampstream forwards Amplitude events from Kafka to Amplitude.
@@ -51,13 +52,19 @@ Usage:
   ampstream demo [flags]      embedded demo: in-process Kafka + Amplitude emulator + traffic
   ampstream emulate [flags]   run the Amplitude API emulator
   ampstream replay [flags]    re-drive dead-lettered events (--dry-run, --reason, --since)
+  ampstream healthcheck [flags]  probe a running ampstream (exit 0 healthy, 1 not)
   ampstream version           print the version
+
+Every command takes --help. Exit status: 0 success, 1 failure, 2 usage or configuration error.
 `
+
+// commands are the names run knows, for "did you mean".
+var commands = []string{"run", "demo", "emulate", "replay", "healthcheck", "version", "help"}
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return flag.ErrHelp
+		return usageErr("", errors.New("no command given"))
 	}
 	switch args[0] {
 	case "run":
@@ -68,6 +75,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runEmulate(ctx, args[1:], stdout, stderr)
 	case "replay":
 		return runReplay(ctx, args[1:], getenv, stdout, stderr)
+	case "healthcheck":
+		return runHealthcheck(ctx, args[1:], getenv, stdout)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "ampstream %s (%s)\n", version, commit)
 		return nil
@@ -76,18 +85,43 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	}
 	fmt.Fprint(stderr, usage)
-	return fmt.Errorf("unknown command %q", args[0])
+	if s := closest(args[0], commands); s != "" {
+		return usageErr("", fmt.Errorf("unknown command %q (did you mean %q?)", args[0], s))
+	}
+	return usageErr("", fmt.Errorf("unknown command %q", args[0]))
 }
 
-func newLogger(w io.Writer, level, format string) zerolog.Logger {
-	if format == config.LogFormatConsole {
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+// closest is the command that name abbreviates (at least 3 letters) or is
+// one typo away from, if any.
+func closest(name string, names []string) string {
+	for _, n := range names {
+		if len(name) >= 3 && strings.HasPrefix(n, name) || oneEditApart(name, n) {
+			return n
+		}
 	}
-	lvl, err := zerolog.ParseLevel(level)
-	if err != nil {
-		lvl = zerolog.InfoLevel
+	return ""
+}
+
+// oneEditApart reports whether a becomes b by one insertion, deletion,
+// substitution or swap of neighbours.
+func oneEditApart(a, b string) bool {
+	if len(a) > len(b) {
+		a, b = b, a
 	}
-	return zerolog.New(w).Level(lvl).With().Timestamp().Logger()
+	i := 0
+	for i < len(a) && a[i] == b[i] {
+		i++
+	}
+	switch {
+	case len(b)-len(a) > 1, a == b:
+		return false
+	case len(a) < len(b):
+		return a[i:] == b[i+1:]
+	case i+1 < len(a) && a[i] == b[i+1] && a[i+1] == b[i] && a[i+2:] == b[i+2:]:
+		return true
+	default:
+		return a[i+1:] == b[i+1:]
+	}
 }
 
 func runService(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -97,11 +131,15 @@ func runService(ctx context.Context, args []string, getenv func(string) string, 
 		return nil
 	}
 	if err != nil {
-		return err
+		return usageErr("ampstream run", err)
 	}
 	log := newLogger(stderr, cfg.Log.Level, cfg.Log.Format)
 	for _, name := range config.UnknownEnv(os.Environ()) {
-		log.Warn().Str("env", name).Msg("unknown AMPSTREAM_ variable ignored; check its spelling")
+		ev := log.Warn().Str("env", name)
+		if s := config.SuggestEnv(name); s != "" {
+			ev = ev.Str("did_you_mean", s)
+		}
+		ev.Msg("unknown AMPSTREAM_ variable ignored; check its spelling")
 	}
 	// 90 % of the container's memory limit, unless GOMEMLIMIT says otherwise.
 	if r, err := memlimit.Set("/", getenv); err != nil {
@@ -120,9 +158,12 @@ func runService(ctx context.Context, args []string, getenv func(string) string, 
 	return a.Run(ctx)
 }
 
+const demoSynopsis = `Runs everything in one process: an in-process Kafka, the Amplitude emulator, ampstream
+and a traffic generator with bursts, backfill and invalid events, then checks that every
+valid event was accepted exactly once and in order. The status page address is printed first.`
+
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("ampstream demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("ampstream demo")
 	var o demo.Options
 	fs.DurationVar(&o.Duration, "duration", 20*time.Second, "how long traffic is produced")
 	fs.IntVar(&o.Rate, "rate", 2000, "normal events per second")
@@ -132,7 +173,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.IntVar(&o.Backfill, "backfill", 5000, "backfill events (two days old)")
 	fs.IntVar(&o.Partitions, "partitions", 12, "partitions of the events topic")
 	level := fs.String("log-level", "error", "log level of the pipeline (logs go to stderr; the demo's dead-lettering warnings are expected)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, demoSynopsis, args, stdout); err != nil {
 		return err
 	}
 	o.Out = stdout

@@ -1,7 +1,9 @@
 // Package admin serves the operator endpoints on the admin address:
 // /metrics (Prometheus), /healthz (liveness: the consume loop is making
 // progress; it never depends on Amplitude), /readyz (joined the group and
-// able to deliver and dead-letter) and / (a small server-rendered status page).
+// able to deliver and dead-letter), /startupz (joined the group at least once
+// since the start: what a startup probe waits for) and / (a small
+// server-rendered status page).
 //
 // Concurrency: the handlers are safe for concurrent use; Server owns its
 // listener and goroutine and Shutdown waits for them.
@@ -26,6 +28,9 @@ type Probes struct {
 	Live func() error
 	// Ready returns nil while the process should receive traffic (is serving).
 	Ready func() error
+	// Started returns nil once the process has finished starting; it stays
+	// nil from then on.
+	Started func() error
 }
 
 // Server is the admin HTTP server.
@@ -41,6 +46,7 @@ func Handler(g prometheus.Gatherer, p Probes, status http.Handler) http.Handler 
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", probe(p.Live))
 	mux.HandleFunc("GET /readyz", probe(p.Ready))
+	mux.HandleFunc("GET /startupz", probe(p.Started))
 	if status != nil {
 		mux.Handle("GET /{$}", status)
 	}

@@ -18,10 +18,15 @@ type PartitionRow struct {
 	Lag           int64
 	LagSeconds    float64
 	Inflight      int
+	LastCommit    time.Time // zero: not committed by this replica yet
 }
 
 // Status is what the status page shows.
 type Status struct {
+	Version string
+	Commit  string
+	// Now is when the status was taken; ages on the page are relative to it.
+	Now            time.Time
 	Started        time.Time
 	Ready          error
 	Brokers        string
@@ -35,6 +40,30 @@ type Status struct {
 	Counters map[string]float64
 	// Recent are the latest warnings and errors, newest first.
 	Recent []LogEntry
+	// Lag is the replica's lag over the last LagWindow, oldest first.
+	Lag       []LagSample
+	LagWindow time.Duration
+}
+
+// LastCommit is the newest commit of any owned partition (zero: none).
+func (s Status) LastCommit() time.Time {
+	var last time.Time
+	for _, p := range s.Partitions {
+		if p.LastCommit.After(last) {
+			last = p.LastCommit
+		}
+	}
+	return last
+}
+
+// Charts are the lag-over-time pictures.
+func (s Status) Charts() []chart {
+	return []chart{
+		newChart("lag (messages)", "messages", s.Lag, s.Now, s.LagWindow,
+			func(l LagSample) float64 { return float64(l.Messages) }, func(f float64) string { return formatCount(f) }),
+		newChart("lag (seconds)", "s", s.Lag, s.Now, s.LagWindow,
+			func(l LagSample) float64 { return l.Seconds }, func(f float64) string { return formatFloat(f, 1) }),
+	}
 }
 
 // C returns a counter value by its key (0 when absent).
@@ -45,6 +74,12 @@ func (s Status) C(key string) float64 { return s.Counters[key] }
 func StatusPage(get func() Status) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		s := get()
+		if s.Now.IsZero() {
+			s.Now = time.Now()
+		}
+		if s.LagWindow <= 0 {
+			s.LagWindow = 10 * time.Minute
+		}
 		sort.Slice(s.Partitions, func(i, j int) bool {
 			if s.Partitions[i].Topic != s.Partitions[j].Topic {
 				return s.Partitions[i].Topic < s.Partitions[j].Topic
@@ -57,11 +92,34 @@ func StatusPage(get func() Status) http.Handler {
 	})
 }
 
+// age says how long before now t was, to the second; "never" for a zero t.
+func age(now, t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return shortDuration(max(now.Sub(t), 0)) + " ago"
+}
+
+// formatCount prints a count with thin-space-free SI suffixes: 1.2k, 3M.
+func formatCount(f float64) string {
+	switch {
+	case f >= 1e6:
+		return strconv.FormatFloat(f/1e6, 'f', -1, 64) + "M"
+	case f >= 1e4:
+		return strconv.FormatFloat(f/1e3, 'f', -1, 64) + "k"
+	}
+	return strconv.FormatFloat(f, 'f', 0, 64)
+}
+
 var statusTmpl = template.Must(template.New("status").Funcs(template.FuncMap{
-	"since":     func(t time.Time) string { return time.Since(t).Round(time.Second).String() },
-	"f0":        func(f float64) string { return template.HTMLEscapeString(formatFloat(f, 0)) },
-	"f1":        func(f float64) string { return template.HTMLEscapeString(formatFloat(f, 1)) },
-	"hasPrefix": strings.HasPrefix,
+	"uptime":        func(now, t time.Time) string { return shortDuration(now.Sub(t)) },
+	"age":           age,
+	"f0":            func(f float64) string { return template.HTMLEscapeString(formatFloat(f, 0)) },
+	"f1":            func(f float64) string { return template.HTMLEscapeString(formatFloat(f, 1)) },
+	"hasPrefix":     strings.HasPrefix,
+	"add":           func(a, b int) int { return a + b },
+	"sub":           func(a, b int) int { return a - b },
+	"shortDuration": shortDuration,
 	"trimDLQ": func(k string) string {
 		return strings.TrimSuffix(strings.TrimPrefix(k, "ampstream_dlq_events_total{reason="), "}")
 	},
@@ -70,22 +128,53 @@ var statusTmpl = template.Must(template.New("status").Funcs(template.FuncMap{
 <title>ampstream status</title>
 <style>
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#1d232b;background:#fafbfc}
-h1{font-size:20px;margin:0 0 4px} h2{font-size:15px;margin:24px 0 8px}
+h1{font-size:20px;margin:0 0 4px} h1 small{font-size:13px;font-weight:400;color:#5f6b7a} h2{font-size:15px;margin:24px 0 8px}
 .ok{color:#137333;font-weight:600}.bad{color:#b3261e;font-weight:600}
 table{border-collapse:collapse;background:#fff;min-width:480px}
 th,td{border:1px solid #d8dde3;padding:4px 10px;text-align:right}
 th{background:#eef1f4} td.l,th.l{text-align:left}
 .grid{display:flex;gap:24px;flex-wrap:wrap}
-.muted{color:#5f6b7a}
+.muted{color:#5f6b7a} nav a{margin-right:14px}
+.note{max-width:900px;color:#3c4652;margin:6px 0 10px}
+svg.chart{background:#fff;border:1px solid #d8dde3}
+svg.chart text{font:11px system-ui,sans-serif;fill:#5f6b7a}
+svg.chart .grid{stroke:#e3e7ec;stroke-width:1}
+svg.chart .line{fill:none;stroke:#1a73e8;stroke-width:1.5}
 </style></head><body>
-<h1>ampstream</h1>
-<div class="muted">group <b>{{.Group}}</b> · topics <b>{{.Topics}}</b> · brokers {{.Brokers}} · Amplitude {{.Amplitude}} · up {{since .Started}}</div>
-<p>Readiness: {{if .Ready}}<span class="bad">not ready: {{.Ready}}</span>{{else}}<span class="ok">ready</span>{{end}}</p>
+<h1>ampstream <small>version <b class="version">{{.Version}}</b> · commit {{.Commit}}</small></h1>
+<nav><a href="/metrics">/metrics</a><a href="/readyz">/readyz</a><a href="/healthz">/healthz</a><a href="/startupz">/startupz</a></nav>
+<div class="muted">group <b>{{.Group}}</b> · topics <b>{{.Topics}}</b> · brokers {{.Brokers}} · Amplitude {{.Amplitude}} · up {{uptime .Now .Started}}</div>
+<p>Readiness: {{if .Ready}}<span class="bad">not ready: {{.Ready}}</span>{{else}}<span class="ok">ready</span>{{end}}
+· last offset commit: <b class="last-commit">{{age .Now .LastCommit}}</b></p>
+
+<h2>Lag over the last {{shortDuration .LagWindow}}</h2>
+<p class="note"><b>lag (messages)</b>: the partition's end offset (high watermark) minus the committed offset,
+summed over this replica's partitions: what a restart would consume again or has yet to consume.
+<b>lag (seconds)</b>: the age of the oldest event this replica has fetched but not yet resolved (accepted by
+Amplitude or dead-lettered), the largest over its partitions; 0 when nothing is in flight. So a message lag with
+0 s means the events are resolved and wait for the next commit (kafka.commit_interval), or are not fetched yet.</p>
+<div class="grid">
+{{range .Charts}}<figure style="margin:0">
+<svg class="chart" role="img" aria-label="{{.Title}} over the last {{.Span}}" width="{{.W}}" height="{{.H}}" viewBox="0 0 {{.W}} {{.H}}" xmlns="http://www.w3.org/2000/svg">
+<title>{{.Title}} over the last {{.Span}}</title>
+<line class="grid" x1="{{.Left}}" y1="{{.Top}}" x2="{{add .Left .PlotW}}" y2="{{.Top}}"/>
+<line class="grid" x1="{{.Left}}" y1="{{.MidY}}" x2="{{add .Left .PlotW}}" y2="{{.MidY}}"/>
+<line class="grid" x1="{{.Left}}" y1="{{add .Top .PlotH}}" x2="{{add .Left .PlotW}}" y2="{{add .Top .PlotH}}"/>
+<text x="{{sub .Left 6}}" y="{{add .Top 4}}" text-anchor="end">{{.Max}}</text>
+<text x="{{sub .Left 6}}" y="{{.MidY}}" dy="4" text-anchor="end">{{.Mid}}</text>
+<text x="{{sub .Left 6}}" y="{{add .Top .PlotH}}" text-anchor="end">0</text>
+<text x="{{.Left}}" y="{{sub .H 6}}">−{{.Span}}</text>
+<text x="{{add .Left .PlotW}}" y="{{sub .H 6}}" text-anchor="end">now</text>
+{{if .Points}}<polyline class="line" points="{{.Points}}"/>{{else}}<text x="{{add .Left 10}}" y="{{.MidY}}">no samples yet</text>{{end}}
+</svg>
+<figcaption class="muted">{{.Title}}: now {{or .Last "–"}} · {{.Samples}} samples</figcaption>
+</figure>
+{{end}}</div>
 
 <h2>Partitions ({{len .Partitions}} owned)</h2>
-<table><tr><th class="l">topic</th><th>partition</th><th>committed</th><th>high watermark</th><th>lag (messages)</th><th>lag (seconds)</th><th>in flight</th></tr>
-{{range .Partitions}}<tr><td class="l">{{.Topic}}</td><td>{{.Partition}}</td><td>{{.Committed}}</td><td>{{.HighWatermark}}</td><td>{{.Lag}}</td><td>{{f1 .LagSeconds}}</td><td>{{.Inflight}}</td></tr>
-{{else}}<tr><td class="l" colspan="7">no partitions assigned</td></tr>{{end}}
+<table><tr><th class="l">topic</th><th>partition</th><th>committed</th><th>high watermark</th><th title="high watermark − committed offset">lag (messages)</th><th title="age of the oldest fetched, unresolved event; 0 when nothing is in flight">lag (seconds)</th><th>in flight</th><th>last commit</th></tr>
+{{range .Partitions}}<tr><td class="l">{{.Topic}}</td><td>{{.Partition}}</td><td>{{.Committed}}</td><td>{{.HighWatermark}}</td><td>{{.Lag}}</td><td>{{f1 .LagSeconds}}</td><td>{{.Inflight}}</td><td>{{age $.Now .LastCommit}}</td></tr>
+{{else}}<tr><td class="l" colspan="8">no partitions assigned</td></tr>{{end}}
 </table>
 
 <div class="grid">

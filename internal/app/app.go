@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,8 +50,11 @@ type App struct {
 	Consumer *consume.Consumer
 	started  time.Time
 
+	build     Build
 	adminAddr chan string
 	recent    *admin.RecentErrors
+	lag       *admin.LagHistory
+	joined    atomic.Bool      // the consumer has joined a group generation at least once
 	transport *kafka.Transport // the DLQ writer's; kafka-go's Writer.Close leaves it open
 }
 
@@ -137,9 +141,17 @@ func New(cfg config.Config, log zerolog.Logger, reg *prometheus.Registry, build 
 
 	return &App{
 		cfg: cfg, log: log, reg: reg, Metrics: m, client: client, deliver: d, dlq: dw, Consumer: c,
-		adminAddr: make(chan string, 1), recent: recent, transport: transport,
+		build: build, adminAddr: make(chan string, 1), recent: recent, transport: transport,
+		lag: admin.NewLagHistory(int(lagWindow / lagSampleEvery)),
 	}, nil
 }
+
+// The status page's lag chart: one sample every 5 s over 10 minutes, 120
+// samples of 32 bytes.
+const (
+	lagSampleEvery = 5 * time.Second
+	lagWindow      = 10 * time.Minute
+)
 
 // AdminAddr returns the admin server's address once it listens (useful
 // with admin.addr ":0").
@@ -162,7 +174,7 @@ func (a *App) Run(ctx context.Context) error {
 
 	var srv *admin.Server
 	if a.cfg.Admin.Addr != "" {
-		h := admin.Handler(a.reg, admin.Probes{Live: a.live, Ready: a.ready}, admin.StatusPage(a.status))
+		h := admin.Handler(a.reg, admin.Probes{Live: a.live, Ready: a.ready, Started: a.startup}, admin.StatusPage(a.status))
 		s, err := admin.Start(a.cfg.Admin.Addr, h, a.log)
 		if err != nil {
 			a.deliver.Stop()
@@ -174,7 +186,16 @@ func (a *App) Run(ctx context.Context) error {
 		a.log.Info().Str("addr", s.Addr()).Msg("admin server listening: /metrics /healthz /readyz /")
 	}
 
+	sampleCtx, stopSampling := context.WithCancel(ctx)
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		a.lag.Run(sampleCtx, lagSampleEvery, a.lagSample)
+	}()
+
 	runErr := a.Consumer.Run(ctx)
+	stopSampling()
+	<-sampled
 	a.deliver.Stop()
 	a.dlq.Stop()
 	a.transport.CloseIdleConnections()
@@ -195,6 +216,32 @@ func (a *App) live() error {
 		return fmt.Errorf("consume loop silent for %s", since.Round(time.Second))
 	}
 	return nil
+}
+
+// startup: the consumer has joined a group generation at least once. A
+// startup probe on it covers the first join (which waits for the other
+// members to rejoin, up to kafka.rebalance_timeout); afterwards readiness
+// and liveness take over, so it never fails again.
+func (a *App) startup() error {
+	if a.joined.Load() {
+		return nil
+	}
+	if a.Consumer.Ready() {
+		a.joined.Store(true)
+		return nil
+	}
+	return errors.New("has not joined the consumer group yet")
+}
+
+// lagSample sums the lag of the owned partitions for the status page chart.
+func (a *App) lagSample() admin.LagSample {
+	_ = a.startup() // latch a join that probes would miss between their periods
+	s := admin.LagSample{Time: time.Now()}
+	for _, p := range a.Consumer.Status() {
+		s.Messages += p.Lag
+		s.Seconds = max(s.Seconds, p.LagSeconds)
+	}
+	return s
 }
 
 func (a *App) ready() error {
@@ -240,6 +287,11 @@ func KafkaClients(k config.Kafka) (*kafka.Dialer, *kafka.Transport, error) {
 // status gathers what the status page shows.
 func (a *App) status() admin.Status {
 	s := admin.Status{
+		Version:   a.build.Version,
+		Commit:    a.build.Commit,
+		Now:       time.Now(),
+		Lag:       a.lag.Samples(),
+		LagWindow: lagWindow,
 		Started:   a.started,
 		Ready:     a.ready(),
 		Brokers:   strings.Join(a.cfg.Kafka.Brokers, ","),
@@ -255,6 +307,13 @@ func (a *App) status() admin.Status {
 	}
 	s.InflightEvents, s.InflightBytes = a.Consumer.Inflight()
 	s.Counters = metrics.Snapshot(a.reg)
+	for i, p := range s.Partitions {
+		// The commit time is the consumer's gauge, labels in name order.
+		key := fmt.Sprintf("ampstream_kafka_last_commit_timestamp_seconds{partition=%d,topic=%s}", p.Partition, p.Topic)
+		if ts := s.Counters[key]; ts > 0 {
+			s.Partitions[i].LastCommit = time.Unix(0, int64(ts*1e9))
+		}
+	}
 	s.Recent = a.recent.Entries()
 	return s
 }

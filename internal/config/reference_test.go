@@ -59,6 +59,9 @@ file given by ` + "`--config path`" + ` or ` + "`AMPSTREAM_CONFIG`" + `. Precede
   ` + "`KiB`/`MiB`/`GiB`" + ` (powers of 1024), case-insensitive: ` + "`10MiB`, `500KB`" + `. No fractions.
 - **bool**: ` + "`true`/`false`" + ` (also ` + "`1`/`0`" + `); a bare ` + "`--flag`" + ` means true.
 - **secret**: never logged nor shown in errors; prefer the environment (e.g. a Kubernetes Secret).
+- **errors**: every problem is reported at once, each with the setting, its value and where the
+  value came from (` + "`flag --key`, `env AMPSTREAM_KEY`, `file F line N`" + `); a missing setting names its
+  variable, a misspelt key or flag the nearest real one. ` + "`ampstream run`" + ` then exits with status 2.
 
 `
 

@@ -28,7 +28,14 @@ const (
 // Validate checks every setting and the relations between them. It returns
 // nil or the joined list of all problems, each wrapping ErrInvalid or
 // ErrMissing and naming the setting and its value (never a secret's value).
+// Load's errors also say where each value came from.
 func (c Config) Validate() error {
+	return joinProblems(c.problems(), nil)
+}
+
+// problems is Validate's list, unformatted, so Load can add each value's
+// source.
+func (c Config) problems() []problem {
 	var v validator
 
 	k := c.Kafka
@@ -66,7 +73,7 @@ func (c Config) Validate() error {
 		}
 	}
 	if (t.CertFile == "") != (t.KeyFile == "") {
-		v.add(fmt.Errorf("%w: kafka.tls.cert_file and kafka.tls.key_file must be set together", ErrInvalid))
+		v.add(ErrInvalid, "kafka.tls.cert_file and kafka.tls.key_file must be set together")
 	}
 
 	sa := k.SASL
@@ -151,25 +158,61 @@ func (c Config) Validate() error {
 	v.enum("log.level", c.Log.Level)
 	v.enum("log.format", c.Log.Format)
 
-	return errors.Join(v.errs...)
+	return v.problems
+}
+
+// problem is one failed check. key is the setting whose value is shown
+// (empty for a check of several settings, whose text names them all).
+type problem struct {
+	sentinel error
+	key      string
+	shown    string // the value as the error shows it; "" for a missing setting
+	text     string // what is wanted, or the whole message when key is ""
+}
+
+// error formats p; source says where the value came from (flag --x, env X,
+// file F line N) and is left out when unknown or the setting is at its
+// default.
+func (p problem) error(source string) error {
+	switch {
+	case p.key == "":
+		return fmt.Errorf("%w: %s", p.sentinel, p.text)
+	case p.sentinel == ErrMissing:
+		return fmt.Errorf("%w: %s is required%s: set %s, --%s or %s in the config file", p.sentinel, p.key, p.text, envName(p.key), p.key, p.key)
+	case source != "":
+		return fmt.Errorf("%w: %s = %s (%s): %s", p.sentinel, p.key, p.shown, source, p.text)
+	default:
+		return fmt.Errorf("%w: %s = %s: %s", p.sentinel, p.key, p.shown, p.text)
+	}
+}
+
+// joinProblems formats ps with the sources of their values (nil: none known).
+func joinProblems(ps []problem, sources map[string]string) error {
+	errs := make([]error, 0, len(ps))
+	for _, p := range ps {
+		errs = append(errs, p.error(sources[p.key]))
+	}
+	return errors.Join(errs...)
 }
 
 // validator collects problems so that Validate reports all of them at once.
 type validator struct {
-	errs []error
+	problems []problem
 }
 
-func (v *validator) add(err error) { v.errs = append(v.errs, err) }
+func (v *validator) add(sentinel error, text string) {
+	v.problems = append(v.problems, problem{sentinel: sentinel, text: text})
+}
 
 func (v *validator) invalid(key string, val any, want string) {
-	v.add(fmt.Errorf("%w: %s = %s: %s", ErrInvalid, key, show(val), want))
+	v.problems = append(v.problems, problem{sentinel: ErrInvalid, key: key, shown: show(val), text: want})
 }
 
 func (v *validator) missing(key, because string) {
 	if because != "" {
 		because = " (" + because + ")"
 	}
-	v.add(fmt.Errorf("%w: %s is required%s", ErrMissing, key, because))
+	v.problems = append(v.problems, problem{sentinel: ErrMissing, key: key, text: because})
 }
 
 func show(val any) string {

@@ -27,6 +27,23 @@ app.kubernetes.io/name: {{ include "ampstream.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/*
+Labels of the `helm test` pod. Its app.kubernetes.io/name differs from the workload's, so the
+NetworkPolicy, the Service and the PodDisruptionBudget (all selecting selectorLabels) leave it
+alone: the policy's egress rules (DNS, brokers, 443) would otherwise block its request to the
+admin port.
+*/}}
+{{- define "ampstream.testSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-test" (include "ampstream.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: test
+{{- end }}
+
+{{/* The kind of the workload: Deployment or StatefulSet (values: workload). */}}
+{{- define "ampstream.workloadKind" -}}
+{{- if eq .Values.workload "statefulset" }}StatefulSet{{ else }}Deployment{{ end }}
+{{- end }}
+
 {{- define "ampstream.labels" -}}
 helm.sh/chart: {{ include "ampstream.chart" . }}
 {{ include "ampstream.selectorLabels" . }}
@@ -125,6 +142,9 @@ refuses them too, but schema validation can be skipped).
 {{- $sasl := dig "kafka" "sasl" dict $cfg }}
 {{- if or (hasKey $sasl "username") (hasKey $sasl "password") }}
 {{- fail "config.kafka.sasl.username/password must not be set: they would be stored in a ConfigMap. Use kafkaSasl.existingSecret (or kafkaSasl.username/password)." }}
+{{- end }}
+{{- if hasKey (get $cfg "kafka" | default dict) "group_instance_id" }}
+{{- fail "config.kafka.group_instance_id must not be set: one id shared by every replica fences all but one. Use workload: statefulset, which sets it to each pod's name." }}
 {{- end }}
 {{- if hasKey $cfg "admin" }}
 {{- fail "config.admin is set by the chart from admin.port; remove it." }}
