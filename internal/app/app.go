@@ -27,6 +27,7 @@ import (
 	"github.com/ampstream/ampstream/internal/consume"
 	"github.com/ampstream/ampstream/internal/deliver"
 	"github.com/ampstream/ampstream/internal/dlq"
+	"github.com/ampstream/ampstream/internal/grouplag"
 	"github.com/ampstream/ampstream/internal/metrics"
 	"github.com/ampstream/ampstream/internal/route"
 )
@@ -52,6 +53,7 @@ type App struct {
 	adminAddr chan string
 	recent    *admin.RecentErrors
 	transport *kafka.Transport // the DLQ writer's; kafka-go's Writer.Close leaves it open
+	groupLag  *grouplag.Exporter
 }
 
 // New builds an App. It does not connect to anything yet.
@@ -138,6 +140,7 @@ func New(cfg config.Config, log zerolog.Logger, reg *prometheus.Registry, build 
 	return &App{
 		cfg: cfg, log: log, reg: reg, Metrics: m, client: client, deliver: d, dlq: dw, Consumer: c,
 		adminAddr: make(chan string, 1), recent: recent, transport: transport,
+		groupLag: newGroupLag(cfg.Kafka, transport, c, m, log),
 	}, nil
 }
 
@@ -174,7 +177,10 @@ func (a *App) Run(ctx context.Context) error {
 		a.log.Info().Str("addr", s.Addr()).Msg("admin server listening: /metrics /healthz /readyz /")
 	}
 
+	lagDone := make(chan struct{})
+	go func() { defer close(lagDone); a.groupLag.Run(ctx) }()
 	runErr := a.Consumer.Run(ctx)
+	<-lagDone
 	a.deliver.Stop()
 	a.dlq.Stop()
 	a.transport.CloseIdleConnections()
