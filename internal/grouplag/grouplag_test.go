@@ -2,6 +2,7 @@ package grouplag_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -329,4 +330,109 @@ ampstream_kafka_group_lag_seconds{partition="0",topic="%[1]s"} 3599
 ampstream_kafka_group_lag_seconds{partition="1",topic="%[1]s"} 0
 ampstream_kafka_group_lag_seconds{partition="2",topic="%[1]s"} 0
 `, lagNames...)
+}
+
+// rawMember joins the group with kafka-go's Client: it can hold an assignment and then simply
+// stop answering, as a hung or partitioned replica does.
+type rawMember struct {
+	f  *fixture
+	id string
+}
+
+// join joins (retrying MEMBER_ID_REQUIRED with the id the broker hands out) and returns the
+// generation and whether this member leads.
+func (m *rawMember) join(ctx context.Context) (gen int, leader bool, err error) {
+	for range 10 {
+		var resp *kafka.JoinGroupResponse
+		resp, err = m.f.cl.JoinGroup(ctx, &kafka.JoinGroupRequest{
+			GroupID: m.f.group, MemberID: m.id, ProtocolType: "consumer",
+			SessionTimeout: 6 * time.Second, RebalanceTimeout: 3 * time.Second,
+			Protocols: []kafka.GroupProtocol{{Name: "range", Metadata: kafka.GroupProtocolSubscription{Topics: []string{m.f.topic}}}},
+		})
+		if err == nil {
+			err = resp.Error
+		}
+		if resp != nil && resp.MemberID != "" {
+			m.id = resp.MemberID
+		}
+		if errors.Is(err, kafka.MemberIDRequired) {
+			continue
+		}
+		var kerr kafka.Error
+		if errors.As(err, &kerr) && kerr.Temporary() {
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		if err != nil {
+			return 0, false, err
+		}
+		return resp.GenerationID, resp.LeaderID == m.id, nil
+	}
+	return 0, false, err
+}
+
+// A rebalance that does not complete: member a owns every partition, then member b joins and
+// the coordinator waits for a, which never rejoins. While the group is in PreparingRebalance
+// every partition counts as unowned, although a still has an assignment.
+func TestRebalanceThatDoesNotComplete(t *testing.T) {
+	f := newFixture(t)
+	f.produce(t, 0, 0, 2)
+	f.commit(t, map[int]int64{0: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	a := &rawMember{f: f}
+	gen, leader, err := a.join(ctx)
+	require.NoError(t, err)
+	require.True(t, leader, "the only member leads")
+	sync, err := f.cl.SyncGroup(ctx, &kafka.SyncGroupRequest{
+		GroupID: f.group, GenerationID: gen, MemberID: a.id, ProtocolType: "consumer", ProtocolName: "range",
+		Assignments: []kafka.SyncGroupRequestAssignment{{MemberID: a.id, Assignment: kafka.GroupProtocolAssignment{
+			AssignedPartitions: map[string][]int{f.topic: {0, 1, 2}},
+		}}},
+	})
+	require.NoError(t, err)
+	require.NoError(t, sync.Error)
+	f.refresh(t)
+	f.compare(t, ownerHeader+`
+ampstream_kafka_unowned_partitions{topic="%[1]s"} 0
+ampstream_kafka_group_members 1
+`, ownerNames...)
+	f.compare(t, stateIs("Stable"), "ampstream_kafka_group_state")
+
+	// b's JoinGroup blocks until a rejoins (never) or a's rebalance timeout ends the wait.
+	b := &rawMember{f: f}
+	joined := make(chan error, 1)
+	go func() { _, _, err := b.join(ctx); joined <- err }()
+	deadline := time.Now().Add(30 * time.Second)
+	for f.e.Snapshot().State != "PreparingRebalance" {
+		require.Truef(t, time.Now().Before(deadline), "group never rebalancing: %+v", f.e.Snapshot())
+		time.Sleep(20 * time.Millisecond)
+		f.refresh(t)
+	}
+	f.compare(t, ownerHeader+`
+ampstream_kafka_unowned_partitions{topic="%[1]s"} 3
+ampstream_kafka_group_members 2
+`, ownerNames...)
+	f.compare(t, stateIs("PreparingRebalance"), "ampstream_kafka_group_state")
+	f.compare(t, lagHeader+`
+ampstream_kafka_group_committed_offset{partition="0",topic="%[1]s"} 1
+ampstream_kafka_group_committed_offset{partition="1",topic="%[1]s"} -1
+ampstream_kafka_group_committed_offset{partition="2",topic="%[1]s"} -1
+ampstream_kafka_partition_end_offset{partition="0",topic="%[1]s"} 2
+ampstream_kafka_partition_end_offset{partition="1",topic="%[1]s"} 0
+ampstream_kafka_partition_end_offset{partition="2",topic="%[1]s"} 0
+ampstream_kafka_group_lag{partition="0",topic="%[1]s"} 1
+ampstream_kafka_group_lag{partition="1",topic="%[1]s"} 0
+ampstream_kafka_group_lag{partition="2",topic="%[1]s"} 0
+ampstream_kafka_group_lag_seconds{partition="0",topic="%[1]s"} 3599
+ampstream_kafka_group_lag_seconds{partition="1",topic="%[1]s"} 0
+ampstream_kafka_group_lag_seconds{partition="2",topic="%[1]s"} 0
+`, lagNames...)
+
+	// Let b's join end (a's rebalance timeout) and both leave, so the test owns nothing after.
+	require.NoError(t, <-joined)
+	for _, m := range []*rawMember{a, b} {
+		_, _ = f.cl.LeaveGroup(ctx, &kafka.LeaveGroupRequest{GroupID: f.group, Members: []kafka.LeaveGroupRequestMember{{ID: m.id}}})
+	}
 }
