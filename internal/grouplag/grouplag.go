@@ -50,6 +50,11 @@
 // its session times out; the stalled alert (committed offset not moving while
 // lag grows) covers that case.
 //
+// Series are never deleted while the process runs: partitions cannot be
+// removed from a topic, and a topic that disappears keeps its last values while
+// the refreshes count as errors (ampstream_kafka_group_lag_refreshes_total)
+// and ampstream_kafka_group_lag_last_refresh_timestamp_seconds stops moving.
+//
 // Concurrency: Run owns the refresh loop and the age reads it starts, and
 // returns once they have finished; Snapshot is safe for concurrent use.
 package grouplag
@@ -138,7 +143,6 @@ type Exporter struct {
 
 	// Refresh state, touched only by the goroutine calling Refresh.
 	ages        map[tp]age
-	published   map[tp]bool
 	cursor      int    // rotates which partitions get their age read first
 	lastErr     string // for logging transitions only
 	lastDescErr string
@@ -179,12 +183,11 @@ func New(opts Options, m *metrics.Metrics, log zerolog.Logger) *Exporter {
 		opts.Now = time.Now
 	}
 	return &Exporter{
-		opts:      opts,
-		m:         m.Group,
-		log:       log.With().Str("component", "grouplag").Logger(),
-		ages:      map[tp]age{},
-		published: map[tp]bool{},
-		snap:      Snapshot{State: metrics.GroupStateUnknown},
+		opts: opts,
+		m:    m.Group,
+		log:  log.With().Str("component", "grouplag").Logger(),
+		ages: map[tp]age{},
+		snap: Snapshot{State: metrics.GroupStateUnknown},
 	}
 }
 
@@ -254,9 +257,12 @@ type read struct {
 }
 
 func (e *Exporter) refresh(ctx context.Context) error {
-	parts, err := e.partitions(ctx)
-	if err != nil {
-		return err
+	// A topic that cannot be described (deleted, not authorised) fails the
+	// refresh but not the other topics' series; its own keep their last
+	// values.
+	parts, topicErr := e.partitions(ctx)
+	if len(parts) == 0 {
+		return topicErr
 	}
 	byTopic := map[string][]int{}
 	for _, p := range parts {
@@ -314,13 +320,11 @@ func (e *Exporter) refresh(ctx context.Context) error {
 	e.readAges(ctx, reads)
 
 	snap := Snapshot{At: now, State: rawState, Members: members}
-	seen := make(map[tp]bool, len(reads))
 	unowned := map[string]int{}
 	for t := range byTopic {
 		unowned[t] = 0
 	}
 	for _, r := range reads {
-		seen[r.tp] = true
 		l := []string{r.topic, strconv.Itoa(r.partition)}
 		e.m.CommittedOffset.WithLabelValues(l...).Set(float64(r.committed))
 		e.m.EndOffset.WithLabelValues(l...).Set(float64(r.end))
@@ -331,30 +335,18 @@ func (e *Exporter) refresh(ctx context.Context) error {
 			row.LagSeconds, row.LagSecondsKnown = 0, true
 		case ok && a.position == r.position:
 			row.LagSeconds, row.LagSecondsKnown = max(0, now.Sub(a.ts).Seconds()), true
-		case e.published[r.tp]:
+		default:
 			// Position moved but its record could not be read this time:
 			// keep the last value rather than invent one.
-			row.LagSeconds, row.LagSecondsKnown = e.lastLagSeconds(r.tp), true
+			row.LagSeconds, row.LagSecondsKnown = e.lastLagSeconds(r.tp)
 		}
 		if row.LagSecondsKnown {
 			e.m.LagSeconds.WithLabelValues(l...).Set(row.LagSeconds)
-			e.published[r.tp] = true
 		}
 		if !row.Owned {
 			unowned[r.topic]++
 		}
 		snap.Partitions = append(snap.Partitions, row)
-	}
-	// Partitions of a deleted topic stop reporting; one whose leader did not
-	// answer keeps its last values.
-	listed := make(map[tp]bool, len(parts))
-	for _, p := range parts {
-		listed[p] = true
-	}
-	for p := range e.published {
-		if !listed[p] {
-			e.deleteSeries(p)
-		}
 	}
 	if descErr == nil {
 		n := 0
@@ -385,32 +377,26 @@ func (e *Exporter) refresh(ctx context.Context) error {
 		}
 		e.m.State.WithLabelValues(s).Set(v)
 	}
-	e.m.LastRefreshTS.Set(float64(now.UnixNano()) / 1e9)
-	snap.Err = descErr
+	snap.Err = errors.Join(topicErr, descErr)
+	if topicErr == nil {
+		e.m.LastRefreshTS.Set(float64(now.UnixNano()) / 1e9)
+	}
 	e.mu.Lock()
 	e.snap = snap
 	e.mu.Unlock()
-	return nil
+	return topicErr
 }
 
-func (e *Exporter) lastLagSeconds(p tp) float64 {
+// lastLagSeconds is the partition's lag in seconds as last exported, if any.
+func (e *Exporter) lastLagSeconds(p tp) (float64, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, r := range e.snap.Partitions {
 		if r.Topic == p.topic && r.Partition == p.partition {
-			return r.LagSeconds
+			return r.LagSeconds, r.LagSecondsKnown
 		}
 	}
-	return 0
-}
-
-func (e *Exporter) deleteSeries(p tp) {
-	l := []string{p.topic, strconv.Itoa(p.partition)}
-	for _, v := range []interface{ DeleteLabelValues(...string) bool }{e.m.CommittedOffset, e.m.EndOffset, e.m.Lag, e.m.LagSeconds} {
-		v.DeleteLabelValues(l...)
-	}
-	delete(e.published, p)
-	delete(e.ages, p)
+	return 0, false
 }
 
 // logOwnership logs when partitions lose or regain their owners (not every

@@ -436,3 +436,33 @@ ampstream_kafka_group_lag_seconds{partition="2",topic="%[1]s"} 0
 		_, _ = f.cl.LeaveGroup(ctx, &kafka.LeaveGroupRequest{GroupID: f.group, Members: []kafka.LeaveGroupRequestMember{{ID: m.id}}})
 	}
 }
+
+// A consumed topic that does not exist fails the refresh (counted, logged, and the refresh
+// timestamp stops moving) without hiding the lag of the topics that do.
+func TestMissingTopic(t *testing.T) {
+	f := newFixture(t)
+	f.produce(t, 1, 0, 4)
+	reg := prometheus.NewRegistry()
+	e := grouplag.New(grouplag.Options{
+		Client: f.cl, Group: f.group, Topics: []string{f.topic, kafkatest.UniqueName("missing")},
+		StartEarliest: true, Now: func() time.Time { return f.now },
+	}, metrics.New(reg), zerolog.New(zerolog.NewTestWriter(t)))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.ErrorIs(t, e.Refresh(ctx), kafka.UnknownTopicOrPartition)
+	f.reg = reg
+	f.compare(t, `
+# HELP ampstream_kafka_group_lag End offset minus the group's position (committed offset, or where a partition without one starts), in messages, for every partition whether or not a member owns it.
+# TYPE ampstream_kafka_group_lag gauge
+ampstream_kafka_group_lag{partition="0",topic="%[1]s"} 0
+ampstream_kafka_group_lag{partition="1",topic="%[1]s"} 4
+ampstream_kafka_group_lag{partition="2",topic="%[1]s"} 0
+# HELP ampstream_kafka_group_lag_refreshes_total Reads of the group's offsets, end offsets and assignment (every kafka.lag_refresh_interval), by result.
+# TYPE ampstream_kafka_group_lag_refreshes_total counter
+ampstream_kafka_group_lag_refreshes_total{result="error"} 1
+ampstream_kafka_group_lag_refreshes_total{result="success"} 0
+# HELP ampstream_kafka_group_lag_last_refresh_timestamp_seconds Unix time of the last successful read of the group's offsets; the ampstream_kafka_group_* values are that old.
+# TYPE ampstream_kafka_group_lag_last_refresh_timestamp_seconds gauge
+ampstream_kafka_group_lag_last_refresh_timestamp_seconds 0
+`, "ampstream_kafka_group_lag", "ampstream_kafka_group_lag_refreshes_total", "ampstream_kafka_group_lag_last_refresh_timestamp_seconds")
+}
