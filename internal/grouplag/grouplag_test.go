@@ -466,3 +466,32 @@ ampstream_kafka_group_lag_refreshes_total{result="success"} 0
 ampstream_kafka_group_lag_last_refresh_timestamp_seconds 0
 `, "ampstream_kafka_group_lag", "ampstream_kafka_group_lag_refreshes_total", "ampstream_kafka_group_lag_last_refresh_timestamp_seconds")
 }
+
+// Age reads are bounded by a per-refresh budget: when it is spent, a lagging partition whose
+// record was not read has no lag-seconds value yet (rather than a made-up 0), while its lag in
+// messages is exported.
+func TestAgeBudgetSpent(t *testing.T) {
+	f := newFixture(t)
+	f.produce(t, 0, 0, 3)
+	reg := prometheus.NewRegistry()
+	e := grouplag.New(grouplag.Options{
+		Client: f.cl, Group: f.group, Topics: []string{f.topic}, StartEarliest: true,
+		AgeBudget: time.Nanosecond, Now: func() time.Time { return f.now },
+	}, metrics.New(reg), zerolog.New(zerolog.NewTestWriter(t)))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, e.Refresh(ctx))
+	f.reg = reg
+	f.compare(t, `
+# HELP ampstream_kafka_group_lag End offset minus the group's position (committed offset, or where a partition without one starts), in messages, for every partition whether or not a member owns it.
+# TYPE ampstream_kafka_group_lag gauge
+ampstream_kafka_group_lag{partition="0",topic="%[1]s"} 3
+ampstream_kafka_group_lag{partition="1",topic="%[1]s"} 0
+ampstream_kafka_group_lag{partition="2",topic="%[1]s"} 0
+# HELP ampstream_kafka_group_lag_seconds Now minus the Kafka timestamp of the record at the group's position, for every partition whether or not a member owns it; 0 when the lag is 0.
+# TYPE ampstream_kafka_group_lag_seconds gauge
+ampstream_kafka_group_lag_seconds{partition="1",topic="%[1]s"} 0
+ampstream_kafka_group_lag_seconds{partition="2",topic="%[1]s"} 0
+`, "ampstream_kafka_group_lag", "ampstream_kafka_group_lag_seconds")
+	assert.False(t, e.Snapshot().Partitions[0].LagSecondsKnown)
+}
