@@ -27,6 +27,11 @@ test: ## Unit and end-to-end tests (-race) against the best broker available: KA
 test-short: ## Unit tests only (-short).
 	$(GO) test -race -short -count=1 $(PKGS)
 
+.PHONY: test-rules
+test-rules: ## Check the Prometheus rules and run their unit tests (needs promtool: apt-get install prometheus).
+	promtool check rules deployments/prometheus/ampstream-rules.yaml
+	promtool test rules deployments/prometheus/ampstream-rules.test.yaml
+
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each (default 15s); new crashers land in the package's testdata/fuzz.
 	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' internal); do \

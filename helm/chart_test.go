@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -866,7 +867,7 @@ func TestAlertRules(t *testing.T) {
 	for _, want := range []string{
 		"AmpstreamLagHigh", "AmpstreamPartitionStalled", "AmpstreamLagNotDecreasing", "AmpstreamUnauthorized",
 		"AmpstreamThrottling", "AmpstreamDLQ", "AmpstreamAmplitudeErrors", "AmpstreamRebalanceStorm",
-		"AmpstreamMetricsAbsent", "AmpstreamNoPartitions",
+		"AmpstreamMetricsAbsent", "AmpstreamNoPartitions", "AmpstreamPartitionsUnowned", "AmpstreamGroupLagStale",
 		"AmpstreamFreshnessBudgetBurn", "AmpstreamFreshnessBudgetBurnSlow",
 	} {
 		assert.Contains(t, alerts, want)
@@ -881,6 +882,23 @@ func TestAlertRules(t *testing.T) {
 				assert.Containsf(t, records, name, "%s%s reads %s", r.Alert, r.Record, name)
 			}
 		}
+	}
+}
+
+// TestRulesWithPromtool runs the rules' unit tests (deployments/prometheus/ampstream-rules.test.yaml:
+// unowned partitions, stalled partition, lag without owners, absent metrics) when promtool is
+// installed; `make test-rules` runs the same.
+func TestRulesWithPromtool(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Skip("promtool not installed (apt-get install prometheus); make test-rules runs these tests")
+	}
+	for _, args := range [][]string{
+		{"check", "rules", rulesFile},
+		{"test", "rules", strings.TrimSuffix(rulesFile, ".yaml") + ".test.yaml"},
+	} {
+		out, err := exec.Command(promtool, args...).CombinedOutput()
+		assert.NoErrorf(t, err, "promtool %s:\n%s", strings.Join(args, " "), out)
 	}
 }
 
@@ -968,6 +986,12 @@ func TestDashboard(t *testing.T) {
 		"ampstream_inflight_events", "ampstream_inflight_bytes", "ampstream_inflight_requests",
 		"sum by (result) (rate(ampstream_kafka_commits_total",
 		"ampstream_kafka_rebalances_total", "ampstream_kafka_assigned_partitions", "count(ampstream_build_info",
+		// The group's view, which keeps reporting when no replica owns a partition.
+		"max by (topic, partition) (ampstream_kafka_group_lag_seconds{",
+		"max by (topic, partition) (ampstream_kafka_group_lag{",
+		"rate(ampstream_kafka_partition_end_offset", "rate(ampstream_kafka_group_committed_offset",
+		"max by (topic) (ampstream_kafka_unowned_partitions", "max by (state) (ampstream_kafka_group_state",
+		"namespace_job:ampstream_freshness_errors:ratio_1h",
 	} {
 		assert.Contains(t, exprs, want)
 	}

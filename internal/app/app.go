@@ -28,6 +28,7 @@ import (
 	"github.com/ampstream/ampstream/internal/consume"
 	"github.com/ampstream/ampstream/internal/deliver"
 	"github.com/ampstream/ampstream/internal/dlq"
+	"github.com/ampstream/ampstream/internal/grouplag"
 	"github.com/ampstream/ampstream/internal/metrics"
 	"github.com/ampstream/ampstream/internal/route"
 )
@@ -56,6 +57,7 @@ type App struct {
 	lag       *admin.LagHistory
 	joined    atomic.Bool      // the consumer has joined a group generation at least once
 	transport *kafka.Transport // the DLQ writer's; kafka-go's Writer.Close leaves it open
+	groupLag  *grouplag.Exporter
 }
 
 // New builds an App. It does not connect to anything yet.
@@ -142,7 +144,8 @@ func New(cfg config.Config, log zerolog.Logger, reg *prometheus.Registry, build 
 	return &App{
 		cfg: cfg, log: log, reg: reg, Metrics: m, client: client, deliver: d, dlq: dw, Consumer: c,
 		build: build, adminAddr: make(chan string, 1), recent: recent, transport: transport,
-		lag: admin.NewLagHistory(int(lagWindow / lagSampleEvery)),
+		lag:      admin.NewLagHistory(int(lagWindow / lagSampleEvery)),
+		groupLag: newGroupLag(cfg.Kafka, transport, c, m, log),
 	}, nil
 }
 
@@ -192,10 +195,13 @@ func (a *App) Run(ctx context.Context) error {
 		defer close(sampled)
 		a.lag.Run(sampleCtx, lagSampleEvery, a.lagSample)
 	}()
+	lagDone := make(chan struct{})
+	go func() { defer close(lagDone); a.groupLag.Run(ctx) }()
 
 	runErr := a.Consumer.Run(ctx)
 	stopSampling()
 	<-sampled
+	<-lagDone
 	a.deliver.Stop()
 	a.dlq.Stop()
 	a.transport.CloseIdleConnections()

@@ -91,6 +91,10 @@ type Kafka struct {
 	FetchMaxWait      time.Duration
 	TLS               TLS
 	SASL              SASL
+
+	// LagRefreshInterval: how often every replica reads the group's
+	// offsets and assignment for the ampstream_kafka_group_* series.
+	LagRefreshInterval time.Duration
 }
 
 // TLS configures TLS to the brokers. The file fields are paths to PEM files.
@@ -248,6 +252,11 @@ func Default() Config {
 			// The fetcher's read deadline is this plus 10 s.
 			FetchMaxWait: 2 * time.Second,
 			SASL:         SASL{Mechanism: SASLNone},
+
+			// Five small requests per replica (plus a small fetch per
+			// lagging partition whose position moved); a third of the usual
+			// 15 s scrape interval.
+			LagRefreshInterval: 5 * time.Second,
 		},
 		Amplitude: Amplitude{
 			Region: RegionUS,

@@ -29,6 +29,7 @@ func settings() []setting {
 		{key: "kafka.commit_interval", help: "periodic commit of acknowledged watermarks", field: func(c *Config) any { return &c.Kafka.CommitInterval }},
 		{key: "kafka.fetch_max_bytes", help: "max bytes per partition fetch", bytes: true, field: func(c *Config) any { return &c.Kafka.FetchMaxBytes }},
 		{key: "kafka.fetch_max_wait", help: "how long the broker may hold a fetch of a caught-up partition (the client allows 10 s more)", field: func(c *Config) any { return &c.Kafka.FetchMaxWait }},
+		{key: "kafka.lag_refresh_interval", help: "how often every replica reads the group's committed offsets, end offsets and assignment for the ampstream_kafka_group_* lag series, owned partitions or not", field: func(c *Config) any { return &c.Kafka.LagRefreshInterval }},
 		{key: "kafka.tls.enabled", help: "TLS to brokers", field: func(c *Config) any { return &c.Kafka.TLS.Enabled }},
 		{key: "kafka.tls.ca_file", help: "CA bundle (PEM path); empty = system roots", field: func(c *Config) any { return &c.Kafka.TLS.CAFile }},
 		{key: "kafka.tls.cert_file", help: "client certificate (PEM path, mTLS)", field: func(c *Config) any { return &c.Kafka.TLS.CertFile }},

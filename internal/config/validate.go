@@ -63,6 +63,7 @@ func (c Config) problems() []problem {
 	v.positive("kafka.commit_interval", k.CommitInterval)
 	v.minInt("kafka.fetch_max_bytes", k.FetchMaxBytes, 1)
 	v.positive("kafka.fetch_max_wait", k.FetchMaxWait)
+	v.positive("kafka.lag_refresh_interval", k.LagRefreshInterval)
 
 	t := k.TLS
 	if !t.Enabled {

@@ -39,6 +39,10 @@ type Metrics struct {
 	Commits            *prometheus.CounterVec
 	FetchBlocked       prometheus.Counter
 
+	// The group's offsets and assignment, read from the brokers whoever
+	// owns the partitions (never deleted on revoke).
+	Group Group
+
 	// Funnel.
 	EventsConsumed  prometheus.Counter
 	AbortedSkipped  prometheus.Counter
@@ -202,6 +206,7 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Build information; always 1.",
 		}, []string{"version", "revision", "goversion"}),
 	}
+	m.Group = newGroup(f)
 	// Series exist from the start so rate() and alerts see zeros, not gaps.
 	for _, lane := range []string{LaneRealtime, LaneBatch} {
 		for _, o := range []string{OutcomeAccepted, OutcomeDLQ, OutcomeThrottled, OutcomeRetried} {
