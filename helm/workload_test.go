@@ -19,9 +19,9 @@ const instanceIDEnv = "AMPSTREAM_KAFKA_GROUP_INSTANCE_ID"
 // template plus static group membership, and every object that points at the pods follows.
 func TestStatefulSetMode(t *testing.T) {
 	for _, tt := range []struct {
-		name  string
-		vals  map[string]any
-		keda  bool
+		name string
+		vals map[string]any
+		keda bool
 	}{
 		{name: "defaults", vals: values(t, "", "workload=statefulset")},
 		{name: "full values", vals: values(t, fullValues, "workload=statefulset"), keda: true},
