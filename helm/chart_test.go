@@ -43,17 +43,19 @@ import (
 )
 
 const (
-	chartDir       = "ampstream"
-	fullValues     = "ampstream/ci/full-values.yaml"
-	release        = "t"
-	namespace      = "analytics"
-	fullname       = "t-ampstream"
-	rulesFile      = "../deployments/prometheus/ampstream-rules.yaml"
-	dashboardFile  = "../deployments/grafana/ampstream-dashboard.json"
-	runbookFile    = "../deployments/RUNBOOK.md"
-	operatingFile  = "../deployments/OPERATING.md"
-	chartRules     = "ampstream/files/ampstream-rules.yaml"
-	chartDashboard = "ampstream/files/ampstream-dashboard.json"
+	chartDir   = "ampstream"
+	fullValues = "ampstream/ci/full-values.yaml"
+	// statefulSetValues is workload: statefulset (helm/workload_test.go).
+	statefulSetValues = "ampstream/ci/statefulset-values.yaml"
+	release           = "t"
+	namespace         = "analytics"
+	fullname          = "t-ampstream"
+	rulesFile         = "../deployments/prometheus/ampstream-rules.yaml"
+	dashboardFile     = "../deployments/grafana/ampstream-dashboard.json"
+	runbookFile       = "../deployments/RUNBOOK.md"
+	operatingFile     = "../deployments/OPERATING.md"
+	chartRules        = "ampstream/files/ampstream-rules.yaml"
+	chartDashboard    = "ampstream/files/ampstream-dashboard.json"
 )
 
 // Local types for the CRDs the chart renders. Decoding is strict, so every field the chart
@@ -812,7 +814,7 @@ func TestRunbookURLOverride(t *testing.T) {
 }
 
 func TestHelmLint(t *testing.T) {
-	for _, file := range []string{"", fullValues} {
+	for _, file := range []string{"", fullValues, statefulSetValues} {
 		t.Run(strings.TrimPrefix(file, "ampstream/ci/"), func(t *testing.T) {
 			l := lint.All(chartDir, values(t, file), namespace, true)
 			for _, msg := range l.Messages {

@@ -19,11 +19,13 @@ const instanceIDEnv = "AMPSTREAM_KAFKA_GROUP_INSTANCE_ID"
 // template plus static group membership, and every object that points at the pods follows.
 func TestStatefulSetMode(t *testing.T) {
 	for _, tt := range []struct {
-		name  string
-		vals  map[string]any
-		keda  bool
+		name     string
+		vals     map[string]any
+		replicas int32
+		keda     bool
 	}{
-		{name: "defaults", vals: values(t, "", "workload=statefulset")},
+		{name: "defaults", vals: values(t, "", "workload=statefulset"), replicas: 2},
+		{name: "ci/statefulset-values.yaml", vals: values(t, statefulSetValues), replicas: 3},
 		{name: "full values", vals: values(t, fullValues, "workload=statefulset"), keda: true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -43,7 +45,7 @@ func TestStatefulSetMode(t *testing.T) {
 				assert.Nil(t, sts.Spec.Replicas, "KEDA owns the replica count")
 			} else {
 				require.NotNil(t, sts.Spec.Replicas)
-				assert.EqualValues(t, 2, *sts.Spec.Replicas)
+				assert.Equal(t, tt.replicas, *sts.Spec.Replicas)
 			}
 
 			// group.instance.id = the pod's own name, from the downward API.

@@ -104,7 +104,15 @@ func parseFlags(fs *flag.FlagSet, synopsis string, args []string, stdout io.Writ
 	}
 	if err != nil {
 		// flag's messages say "-name"; every help text says "--name".
-		return usageErr(fs.Name(), errors.New(strings.ReplaceAll(err.Error(), ": -", ": --")))
+		msg := strings.ReplaceAll(err.Error(), ": -", ": --")
+		if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -"); ok {
+			var names []string
+			fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+			if s := closest(strings.TrimPrefix(name, "-"), names); s != "" {
+				msg += " (did you mean --" + s + "?)"
+			}
+		}
+		return usageErr(fs.Name(), errors.New(msg))
 	}
 	if fs.NArg() > 0 {
 		return usageErr(fs.Name(), fmt.Errorf("unexpected argument %q", fs.Arg(0)))

@@ -89,6 +89,10 @@ func TestCommandLine(t *testing.T) {
 			stderr: []string{"flag provided but not defined: --bogus", "Run 'ampstream emulate --help'"},
 		},
 		{
+			name: "a subcommand's misspelt flag gets the nearest", args: []string{"replay", "--dryrun"}, code: 2,
+			stderr: []string{"flag provided but not defined: --dryrun (did you mean --dry-run?)"},
+		},
+		{
 			name: "a subcommand's stray argument is a usage error", args: []string{"demo", "now"}, code: 2,
 			stderr: []string{`unexpected argument "now"`},
 		},
