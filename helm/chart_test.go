@@ -702,7 +702,7 @@ func TestKEDAPrometheusTrigger(t *testing.T) {
 	tr := so.Spec.Triggers[0]
 	assert.Equal(t, "prometheus", tr.Type)
 	assert.Equal(t, fmt.Sprintf(
-		`sum(max by (topic, partition) (ampstream_kafka_consumer_lag{namespace=%q, service=%q}))`, namespace, fullname),
+		`sum(max by (topic, partition) (ampstream_kafka_group_lag{namespace=%q, service=%q}))`, namespace, fullname),
 		tr.Metadata["query"])
 	assert.Nil(t, tr.AuthenticationRef)
 }

@@ -412,7 +412,7 @@ func (e *Exporter) logOwnership(now time.Time, state string, members, unowned in
 		e.log.Warn().Str("group", e.opts.Group).Str("state", state).Int("members", members).Int("unowned", unowned).
 			Msg("partitions have no owner in the consumer group: nothing is delivered from them")
 	case unowned == 0 && e.lastNoOwn > 0:
-		e.log.Info().Str("group", e.opts.Group).Dur("unowned_for", now.Sub(e.noOwnSince).Round(time.Millisecond)).
+		e.log.Info().Str("group", e.opts.Group).Float64("unowned_seconds", now.Sub(e.noOwnSince).Round(time.Millisecond).Seconds()).
 			Msg("every partition has an owner again")
 	}
 	e.lastNoOwn = unowned

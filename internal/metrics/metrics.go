@@ -4,8 +4,8 @@
 // packages on the data path. Keeping the definitions together lets tests
 // (and the Helm chart test) enumerate exactly what the service exports.
 //
-// Labels are bounded: topic, partition, lane, outcome, reason, code and
-// result. Device, user and insert ids never become labels.
+// Labels are bounded: topic, partition, lane, outcome, reason, code, result,
+// event and state. Device, user and insert ids never become labels.
 //
 // Concurrency: every method is safe for concurrent use.
 package metrics
