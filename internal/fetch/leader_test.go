@@ -114,7 +114,9 @@ func TestFetcherFollowsAPartitionAsItsLeaderMoves(t *testing.T) {
 		produceN(t, c, topic, 50*round, 50)
 		start := time.Now()
 		readN(t, ctx, f, int64(50*round), 50) // fails on any error
-		if took := time.Since(start); round > 0 && took > 3*time.Second {
+		// Typically 0.2–0.5 s (a 200 ms fetch waits at the old leader);
+		// 5 s leaves room for a loaded machine.
+		if took := time.Since(start); round > 0 && took > 5*time.Second {
 			t.Fatalf("round %d: %v to read the moved partition", round, took)
 		}
 	}
@@ -174,7 +176,7 @@ func TestFetcherFollowsLeaderErrors(t *testing.T) {
 			produceN(t, c, topic, 20, 20)
 			readN(t, ctx, f, 20, 20)
 			took := time.Since(start)
-			if took > 3*time.Second {
+			if took > 5*time.Second {
 				t.Fatalf("%v to read on after the error", took)
 			}
 			if want := epoch + map[bool]int32{true: 1}[tc.bump]; f.leader.epoch != want || f.dials != 2 {
@@ -211,10 +213,10 @@ func TestFetcherReturnsTheErrorWhenNoNewLeaderComes(t *testing.T) {
 	if !errors.Is(err, kafka.NotLeaderForPartition) || !strings.Contains(err.Error(), "no leader of moving/0") {
 		t.Fatalf("Next: %v, want the leader's NOT_LEADER_OR_FOLLOWER after following it", err)
 	}
-	if took < f.followFor || took > f.followFor+2*time.Second {
+	if took < f.followFor || took > f.followFor+3*time.Second {
 		t.Fatalf("error after %v, want after following for %v", took, f.followFor)
 	}
-	if n := len(metas()) - lookups; n < 3 || n > int(took/leaderPoll)+2 {
+	if n := len(metas()) - lookups; n < 2 || n > int(took/leaderPoll)+2 {
 		t.Fatalf("%d metadata requests in %v, want one every %v", n, took, leaderPoll)
 	}
 	produceN(t, c, topic, 5, 5)
@@ -234,7 +236,7 @@ func TestFetcherFindsTheLeaderPastDeadBrokers(t *testing.T) {
 	produceN(t, c, topic, 0, 10)
 	start := time.Now()
 	readN(t, ctx, f, 0, 10)
-	if took := time.Since(start); took > 3*time.Second {
+	if took := time.Since(start); took > 5*time.Second {
 		t.Fatalf("%v to the first message past a silent broker", took)
 	}
 
