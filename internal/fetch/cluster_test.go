@@ -28,9 +28,9 @@ import (
 //	FETCH_CLUSTER_STOP='kill -TERM $(cat /path/to/node%d.pid)' \
 //	go test -count=1 -v -run Cluster ./internal/fetch/
 //
-// FETCH_CLUSTER_STOP is a shell command that stops broker %d gracefully
-// (SIGTERM) and returns once it has exited; the test that needs it is
-// skipped without it. The stopped broker stays down: restart it before the
+// FETCH_CLUSTER_STOP is a shell command that stops broker %d (SIGTERM for
+// a graceful stop, SIGKILL for a crash) and returns once it has exited;
+// the test that needs it is skipped without it. The stopped broker stays down: restart it before the
 // next run.
 
 func clusterBrokers(t *testing.T) []string {
@@ -326,7 +326,21 @@ func TestClusterFetcherFollowsAStoppedLeader(t *testing.T) {
 		t.Fatalf("%s: %v: %s", cmd, err, out)
 	}
 	exited := time.Now()
-	time.Sleep(5 * time.Second) // reading from the new leader
+	// Producing to the new leader: acknowledged after the broker exited
+	// (a crashed one's partitions move only once the controller notices),
+	// then 3 s more.
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		mu.Lock()
+		again := len(acks) > 0 && acks[len(acks)-1].After(exited)
+		mu.Unlock()
+		if again {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the producer was not acknowledged within 60 s of the broker's exit")
+		}
+	}
+	time.Sleep(3 * time.Second) // a steady state on the new leader
 	stopProducing()
 	// Every acknowledged record is read.
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {

@@ -713,6 +713,13 @@ func (f *Fetcher) dial(ctx context.Context) error {
 		if err = f.position(conn); err == nil && !f.legacy {
 			err = f.negotiate(conn)
 		}
+		if l.epoch < 0 && f.version >= 11 {
+			// Without the epoch a v11 fetch (which names a rack) is
+			// served by a former leader as by a follower, and one waiting
+			// there is held until MaxWait (package doc, Leaders); v10 gets
+			// NOT_LEADER_OR_FOLLOWER.
+			f.version = 10
+		}
 		if err != nil {
 			_ = conn.Close()
 		}

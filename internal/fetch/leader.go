@@ -118,10 +118,10 @@ func (f *Fetcher) follow(l leader, why error) {
 	f.left, f.why = l, why
 }
 
-// followed ends following once the new leader answered a fetch.
+// followed ends following once a leader answered a fetch.
 func (f *Fetcher) followed() {
 	f.cfg.Log.Info().Int("leader", f.leader.broker.ID).Int32("leader_epoch", f.leader.epoch).
-		Dur("after", time.Since(f.gone)).Msg("fetching from the partition's new leader")
+		Dur("after", time.Since(f.gone)).Msg("fetching from the partition's leader again")
 	f.gone = time.Time{}
 }
 

@@ -14,6 +14,7 @@ import (
 	"math/big"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -113,7 +114,9 @@ func TestFetcherFollowsAPartitionAsItsLeaderMoves(t *testing.T) {
 		produceN(t, c, topic, 50*round, 50)
 		start := time.Now()
 		readN(t, ctx, f, int64(50*round), 50) // fails on any error
-		if took := time.Since(start); round > 0 && took > 3*time.Second {
+		// Typically 0.2–0.5 s (a 200 ms fetch waits at the old leader);
+		// 5 s leaves room for a loaded machine.
+		if took := time.Since(start); round > 0 && took > 5*time.Second {
 			t.Fatalf("round %d: %v to read the moved partition", round, took)
 		}
 	}
@@ -173,7 +176,7 @@ func TestFetcherFollowsLeaderErrors(t *testing.T) {
 			produceN(t, c, topic, 20, 20)
 			readN(t, ctx, f, 20, 20)
 			took := time.Since(start)
-			if took > 3*time.Second {
+			if took > 5*time.Second {
 				t.Fatalf("%v to read on after the error", took)
 			}
 			if want := epoch + map[bool]int32{true: 1}[tc.bump]; f.leader.epoch != want || f.dials != 2 {
@@ -210,10 +213,10 @@ func TestFetcherReturnsTheErrorWhenNoNewLeaderComes(t *testing.T) {
 	if !errors.Is(err, kafka.NotLeaderForPartition) || !strings.Contains(err.Error(), "no leader of moving/0") {
 		t.Fatalf("Next: %v, want the leader's NOT_LEADER_OR_FOLLOWER after following it", err)
 	}
-	if took < f.followFor || took > f.followFor+2*time.Second {
+	if took < f.followFor || took > f.followFor+3*time.Second {
 		t.Fatalf("error after %v, want after following for %v", took, f.followFor)
 	}
-	if n := len(metas()) - lookups; n < 3 || n > int(took/leaderPoll)+2 {
+	if n := len(metas()) - lookups; n < 2 || n > int(took/leaderPoll)+2 {
 		t.Fatalf("%d metadata requests in %v, want one every %v", n, took, leaderPoll)
 	}
 	produceN(t, c, topic, 5, 5)
@@ -233,7 +236,7 @@ func TestFetcherFindsTheLeaderPastDeadBrokers(t *testing.T) {
 	produceN(t, c, topic, 0, 10)
 	start := time.Now()
 	readN(t, ctx, f, 0, 10)
-	if took := time.Since(start); took > 3*time.Second {
+	if took := time.Since(start); took > 5*time.Second {
 		t.Fatalf("%v to the first message past a silent broker", took)
 	}
 
@@ -448,4 +451,56 @@ func selfSignedTLS(t *testing.T) (*tls.Config, *x509.CertPool) {
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)
 	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MinVersion: tls.VersionTLS12}, pool
+}
+
+// Metadata without the leader's epoch (a broker before Kafka 2.1, or one
+// that does not know it): fetches carry epoch −1 and use Fetch v10, which
+// only the leader serves, not v11.
+func TestFetcherWithoutAnEpochFetchesOnlyFromTheLeader(t *testing.T) {
+	kc, c, topic := startMoving(t, 1)
+	fetches := watch(kc, kmsg.Fetch)
+	var mu sync.Mutex
+	versions := map[int16]bool{}
+	kc.ControlKey(int16(kmsg.Fetch), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		mu.Lock()
+		versions[req.GetVersion()] = true
+		mu.Unlock()
+		return nil, nil, false
+	})
+	host, port, err := net.SplitHostPort(c.Brokers[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	portN, _ := strconv.Atoi(port)
+	kc.ControlKey(int16(kmsg.Metadata), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		if r := req.(*kmsg.MetadataRequest); len(r.Topics) != 1 || r.Topics[0].Topic == nil || *r.Topics[0].Topic != topic {
+			return nil, nil, false // the producer's
+		}
+		kc.KeepControl()
+		resp := req.ResponseKind().(*kmsg.MetadataResponse)
+		resp.Version = req.GetVersion()
+		resp.Brokers = []kmsg.MetadataResponseBroker{{NodeID: 0, Host: host, Port: int32(portN)}}
+		p := kmsg.NewMetadataResponseTopicPartition()
+		p.Partition, p.Leader, p.LeaderEpoch, p.Replicas, p.ISR = 0, 0, -1, []int32{0}, []int32{0}
+		rt := kmsg.NewMetadataResponseTopic()
+		rt.Topic, rt.Partitions = kmsg.StringPtr(topic), []kmsg.MetadataResponseTopicPartition{p}
+		resp.Topics = []kmsg.MetadataResponseTopic{rt}
+		return resp, nil, true
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	f := newMovingFetcher(c.Brokers, topic)
+	defer f.Close()
+	produceN(t, c, topic, 0, 10)
+	readN(t, ctx, f, 0, 10)
+	mu.Lock()
+	defer mu.Unlock()
+	if f.leader.epoch != -1 || f.version != 10 || len(versions) != 1 || !versions[10] {
+		t.Fatalf("leader epoch %d, Fetch v%d (versions sent %v); want -1, v10", f.leader.epoch, f.version, versions)
+	}
+	for _, s := range fetches() {
+		if s.epoch != -1 {
+			t.Fatalf("a fetch carried epoch %d", s.epoch)
+		}
+	}
 }
