@@ -257,9 +257,16 @@ func (m *Member) Run(ctx context.Context) error {
 	switch {
 	case err != nil:
 		m.lose(false)
-	case len(owned) > 0:
-		// Heartbeats go on while the owner drains and commits.
-		m.revoke(owned)
+	default:
+		if m.cfg.InstanceID == "" {
+			m.log.Info().Int("partitions", len(owned)).Msg("stopping: draining partitions, committing, leaving the group")
+		} else {
+			m.log.Info().Int("partitions", len(owned)).Msg("stopping: draining partitions and committing; a static member stays in the group")
+		}
+		if len(owned) > 0 {
+			// Heartbeats go on while the owner drains and commits.
+			m.revoke(owned)
+		}
 	}
 	m.mu.Lock()
 	id, gen := m.memberID, m.generation
