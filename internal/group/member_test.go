@@ -11,6 +11,9 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/ampstream/ampstream/internal/kafkatest"
 )
@@ -254,4 +257,102 @@ func TestMemberLeaveHandsPartitionsOverAtOnce(t *testing.T) {
 	require.NoError(t, b.stop())
 	l.waitOwned(map[string]int{"a": 4})
 	require.Less(t, time.Since(start), 5*time.Second, "well under the 6 s session timeout")
+}
+
+// The coordinator answers NOT_COORDINATOR, then COORDINATOR_LOAD_IN_PROGRESS
+// to every heartbeat and commit for 3 s (a coordinator moving): the member
+// keeps its id and generation, loses and revokes nothing, and a commit
+// issued meanwhile lands once the coordinator is back. kfake only: the
+// faults are injected into its request handling.
+func TestMemberKeepsItsIDThroughCoordinatorErrors(t *testing.T) {
+	kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(time.Second))
+	require.NoError(t, err)
+	t.Cleanup(kc.Close)
+	c := &kafkatest.Cluster{Brokers: kc.ListenAddrs(), Provider: kafkatest.ProviderKfake}
+	topic := c.CreateTopic(t, "group-faults", 2)
+	group := kafkatest.UniqueName("group-faults")
+	l := newLedger(t)
+	a := l.start(c, group, topic, "a", false)
+	l.waitOwned(map[string]int{"a": 2})
+	before := a.m.State()
+
+	var mu sync.Mutex
+	faulted := map[int16]int{}
+	start := time.Now()
+	fault := func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		kc.KeepControl()
+		if time.Since(start) > 3*time.Second {
+			kc.DropControl()
+			return nil, nil, false
+		}
+		code := kerr.NotCoordinator.Code
+		if time.Since(start) > 1500*time.Millisecond {
+			code = kerr.CoordinatorLoadInProgress.Code
+		}
+		mu.Lock()
+		faulted[kreq.Key()]++
+		mu.Unlock()
+		switch req := kreq.(type) {
+		case *kmsg.HeartbeatRequest:
+			resp := req.ResponseKind().(*kmsg.HeartbeatResponse)
+			resp.ErrorCode = code
+			return resp, nil, true
+		case *kmsg.OffsetCommitRequest:
+			resp := req.ResponseKind().(*kmsg.OffsetCommitResponse)
+			for _, rt := range req.Topics {
+				st := kmsg.NewOffsetCommitResponseTopic()
+				st.Topic = rt.Topic
+				for _, rp := range rt.Partitions {
+					sp := kmsg.NewOffsetCommitResponseTopicPartition()
+					sp.Partition, sp.ErrorCode = rp.Partition, code
+					st.Partitions = append(st.Partitions, sp)
+				}
+				resp.Topics = append(resp.Topics, st)
+			}
+			return resp, nil, true
+		}
+		return nil, nil, false
+	}
+	kc.ControlKey(int16(kmsg.Heartbeat), fault)
+	kc.ControlKey(int16(kmsg.OffsetCommit), fault)
+
+	commitStart := time.Now()
+	require.NoError(t, a.m.Commit(context.Background(), map[TopicPartition]int64{{topic, 1}: 42}))
+	require.GreaterOrEqual(t, time.Since(commitStart), 2*time.Second, "the commit waited out the faults")
+	got, err := a.m.FetchOffsets(context.Background(), []TopicPartition{{topic, 1}})
+	require.NoError(t, err)
+	require.Equal(t, int64(42), got[TopicPartition{topic, 1}])
+
+	// Heartbeats go through again, in the same generation.
+	require.Eventually(t, func() bool { return time.Since(start) > 4*time.Second }, 10*time.Second, 50*time.Millisecond)
+	after := a.m.State()
+	require.True(t, after.Member)
+	require.Equal(t, before.MemberID, after.MemberID)
+	require.Equal(t, before.Generation, after.Generation)
+	require.Empty(t, l.revokedOf("a"))
+	require.Empty(t, l.lost)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Positive(t, faulted[int16(kmsg.Heartbeat)])
+	require.Positive(t, faulted[int16(kmsg.OffsetCommit)])
+}
+
+// Two processes with one instance id: the older one is fenced, stops with
+// ErrFenced and hands its partitions to Lost (never to Revoked: it may not
+// commit for partitions another process now owns).
+func TestMemberFencedByTheSameInstanceID(t *testing.T) {
+	c := kafkatest.Start(t)
+	topic := c.CreateTopic(t, "group-fenced", 2)
+	group := kafkatest.UniqueName("group-fenced")
+	l1, l2 := newLedger(t), newLedger(t)
+	a := l1.start(c, group, topic, "x", true)
+	l1.waitOwned(map[string]int{"x": 2})
+	l2.start(c, group, topic, "x", true)
+	l2.waitOwned(map[string]int{"x": 2})
+	require.Eventually(t, func() bool { return a.m.State().Reason == "stopped" }, 30*time.Second, 20*time.Millisecond,
+		"the older process stops once fenced")
+	err := a.stop()
+	require.ErrorIs(t, err, ErrFenced)
+	require.Len(t, l1.lost["x"], 2)
+	require.Empty(t, l1.revokedOf("x"))
 }
