@@ -43,9 +43,9 @@ import (
 
 // Options configure a Consumer.
 type Options struct {
-	Brokers           []string
-	Topics            []string
-	Group             string
+	Brokers []string
+	Topics  []string
+	Group   string
 	// GroupInstanceID makes this replica a static member (KIP-345);
 	// empty: dynamic membership.
 	GroupInstanceID   string
