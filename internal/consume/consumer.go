@@ -238,11 +238,7 @@ func (c *Consumer) assigned(added []group.Assignment) {
 // ones drain and commit first, in parallel; lost ones do not commit.
 func (c *Consumer) release(tps []group.TopicPartition, lost bool) {
 	c.heartbeat()
-	reason := "revoked"
-	if lost {
-		reason = "lost"
-	}
-	c.m.Rebalances.WithLabelValues(reason).Inc()
+	c.m.Rebalances.WithLabelValues("revoked").Inc()
 	deadline := time.Now().Add(c.opts.DrainTimeout)
 	var ps []*partition
 	for _, tp := range tps {
