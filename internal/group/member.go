@@ -252,11 +252,12 @@ func (m *Member) Run(ctx context.Context) error {
 	m.log.Info().Str("group", m.cfg.Group).Strs("topics", m.cfg.Topics).Str("instance_id", m.cfg.InstanceID).
 		Str("protocol", Protocol).Msg("joining consumer group")
 
+	m.setReason("joining the group")
 	err := m.loop(ctx)
 	owned := m.ownedList()
 	switch {
 	case err != nil:
-		m.lose(false)
+		m.lose(false, "stopped: "+err.Error())
 	default:
 		if m.cfg.InstanceID == "" {
 			m.log.Info().Int("partitions", len(owned)).Msg("stopping: draining partitions, committing, leaving the group")
@@ -416,7 +417,8 @@ func (m *Member) revoke(tps []TopicPartition) {
 
 // lose hands every owned partition to Lost and forgets the generation;
 // resetID also forgets the member id (the coordinator does not know it).
-func (m *Member) lose(resetID bool) {
+// why becomes State's Reason.
+func (m *Member) lose(resetID bool, why string) {
 	lost := m.ownedList()
 	if len(lost) > 0 {
 		m.log.Warn().Int("partitions", len(lost)).Msg("partitions lost: stopping them without commit; the next owner starts from the last commit")
@@ -430,6 +432,7 @@ func (m *Member) lose(resetID bool) {
 		m.lastOwned = time.Now()
 	}
 	m.generation, m.ownedGen, m.synced, m.heartbeating, m.member = -1, -1, false, false, false
+	m.reason, m.since = why, time.Now()
 	if resetID {
 		m.memberID = ""
 	}
@@ -495,7 +498,11 @@ func (m *Member) wait(ctx context.Context) error {
 		case fatal != nil:
 			return fatal
 		case lost:
-			m.lose(reset)
+			why := "the generation was fenced (ILLEGAL_GENERATION): rejoining"
+			if reset {
+				why = "the coordinator no longer knows this member (UNKNOWN_MEMBER_ID): rejoining"
+			}
+			m.lose(reset, why)
 			return nil
 		case rejoin:
 			return nil
@@ -588,7 +595,7 @@ func (m *Member) joinAndSync(ctx context.Context) (map[TopicPartition]bool, erro
 			m.mu.Unlock()
 			continue
 		case errors.Is(err, kafka.UnknownMemberId):
-			m.lose(true)
+			m.lose(true, "the coordinator no longer knows this member (UNKNOWN_MEMBER_ID): rejoining")
 			continue
 		case errors.Is(err, kafka.FencedInstanceID):
 			return nil, fmt.Errorf("%w: %s", ErrFenced, m.cfg.InstanceID)
@@ -639,10 +646,10 @@ func (m *Member) joinAndSync(ctx context.Context) (map[TopicPartition]bool, erro
 		case errors.Is(err, kafka.RebalanceInProgress):
 			continue // another member joined meanwhile: rejoin at once
 		case errors.Is(err, kafka.UnknownMemberId):
-			m.lose(true)
+			m.lose(true, "the coordinator no longer knows this member (UNKNOWN_MEMBER_ID): rejoining")
 			continue
 		case errors.Is(err, kafka.IllegalGeneration):
-			m.lose(false)
+			m.lose(false, "the generation was fenced (ILLEGAL_GENERATION): rejoining")
 			continue
 		case errors.Is(err, kafka.FencedInstanceID):
 			return nil, fmt.Errorf("%w: %s", ErrFenced, m.cfg.InstanceID)
