@@ -200,9 +200,11 @@ func (m *Member) State() State {
 	if len(m.owned) > 0 {
 		s.LastOwned = time.Now()
 	}
-	// Silence from the coordinator for a whole session: whatever it
-	// decided, this member cannot count on being in the group.
-	if s.Member && !m.lastContact.IsZero() && time.Since(m.lastContact) > m.cfg.SessionTimeout {
+	// Heartbeats unanswered for a whole session: whatever the coordinator
+	// decided, this member cannot count on being in the group. (While a
+	// JoinGroup is pending, heartbeats pause and the coordinator may hold
+	// the join for the rebalance timeout: that is no silence.)
+	if s.Member && m.heartbeating && !m.lastContact.IsZero() && time.Since(m.lastContact) > m.cfg.SessionTimeout {
 		s.Member = false
 		s.Reason = "no answer from the group coordinator"
 		s.Since = m.lastContact
