@@ -712,8 +712,13 @@ func (m *Member) assignAll(ctx context.Context, members []kafka.JoinGroupRespons
 	}
 	counts := map[string]int{}
 	for _, t := range resp.Topics {
-		if t.Error == nil {
+		switch {
+		case t.Error == nil:
 			counts[t.Name] = len(t.Partitions)
+		case !errors.Is(t.Error, kafka.UnknownTopicOrPartition):
+			// Assigning without the topic would revoke all of its
+			// partitions from their owners: retry instead.
+			return nil, fmt.Errorf("metadata of topic %s: %w", t.Name, t.Error)
 		}
 	}
 	plan := Assign(subs, counts)
