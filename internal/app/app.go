@@ -124,6 +124,7 @@ func New(cfg config.Config, log zerolog.Logger, reg *prometheus.Registry, build 
 		Brokers:                    cfg.Kafka.Brokers,
 		Topics:                     cfg.Kafka.Topics,
 		Group:                      cfg.Kafka.Group,
+		GroupInstanceID:            cfg.Kafka.GroupInstanceID,
 		Dialer:                     dialer,
 		StartOffset:                start,
 		SessionTimeout:             cfg.Kafka.SessionTimeout,
@@ -252,8 +253,8 @@ func (a *App) lagSample() admin.LagSample {
 
 func (a *App) ready() error {
 	var errs []error
-	if !a.Consumer.Ready() {
-		errs = append(errs, errors.New("not a member of a consumer group generation"))
+	if st := a.Consumer.GroupState(); !st.Member {
+		errs = append(errs, fmt.Errorf("not a member of the consumer group: %s since %s", st.Reason, st.Since.UTC().Format(time.RFC3339)))
 	}
 	if err := a.deliver.Healthy(); err != nil {
 		errs = append(errs, err)

@@ -80,6 +80,7 @@ type Kafka struct {
 	Brokers           []string
 	Topics            []string
 	Group             string
+	GroupInstanceID   string // static membership (KIP-345); empty = dynamic
 	ClientID          string
 	StartOffset       string // StartOffsetEarliest or StartOffsetLatest
 	IsolationLevel    string // IsolationReadCommitted or IsolationReadUncommitted
@@ -234,13 +235,19 @@ func Default() Config {
 			// As librdkafka (Vector, most non-JVM clients): events of aborted
 			// transactions never reach Amplitude.
 			IsolationLevel: IsolationReadCommitted,
-			// kafka-go's defaults: the broker drops a member after 30 s of
-			// silence; heartbeats every 3 s allow ~10 missed before that.
-			SessionTimeout:    30 * time.Second,
-			HeartbeatInterval: 3 * time.Second,
-			// kafka-go's default. Must exceed Shutdown.DrainTimeout (20 s) so a
-			// revoked member can drain and commit before the group gives up
-			// on it.
+			// A crashed replica's partitions wait one session timeout for a
+			// new owner: 10 s, above the broker's group.min.session.timeout.ms
+			// (6 s); a Go process has no GC pause near that. Heartbeats every
+			// 1 s let ~10 go missing before the session ends, and tell a
+			// member of a rebalance within a second (a heartbeat's answer is
+			// how it learns). A coordinator failover does not end sessions:
+			// the new coordinator restarts every member's session clock.
+			SessionTimeout:    10 * time.Second,
+			HeartbeatInterval: time.Second,
+			// How long the group waits for members to rejoin. A member that a
+			// rebalance finds revoking partitions rejoins after they drained
+			// (Shutdown.DrainTimeout, 20 s) and committed (at least 5 s more
+			// if the drain took it all): 30 s fits both.
 			RebalanceTimeout: 30 * time.Second,
 			// At most 1 s of acknowledged events is redelivered after a crash.
 			CommitInterval: time.Second,

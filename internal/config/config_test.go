@@ -292,6 +292,9 @@ func TestValidate(t *testing.T) {
 		{"bad start offset", func(c *Config) { c.Kafka.StartOffset = "newest" }, ErrInvalid, "kafka.start_offset"},
 		{"zero session timeout", func(c *Config) { c.Kafka.SessionTimeout = 0 }, ErrInvalid, "kafka.session_timeout"},
 		{"heartbeat not below session", func(c *Config) { c.Kafka.HeartbeatInterval = 30 * time.Second }, ErrInvalid, "kafka.heartbeat_interval"},
+		{"heartbeat above a third of session", func(c *Config) { c.Kafka.HeartbeatInterval = 3400 * time.Millisecond }, ErrInvalid, "kafka.heartbeat_interval"},
+		{"instance id with a slash", func(c *Config) { c.Kafka.GroupInstanceID = "ns/pod-0" }, ErrInvalid, "kafka.group_instance_id"},
+		{"instance id of 250 characters", func(c *Config) { c.Kafka.GroupInstanceID = strings.Repeat("a", 250) }, ErrInvalid, "kafka.group_instance_id"},
 		{"rebalance not above drain", func(c *Config) { c.Kafka.RebalanceTimeout = 20 * time.Second }, ErrInvalid, "kafka.rebalance_timeout"},
 		{"zero commit interval", func(c *Config) { c.Kafka.CommitInterval = 0 }, ErrInvalid, "kafka.commit_interval"},
 		{"zero fetch bytes", func(c *Config) { c.Kafka.FetchMaxBytes = 0 }, ErrInvalid, "kafka.fetch_max_bytes"},
@@ -475,4 +478,14 @@ func TestUnknownEnvNamesMisspeltVariablesOnly(t *testing.T) {
 		"AMPSTREAM_AMPLITUDE_APIKEY=secret-value",
 	})
 	assert.Equal(t, []string{"AMPSTREAM_KAFKA_BROKER", "AMPSTREAM_AMPLITUDE_APIKEY"}, got)
+}
+
+func TestGroupInstanceIDFollowsKafkasRules(t *testing.T) {
+	t.Parallel()
+	c := Default()
+	c.Amplitude.APIKey = "k"
+	for _, id := range []string{"", "ampstream-0", "pod.ampstream_7", strings.Repeat("a", 249)} {
+		c.Kafka.GroupInstanceID = id
+		assert.NoError(t, c.Validate(), id)
+	}
 }

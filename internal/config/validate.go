@@ -45,13 +45,16 @@ func (c Config) problems() []problem {
 	}
 	v.nonEmptyList("kafka.topics", k.Topics)
 	v.nonEmpty("kafka.group", k.Group)
+	v.groupInstanceID("kafka.group_instance_id", k.GroupInstanceID)
 	v.nonEmpty("kafka.client_id", k.ClientID)
 	v.enum("kafka.start_offset", k.StartOffset)
 	v.enum("kafka.isolation_level", k.IsolationLevel)
 	v.positive("kafka.session_timeout", k.SessionTimeout)
 	v.positive("kafka.heartbeat_interval", k.HeartbeatInterval)
-	if k.HeartbeatInterval >= k.SessionTimeout {
-		v.invalid("kafka.heartbeat_interval", k.HeartbeatInterval, "must be below kafka.session_timeout ("+formatDuration(k.SessionTimeout)+")")
+	// Kafka's advice (heartbeat.interval.ms): a third of the session at
+	// most, so two lost heartbeats do not end a session.
+	if k.HeartbeatInterval*3 > k.SessionTimeout {
+		v.invalid("kafka.heartbeat_interval", k.HeartbeatInterval, "must be at most a third of kafka.session_timeout ("+formatDuration(k.SessionTimeout)+")")
 	}
 	v.positive("kafka.rebalance_timeout", k.RebalanceTimeout)
 	// A revoked member drains for up to drain_timeout before it commits and
@@ -234,6 +237,22 @@ func formatFloat(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) 
 func (v *validator) nonEmpty(key, val string) {
 	if val == "" {
 		v.missing(key, "")
+	}
+}
+
+// groupInstanceID checks Kafka's rules for a group.instance.id (those of a
+// topic name, Topic.validate in Kafka): at most 249 characters of ASCII
+// letters, digits, '.', '_' and '-'. Empty means dynamic membership.
+func (v *validator) groupInstanceID(key, val string) {
+	if len(val) > 249 {
+		v.invalid(key, val, "must be at most 249 characters")
+		return
+	}
+	for _, r := range val {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			v.invalid(key, val, "may only contain a-z A-Z 0-9 . _ -")
+			return
+		}
 	}
 }
 

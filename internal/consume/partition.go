@@ -16,6 +16,7 @@ import (
 	"github.com/ampstream/ampstream/internal/dlq"
 	"github.com/ampstream/ampstream/internal/event"
 	"github.com/ampstream/ampstream/internal/fetch"
+	"github.com/ampstream/ampstream/internal/group"
 	"github.com/ampstream/ampstream/internal/prefetch"
 	"github.com/ampstream/ampstream/internal/route"
 )
@@ -23,11 +24,11 @@ import (
 // HeaderLane is the message header that forces a lane: "batch" or "realtime".
 const HeaderLane = "amplitude-api"
 
-// partition is one assigned partition of one generation. It is the Owner of
+// partition is one owned partition, from its assignment until it is
+// revoked or lost, whatever generations pass meanwhile. It is the Owner of
 // the items it submits.
 type partition struct {
 	c     *Consumer
-	gen   *kafka.Generation
 	topic string
 	id    int
 	label string // partition number as a label value
@@ -41,6 +42,14 @@ type partition struct {
 	hwm     atomic.Int64
 	_       [56]byte
 	revoked atomic.Bool
+
+	// ctx ends fetching (stop); lost and deadline say how the partition
+	// lets go, and done is closed once it is released.
+	ctx      context.Context
+	cancel   context.CancelFunc
+	lost     bool      // written before cancel, read after ctx is done
+	deadline time.Time // of the drain and final commit; likewise
+	done     chan struct{}
 
 	mu            sync.Mutex
 	released      bool  // its metric series are deleted; never set them again
@@ -126,18 +135,16 @@ func (p *partition) deadLetter(m *message, seq uint64, reason, detail string) {
 	})
 }
 
-// runPartition is the partition's owned goroutine (started by gen.Start).
-func (c *Consumer) runPartition(ctx context.Context, gen *kafka.Generation, topic string, id int, offset int64) {
-	log := c.log.With().Str("topic", topic).Int("partition", id).Logger()
-	start := offset
-	if start < 0 {
-		start = c.opts.StartOffset
-	}
+// newPartition registers a partition handed to this member; offset is its
+// committed offset, -1 when none.
+func (c *Consumer) newPartition(topic string, id int, offset int64) *partition {
 	p := &partition{
-		c: c, gen: gen, topic: topic, id: id, label: strconv.Itoa(id),
+		c: c, topic: topic, id: id, label: strconv.Itoa(id),
 		idPrefix:  event.AppendStableInsertIDPrefix(nil, topic, id),
 		committed: offset, lastSubmitted: offset,
+		done: make(chan struct{}),
 	}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.hwm.Store(-1)
 	// Until the first fetch resolves FirstOffset/LastOffset, the watermark is
 	// the assigned offset; a negative one is never committed (see toCommit).
@@ -145,37 +152,76 @@ func (c *Consumer) runPartition(ctx context.Context, gen *kafka.Generation, topi
 	c.statusMu.Lock()
 	c.parts[partKey{topic, id}] = p
 	c.statusMu.Unlock()
+	return p
+}
+
+// stop ends the partition's fetching. A revoked partition then drains until
+// deadline and commits; a lost one lets go at once.
+func (p *partition) stop(lost bool, deadline time.Time) {
+	p.lost, p.deadline = lost, deadline
+	if lost {
+		// Delivery drops what it still holds of a lost partition.
+		p.revoked.Store(true)
+	}
+	p.cancel()
+}
+
+// finalCommitMin is the least time a revoked partition's final commit may
+// retry when its drain used up the whole DrainTimeout.
+const finalCommitMin = 5 * time.Second
+
+// runPartition is the partition's owned goroutine: it fetches until the
+// partition is stopped, then drains, commits and releases it.
+func (c *Consumer) runPartition(p *partition, offset int64) {
+	defer close(p.done)
+	log := c.log.With().Str("topic", p.topic).Int("partition", p.id).Logger()
+	start := offset
+	if start < 0 {
+		start = c.opts.StartOffset
+	}
 	// -1 until something is committed: 0 is a valid offset, and kafka-go's
 	// FirstOffset sentinel (-2) means nothing to an operator.
-	c.m.CommittedOffset.WithLabelValues(topic, p.label).Set(float64(max(offset, -1)))
+	c.m.CommittedOffset.WithLabelValues(p.topic, p.label).Set(float64(max(offset, -1)))
 
 	log.Info().Int64("offset", offset).Msg("partition assigned")
 
-	c.fetchLoop(ctx, p, start, log)
+	c.fetchLoop(p.ctx, p, start, log)
+	// Fetching ends early only when delivery is shut: the partition is
+	// still owned, and waits to be revoked (stop sets lost and deadline).
+	<-p.ctx.Done()
 
-	// Drain: fetching has stopped; wait for what is in flight.
-	drained := p.drain(c.opts.DrainTimeout)
-	p.finalCommit(log)
-	p.revoked.Store(true)
+	drained := false
+	if !p.lost {
+		// Drain: fetching has stopped; wait for what is in flight.
+		drained = p.drain(time.Until(p.deadline))
+		// The final commit retries through coordinator moves until the
+		// drain deadline, and for at least finalCommitMin.
+		deadline := p.deadline
+		if least := time.Now().Add(finalCommitMin); deadline.Before(least) {
+			deadline = least
+		}
+		p.finalCommit(deadline, log)
+		p.revoked.Store(true)
+	}
 	// Return the budget held by events that will now never be resolved here.
 	unresolved, bytes := p.acks.releaseAll()
 	c.budget.releaseN(unresolved, bytes)
 	c.statusMu.Lock()
-	if c.parts[partKey{topic, id}] == p {
-		delete(c.parts, partKey{topic, id})
+	if c.parts[partKey{p.topic, p.id}] == p {
+		delete(c.parts, partKey{p.topic, p.id})
 	}
 	c.statusMu.Unlock()
 	// Under p.mu, so a commit tick that raced with the release cannot
 	// recreate the series afterwards.
 	p.mu.Lock()
 	p.released = true
-	c.m.DeletePartition(topic, id)
+	c.m.DeletePartition(p.topic, p.id)
 	p.mu.Unlock()
 	ev := log.Info()
 	if !drained {
 		ev = log.Warn()
 	}
-	ev.Bool("drained", drained).Int("unresolved", unresolved).Msg("partition released")
+	ev.Bool("drained", drained).Bool("lost", p.lost).Int("unresolved", unresolved).Msg("partition released")
 }
 
 func (c *Consumer) fetchLoop(ctx context.Context, p *partition, start int64, log zerolog.Logger) {
@@ -483,16 +529,20 @@ func (p *partition) committedOK(off int64) {
 	}
 }
 
-// finalCommit commits the watermark before the generation's function
-// returns: kafka-go rejects commits on an ended generation afterwards.
-func (p *partition) finalCommit(log zerolog.Logger) {
+// finalCommit commits the watermark of a revoked partition through the
+// group member, which retries it on the new coordinator if the
+// coordinator moves, until deadline. It runs before the member rejoins, so
+// the partition's next owner starts from it.
+func (p *partition) finalCommit(deadline time.Time, log zerolog.Logger) {
 	p.c.commitMu.Lock()
 	defer p.c.commitMu.Unlock()
 	off, ok := p.toCommit()
 	if !ok {
 		return
 	}
-	err := p.gen.CommitOffsets(map[string]map[int]int64{p.topic: {p.id: off}})
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	err := p.c.member.Load().Commit(ctx, map[group.TopicPartition]int64{{Topic: p.topic, Partition: p.id}: off})
 	if err != nil {
 		p.c.m.Commits.WithLabelValues("error").Inc()
 		log.Warn().Err(err).Int64("offset", off).Msg("final offset commit failed; the next owner starts from the previous commit")

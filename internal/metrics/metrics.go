@@ -113,7 +113,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, []string{"topic"}),
 		Rebalances: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "ampstream_kafka_rebalances_total",
-			Help: "Consumer group generations joined (assigned) and ended (revoked).",
+			Help: "Consumer group handovers: partitions added to this process (assigned), and taken from it (revoked; lost ones included).",
 		}, []string{"event"}),
 		Commits: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "ampstream_kafka_commits_total",

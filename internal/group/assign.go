@@ -1,0 +1,180 @@
+package group
+
+import (
+	"cmp"
+	"encoding/binary"
+	"slices"
+)
+
+// Protocol is the only assignment protocol members offer: cooperative
+// incremental rebalancing (KIP-429) with a sticky assignor, under the name
+// the Java client and franz-go use for the same contract.
+const Protocol = "cooperative-sticky"
+
+// TopicPartition names one partition.
+type TopicPartition struct {
+	Topic     string
+	Partition int
+}
+
+func comparePartitions(a, b TopicPartition) int {
+	return cmp.Or(cmp.Compare(a.Topic, b.Topic), cmp.Compare(a.Partition, b.Partition))
+}
+
+// Subscription is what one member told the leader in its JoinGroup.
+type Subscription struct {
+	MemberID string
+	Topics   []string
+	// Owned are the partitions the member holds now, and Generation the
+	// generation it was given them in (-1 when it owns none or is new).
+	Owned      []TopicPartition
+	Generation int
+}
+
+// userData is the subscription's UserData: a version byte and the member's
+// generation, big-endian, so the leader can settle two claims on one
+// partition (a zombie that missed a generation still lists what it had).
+func userData(generation int) []byte {
+	b := make([]byte, 5)
+	b[0] = 0
+	binary.BigEndian.PutUint32(b[1:], uint32(int32(generation)))
+	return b
+}
+
+func parseUserData(b []byte) int {
+	if len(b) < 5 || b[0] != 0 {
+		return -1
+	}
+	return int(int32(binary.BigEndian.Uint32(b[1:])))
+}
+
+// Assign is the leader's cooperative sticky assignment of the partitions
+// (topic → partition count) to the members.
+//
+// Rules, in order:
+//   - A partition is claimed by the member that lists it as owned with the
+//     highest generation; a tie (two members claiming it in the same
+//     generation, which a correct group never produces) leaves it unclaimed.
+//   - Every member keeps its claimed partitions up to its fair quota:
+//     ⌊P/M⌋, or ⌈P/M⌉ for the first P mod M members that have that many.
+//   - Free partitions (unclaimed, above a quota, or new) go one by one to
+//     the member with the fewest partitions, members in ID order.
+//   - A partition that a winning (or tied) claimant other than its new owner
+//     holds is withheld: it is in no assignment this generation. Its claimants see it missing, revoke it
+//     and rejoin at once, and the next generation assigns it. So no
+//     partition is ever held by two members at once.
+//
+// Members only get partitions of topics they subscribe to; the quotas are
+// exact when all members subscribe to the same topics (ampstream's case).
+// The result maps every member ID (even those given nothing) to its
+// partitions, sorted.
+func Assign(members []Subscription, partitions map[string]int) map[string][]TopicPartition {
+	ms := slices.Clone(members)
+	slices.SortFunc(ms, func(a, b Subscription) int { return cmp.Compare(a.MemberID, b.MemberID) })
+	subscribed := make(map[string]map[string]bool, len(ms))
+	all := map[TopicPartition]bool{}
+	for _, m := range ms {
+		s := map[string]bool{}
+		for _, t := range m.Topics {
+			s[t] = true
+			for p := range partitions[t] {
+				all[TopicPartition{t, p}] = true
+			}
+		}
+		subscribed[m.MemberID] = s
+	}
+
+	// Claims: the highest generation wins; every claimant is remembered.
+	// A lower generation's claim is a zombie's: the member is told to drop
+	// it by its own assignment, and it does not hold the partition back.
+	type claim struct {
+		owner      string   // "" when tied
+		top        []string // the claimants at the highest generation
+		generation int
+	}
+	claims := map[TopicPartition]*claim{}
+	for _, m := range ms {
+		for _, tp := range m.Owned {
+			if !all[tp] || !subscribed[m.MemberID][tp.Topic] {
+				continue
+			}
+			c := claims[tp]
+			switch {
+			case c == nil:
+				claims[tp] = &claim{m.MemberID, []string{m.MemberID}, m.Generation}
+			case m.Generation > c.generation:
+				c.owner, c.top, c.generation = m.MemberID, []string{m.MemberID}, m.Generation
+			case m.Generation == c.generation && !slices.Contains(c.top, m.MemberID):
+				c.owner, c.top = "", append(c.top, m.MemberID)
+			}
+		}
+	}
+
+	out := make(map[string][]TopicPartition, len(ms))
+	if len(ms) == 0 {
+		return out
+	}
+	minQuota, extra := len(all)/len(ms), len(all)%len(ms)
+
+	// Keep: claimed partitions up to ⌊P/M⌋, then one more for members that
+	// have it while ⌈P/M⌉ slots remain.
+	taken := map[TopicPartition]bool{}
+	kept := make(map[string][]TopicPartition, len(ms))
+	for _, m := range ms {
+		var own []TopicPartition
+		for _, tp := range m.Owned {
+			if c := claims[tp]; c != nil && c.owner == m.MemberID && !taken[tp] {
+				own = append(own, tp)
+				taken[tp] = true // a member listing a partition twice keeps it once
+			}
+		}
+		slices.SortFunc(own, comparePartitions)
+		kept[m.MemberID] = own
+	}
+	for _, m := range ms {
+		own := kept[m.MemberID]
+		n := min(len(own), minQuota)
+		if len(own) > minQuota && extra > 0 {
+			n++
+			extra--
+		}
+		out[m.MemberID] = slices.Clone(own[:n])
+	}
+	assigned := map[TopicPartition]bool{}
+	for _, tps := range out {
+		for _, tp := range tps {
+			assigned[tp] = true
+		}
+	}
+
+	// Free partitions to the least loaded subscribed member.
+	free := make([]TopicPartition, 0, len(all))
+	for tp := range all {
+		if !assigned[tp] {
+			free = append(free, tp)
+		}
+	}
+	slices.SortFunc(free, comparePartitions)
+	for _, tp := range free {
+		best := ""
+		for _, m := range ms {
+			if subscribed[m.MemberID][tp.Topic] && (best == "" || len(out[m.MemberID]) < len(out[best])) {
+				best = m.MemberID
+			}
+		}
+		if best != "" {
+			out[best] = append(out[best], tp)
+		}
+	}
+
+	// Withhold partitions that move: someone else still holds them.
+	for id, tps := range out {
+		tps = slices.DeleteFunc(tps, func(tp TopicPartition) bool {
+			c := claims[tp]
+			return c != nil && slices.ContainsFunc(c.top, func(m string) bool { return m != id })
+		})
+		slices.SortFunc(tps, comparePartitions)
+		out[id] = tps
+	}
+	return out
+}
