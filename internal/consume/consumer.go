@@ -55,6 +55,11 @@ type Options struct {
 	MaxInflightEvents          int
 	MaxInflightBytes           int
 	PartitionMaxInflightEvents int
+
+	// OwnershipChanged, when set, is called whenever the set of owned
+	// partitions changes: owned is how many this member owns now, total
+	// how many the consumed topics have.
+	OwnershipChanged func(owned, total int)
 }
 
 // Submitter is the delivery side (deliver.Deliverer).
@@ -193,15 +198,52 @@ func (c *Consumer) startGeneration(gen *kafka.Generation) {
 		c.m.AssignedPartitions.WithLabelValues(topic).Set(float64(len(assigns)))
 	}
 	c.log.Info().Int32("generation", gen.ID).Str("member", gen.MemberID).Int("partitions", n).Msg("generation joined")
+	total := c.totalPartitions()
+	if c.opts.OwnershipChanged != nil && total > 0 {
+		c.opts.OwnershipChanged(n, total)
+	}
 	c.joined.Store(true)
 	gen.Start(func(ctx context.Context) { c.commitLoop(ctx, gen) })
 	gen.Start(func(ctx context.Context) {
 		<-ctx.Done()
 		c.m.Rebalances.WithLabelValues("revoked").Inc()
+		if c.opts.OwnershipChanged != nil && total > 0 {
+			c.opts.OwnershipChanged(0, total)
+		}
 		for topic := range gen.Assignments {
 			c.m.AssignedPartitions.WithLabelValues(topic).Set(0)
 		}
 	})
+}
+
+// totalPartitions counts the partitions of the consumed topics, 0 when the
+// metadata cannot be read.
+func (c *Consumer) totalPartitions() int {
+	if c.opts.OwnershipChanged == nil {
+		return 0
+	}
+	d := c.opts.Dialer
+	if d == nil {
+		d = kafka.DefaultDialer
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var err error
+	for _, b := range c.opts.Brokers {
+		n := 0
+		for _, topic := range c.opts.Topics {
+			var ps []kafka.Partition
+			if ps, err = d.LookupPartitions(ctx, "tcp", b, topic); err != nil {
+				break
+			}
+			n += len(ps)
+		}
+		if err == nil {
+			return n
+		}
+	}
+	c.log.Warn().Err(err).Msg("cannot count the consumed topics' partitions; the budget share is unchanged")
+	return 0
 }
 
 // commitLoop commits every partition's watermark of gen that moved, in one

@@ -133,7 +133,14 @@ func (d *Deliverer) execute(ctx context.Context, j *job, b *bodies) {
 		if ctx.Err() != nil {
 			break
 		}
-		if !d.waitBudget(ctx, len(seg)) {
+		if b := d.share.maxEvents(); b > 0 && len(seg) > b {
+			// Larger than a second of this replica's share: sent in order,
+			// in pieces, so the group stays under its cap over any second
+			// (plus one request), not only on average.
+			segs = append([][]int{seg[:b:b], seg[b:]}, segs[1:]...)
+			seg = segs[0]
+		}
+		if !d.share.wait(ctx, len(seg)) {
 			break
 		}
 		res := d.send.Send(ctx, r, b.fill(j.items, seg))
@@ -331,16 +338,4 @@ func (d *Deliverer) reject(j *job, i int, reason, detail string) {
 	it := j.items[i]
 	d.m.EventsForwarded.WithLabelValues(j.lane.String(), metrics.OutcomeDLQ).Inc()
 	it.Owner.Rejected(it, reason, detail)
-}
-
-// waitBudget blocks until the project-wide caps allow n more events in one
-// more request.
-func (d *Deliverer) waitBudget(ctx context.Context, n int) bool {
-	if d.reqLimit != nil && d.reqLimit.Wait(ctx) != nil {
-		return false
-	}
-	if d.evLimit != nil && d.evLimit.WaitN(ctx, n) != nil {
-		return false
-	}
-	return true
 }
