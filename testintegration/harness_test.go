@@ -28,6 +28,7 @@ type harness struct {
 	kafka   *kafkatest.Cluster
 	topic   string
 	dlq     string
+	users   string // the user-rate topic: one per harness, as one per deployment
 	group   string
 	parts   int
 	emu     *emulator.Emulator
@@ -49,6 +50,7 @@ func newHarnessOn(t *testing.T, k *kafkatest.Cluster, partitions int, emuCfg *em
 		kafka: k,
 		topic: k.CreateTopic(t, "events", partitions),
 		dlq:   k.CreateTopic(t, "dlq", 1),
+		users: kafkatest.UniqueName("userrate"),
 		group: kafkatest.UniqueName("group"),
 		parts: partitions,
 	}
@@ -85,6 +87,7 @@ func (h *harness) config() config.Config {
 	c.Amplitude.ThrottlePause = 2 * time.Second
 	c.Amplitude.RetryMaxBackoff = 500 * time.Millisecond
 	c.DLQ.Topic = h.dlq
+	c.UserRate.Topic = h.users
 	c.Admin.Addr = "127.0.0.1:0"
 	c.Shutdown.DrainTimeout = 5 * time.Second
 	c.Log.Level = "warn"

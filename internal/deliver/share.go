@@ -59,20 +59,26 @@ func burst(r float64) int {
 	return max(1, int(math.Min(r, math.MaxInt32)))
 }
 
-// apply sets the limiters and gauges to the current fraction. Called with
-// mu held, or before s is shared.
+// apply sets the limiters and gauges to the current fraction, with empty
+// buckets: a share change is a rebalance, during which every replica
+// idled and saved up tokens; spent all at once as the new assignment
+// starts, they would add a second's worth of the cap on top of it. Called
+// with mu held, or before s is shared.
 func (s *share) apply() {
+	now := time.Now()
+	set := func(l *rate.Limiter, r float64, g interface{ Set(float64) }) {
+		l.SetLimitAt(now, rate.Limit(r))
+		l.SetBurstAt(now, burst(r))
+		if tok := int(l.TokensAt(now)); tok > 0 {
+			l.AllowN(now, tok)
+		}
+		g.Set(r)
+	}
 	if s.ev != nil {
-		r := s.evCap * s.fraction
-		s.ev.SetLimit(rate.Limit(r))
-		s.ev.SetBurst(burst(r))
-		s.m.BudgetShareEvents.Set(r)
+		set(s.ev, s.evCap*s.fraction, s.m.BudgetShareEvents)
 	}
 	if s.req != nil {
-		r := s.reqCap * s.fraction
-		s.req.SetLimit(rate.Limit(r))
-		s.req.SetBurst(burst(r))
-		s.m.BudgetShareRequests.Set(r)
+		set(s.req, s.reqCap*s.fraction, s.m.BudgetShareRequests)
 	}
 	s.m.BudgetShareRatio.Set(s.fraction)
 	close(s.changed)
