@@ -143,6 +143,16 @@ func (d *Deliverer) execute(ctx context.Context, j *job, b *bodies) {
 		if !d.share.wait(ctx, len(seg)) {
 			break
 		}
+		if d.share.limited() {
+			// The wait may have outlasted a revocation: what the partition's
+			// next owner redelivers must not go out here too, on top of
+			// the next owner's share.
+			if seg = d.dropRevoked(j, seg); len(seg) == 0 {
+				segs = segs[1:]
+				continue
+			}
+			segs[0] = seg
+		}
 		res := d.send.Send(ctx, r, b.fill(j.items, seg))
 		b.done()
 		if res.Class != amplitude.Fatal && d.fatal.CompareAndSwap(true, false) {
@@ -221,6 +231,28 @@ func (d *Deliverer) execute(ctx context.Context, j *job, b *bodies) {
 			j.res[i] = resAbandoned
 		}
 	}
+}
+
+// dropRevoked abandons the items of seg whose partition was given up and
+// returns the others.
+func (d *Deliverer) dropRevoked(j *job, seg []int) []int {
+	var rest []int
+	for k, i := range seg {
+		if j.items[i].Owner.Revoked() {
+			if rest == nil {
+				rest = append(make([]int, 0, len(seg)), seg[:k]...)
+			}
+			j.res[i] = resAbandoned
+			continue
+		}
+		if rest != nil {
+			rest = append(rest, i)
+		}
+	}
+	if rest == nil {
+		return seg
+	}
+	return rest
 }
 
 // splitListed resolves the events a 400 or 429 names: dead-letters invalid

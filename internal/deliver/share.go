@@ -123,6 +123,9 @@ func (s *share) maxEvents() int {
 	return s.ev.Burst()
 }
 
+// limited reports whether a cap is on.
+func (s *share) limited() bool { return s.ev != nil || s.req != nil }
+
 // wait blocks until the share allows one more request of n events, or ctx
 // ends (false). With a share of 0 it waits for the share to change.
 func (s *share) wait(ctx context.Context, n int) bool {

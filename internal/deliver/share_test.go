@@ -2,7 +2,9 @@ package deliver
 
 import (
 	"context"
+	"fmt"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -10,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ampstream/ampstream/internal/metrics"
+	"github.com/ampstream/ampstream/internal/route"
 )
 
 func TestShareFollowsOwnedPartitions(t *testing.T) {
@@ -80,4 +83,38 @@ func TestShareRateHoldsOverTime(t *testing.T) {
 	// A full bucket (one second of share) plus the rate.
 	require.LessOrEqual(t, float64(sent), 50+50*el+20, "sent %d in %.2fs", sent, el)
 	require.GreaterOrEqual(t, float64(sent), 50*el-20)
+}
+
+// Under a budget, requests queue for their share: those whose partition is
+// given up while they wait are abandoned, never sent on top of the share of
+// the partition's next owner; the share splits a request larger than one
+// second of it.
+func TestBudgetDropsRevokedWaitersAndSplitsLargeRequests(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		opts := testOptions()
+		opts.EventsPerSecond = 40
+		h := newHarness(t, opts, route.TrackerOptions{}, always200)
+		defer h.d.Stop()
+		h.d.SetOwnership(1, 4) // 10 events/s, requests of at most 10
+		for k := range 50 {
+			h.submit(fmt.Sprintf("k%d", k), route.Batch) // Batch requests hold up to 50
+		}
+		h.waitCalls(2)
+		start := time.Now()
+		h.own.mu.Lock()
+		h.own.revoked = true
+		h.own.mu.Unlock()
+		time.Sleep(10 * time.Second) // fake time: every waiter wakes
+		synctest.Wait()
+		reqs := h.amp.requests()
+		for _, r := range reqs {
+			require.LessOrEqual(t, len(r.evs), 10)
+		}
+		sent := 0
+		for _, r := range reqs {
+			sent += len(r.evs)
+		}
+		require.LessOrEqual(t, sent, 30, "requests sent after the revocation at %s", start)
+		require.Equal(t, 20.0, testutil.ToFloat64(h.d.acceptedCtr[route.Batch]))
+	})
 }
