@@ -61,7 +61,19 @@ func TestGroupBudgetHoldsAcrossReplicas(t *testing.T) {
 	if testing.Short() {
 		t.Skip("drains a backlog at 400 events/s for ~30 s")
 	}
-	const cap, backlog = 400, 10_000
+	runBudget(t, 10_000, false)
+}
+
+// (d) the same while a fourth replica joins and one of the first leaves.
+func TestGroupBudgetHoldsWithChurn(t *testing.T) {
+	if testing.Short() {
+		t.Skip("drains a backlog at 400 events/s for ~40 s")
+	}
+	runBudget(t, 14_000, true)
+}
+
+func runBudget(t *testing.T, backlog int, churn bool) {
+	const cap = 400
 	h := newHarness(t, 12, nil)
 	g := traffic.New(21, 3000, 0, nil)
 	var msgs []traffic.Msg
@@ -84,16 +96,36 @@ func TestGroupBudgetHoldsAcrossReplicas(t *testing.T) {
 		}
 		return true
 	})
-	settled := time.Now().Add(2 * time.Second) // the tokens saved up while rebalancing are spent
+	settled := time.Now().Add(2 * time.Second) // the group is fetching again after its last rebalance
 	for _, r := range reps {
 		if got := testutil.ToFloat64(r.App.Metrics.BudgetShareEvents); math.Abs(got-cap/3.0) > 1e-6 {
 			t.Errorf("a replica's share is %.2f events/s, want %.2f", got, cap/3.0)
 		}
 	}
+	live := reps
+	if churn {
+		eventually(t, 10*time.Second, "5 s of delivery", func() bool { return time.Since(settled) > 3*time.Second })
+		joined := h.start(cfg)
+		live = append(live, joined)
+		eventually(t, 60*time.Second, "the fourth replica owning a quarter of the partitions", func() bool {
+			return testutil.ToFloat64(joined.App.Metrics.BudgetShareRatio) == 0.25
+		})
+		reps[0].Stop(t) // drains, commits and leaves while the others run
+		live = live[1:]
+		eventually(t, 60*time.Second, "three replicas owning a third each again", func() bool {
+			_, all := shareRatios(live)
+			for _, v := range all {
+				if math.Abs(v-1.0/3) > 1e-9 {
+					return false
+				}
+			}
+			return true
+		})
+	}
 	eventually(t, 90*time.Second, "the backlog delivered and committed", func() bool {
 		return traffic.Check(h.emu, g.Expected()).Delivered == backlog && h.committedAll()
 	})
-	for _, r := range reps {
+	for _, r := range live {
 		r.Stop(t)
 	}
 	rep := traffic.Check(h.emu, g.Expected())
@@ -110,14 +142,8 @@ func TestGroupBudgetHoldsAcrossReplicas(t *testing.T) {
 	// would count as rate.
 	mean, peak := windowRates(ts, settled, end, 10*time.Second, time.Second)
 	_, peak1 := windowRates(ts, settled, end, time.Second, time.Second)
-	var per []int
-	for s := settled.Add(-10 * time.Second); s.Before(end); s = s.Add(time.Second) {
-		m, _ := windowRates(ts, s, s.Add(time.Second), time.Second, time.Second)
-		per = append(per, int(m))
-	}
-	t.Logf("DEBUG per second from 10 s before settling: %v", per)
-	t.Logf("BUDGET cap=%d replicas=3 events=%d measured_for=%s mean=%.1f/s peak_10s=%.1f/s peak_1s=%.1f/s",
-		cap, backlog, end.Sub(settled).Round(time.Second), mean, peak, peak1)
+	t.Logf("BUDGET cap=%d replicas=3 churn=%v events=%d measured_for=%s mean=%.1f/s peak_10s=%.1f/s peak_1s=%.1f/s",
+		cap, churn, backlog, end.Sub(settled).Round(time.Second), mean, peak, peak1)
 	if peak > cap*1.1 {
 		t.Errorf("the group sent %.1f events/s over 10 s, above the cap of %d (+10%%)", peak, cap)
 	}
