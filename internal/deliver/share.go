@@ -37,6 +37,7 @@ type share struct {
 
 	mu       sync.Mutex
 	fraction float64       // owned/total; 1 until the first ownership report
+	told     bool          // an ownership report came
 	holdEnd  time.Time     // set while keeping the share of a drained assignment
 	changed  chan struct{} // closed and replaced when fraction changes
 	ev, req  *rate.Limiter // nil when the cap is off
@@ -92,6 +93,14 @@ func (s *share) setOwnership(owned, total int, now time.Time) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	first := !s.told
+	s.told = true
+	if owned == 0 && first {
+		// A member given nothing to start with has nothing to drain.
+		s.fraction = 0
+		s.apply()
+		return
+	}
 	if owned == 0 {
 		if s.fraction > 0 && s.holdEnd.IsZero() {
 			s.holdEnd = now.Add(s.hold)

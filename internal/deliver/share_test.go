@@ -68,6 +68,14 @@ func TestShareFollowsOwnedPartitions(t *testing.T) {
 	}
 }
 
+func TestShareOfAMemberWithoutPartitionsIsZero(t *testing.T) {
+	m := metrics.New(prometheus.NewRegistry())
+	s := newShare(400, 0, 5*time.Second, m)
+	s.setOwnership(0, 12, time.Now()) // more replicas than partitions
+	require.Equal(t, 0.0, testutil.ToFloat64(m.BudgetShareRatio))
+	require.Equal(t, 0.0, testutil.ToFloat64(m.BudgetShareEvents))
+}
+
 func TestShareRateHoldsOverTime(t *testing.T) {
 	m := metrics.New(prometheus.NewRegistry())
 	s := newShare(200, 0, time.Second, m)
