@@ -1,6 +1,7 @@
 package testintegration
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"sort"
@@ -200,6 +201,63 @@ func (l *spreadLoad) expected() map[string]int {
 	return exp
 }
 
+// pacedProducer writes each tick's messages from a goroutine of its own,
+// in order, through one long-lived writer, so that the ticks keep their
+// pace while a write waits for the broker.
+type pacedProducer struct {
+	t    *testing.T
+	w    *kafka.Writer
+	tr   *kafka.Transport
+	in   chan []kafka.Message
+	done chan error
+}
+
+func newPacedProducer(t *testing.T, h *harness) *pacedProducer {
+	tr := &kafka.Transport{ClientID: "paced"}
+	p := &pacedProducer{t: t, tr: tr, in: make(chan []kafka.Message, 1000), done: make(chan error, 1), w: &kafka.Writer{
+		Transport: tr, Addr: kafka.TCP(h.kafka.Brokers...), Topic: h.topic,
+		Balancer:     &kafka.Murmur2Balancer{Consistent: true},
+		RequiredAcks: kafka.RequireAll, BatchSize: 10_000, BatchBytes: 64 << 20, BatchTimeout: time.Millisecond,
+	}}
+	go func() {
+		var err error
+		for msgs := range p.in {
+			if err == nil {
+				// Whatever queued up meanwhile goes in the same write.
+				for more := true; more; {
+					select {
+					case m, ok := <-p.in:
+						if !ok {
+							more = false
+							break
+						}
+						msgs = append(msgs, m...)
+					default:
+						more = false
+					}
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				err = p.w.WriteMessages(ctx, msgs...)
+				cancel()
+			}
+		}
+		p.done <- err
+	}()
+	return p
+}
+
+func (p *pacedProducer) send(msgs []kafka.Message) { p.in <- msgs }
+
+// close waits for every message to be written.
+func (p *pacedProducer) close() {
+	close(p.in)
+	if err := <-p.done; err != nil {
+		p.t.Fatalf("produce: %v", err)
+	}
+	_ = p.w.Close()
+	p.tr.CloseIdleConnections()
+}
+
 // runSpreadUsers runs replicas replicas on partitions partitions with the
 // spread-user workload for seconds; with churn, a replica joins a third of
 // the way in and one leaves at two thirds. It checks Amplitude's per-user
@@ -235,6 +293,7 @@ func runSpreadUsersWith(t *testing.T, replicas, partitions, seconds int, churn, 
 	pace := time.NewTicker(100 * time.Millisecond)
 	defer pace.Stop()
 	var joined, left *running
+	prod := newPacedProducer(t, h)
 	began := time.Now()
 	for n := range seconds * 10 {
 		if churn && n == seconds*10/3 {
@@ -246,9 +305,10 @@ func runSpreadUsersWith(t *testing.T, replicas, partitions, seconds int, churn, 
 		}
 		msgs := load.tick(n)
 		valid += len(msgs)
-		h.kafka.Produce(t, h.topic, msgs...)
+		prod.send(msgs)
 		<-pace.C
 	}
+	prod.close()
 	produced := time.Since(began)
 	eventually(t, 90*time.Second, "all delivered and committed", func() bool {
 		return traffic.Check(h.emu, load.expected()).Delivered == valid && h.committedAll()
