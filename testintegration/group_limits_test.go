@@ -406,12 +406,21 @@ func TestGroupUserRatesWithChurn(t *testing.T) {
 }
 
 // Without the shared rates (the channel down, or userrate.enabled false)
-// the 8-replica case falls back to the per-replica margin, which a user
+// the 16-replica case falls back to the per-replica margin, which a user
 // spread this thin stays under: Amplitude's 429s are the backstop, and
 // delivery must stay exact.
 func TestGroupUserRatesFallBackWithoutSharing(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs eight replicas with live traffic for ~20 s")
+		t.Skip("runs sixteen replicas with live traffic for ~20 s")
 	}
-	runSpreadUsersWith(t, 8, 32, 20, false, false)
+	runSpreadUsersWith(t, 16, 32, 20, false, false)
+}
+
+// (c) at the scale where the margin no longer helps: 16 replicas on 32
+// partitions, each seeing about one of a user's devices (2 events/s).
+func TestGroupUserRatesSixteenReplicas(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs sixteen replicas with live traffic for ~20 s")
+	}
+	runSpreadUsers(t, 16, 32, 20, false)
 }
