@@ -92,6 +92,8 @@ type Consumer struct {
 	commitMu sync.Mutex
 	statusMu sync.Mutex
 	parts    map[partKey]*partition
+	// lastTotal is the last count of the topics' partitions (totalPartitions).
+	lastTotal int
 }
 
 type partKey struct {
@@ -216,8 +218,9 @@ func (c *Consumer) startGeneration(gen *kafka.Generation) {
 	})
 }
 
-// totalPartitions counts the partitions of the consumed topics, 0 when the
-// metadata cannot be read.
+// totalPartitions counts the partitions of the consumed topics: the last
+// count when the metadata cannot be read, 0 when there is none. Called from
+// Run's goroutine only.
 func (c *Consumer) totalPartitions() int {
 	if c.opts.OwnershipChanged == nil {
 		return 0
@@ -239,11 +242,12 @@ func (c *Consumer) totalPartitions() int {
 			n += len(ps)
 		}
 		if err == nil {
+			c.lastTotal = n
 			return n
 		}
 	}
-	c.log.Warn().Err(err).Msg("cannot count the consumed topics' partitions; the budget share is unchanged")
-	return 0
+	c.log.Warn().Err(err).Int("partitions", c.lastTotal).Msg("cannot count the consumed topics' partitions; using the last count")
+	return c.lastTotal
 }
 
 // commitLoop commits every partition's watermark of gen that moved, in one
