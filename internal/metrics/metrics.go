@@ -4,7 +4,7 @@
 // packages on the data path. Keeping the definitions together lets tests
 // (and the Helm chart test) enumerate exactly what the service exports.
 //
-// Labels are bounded: topic, partition, lane, outcome, reason, code and
+// Labels are bounded: topic, partition, lane, outcome, reason, code, op and
 // result. Device, user and insert ids never become labels.
 //
 // Concurrency: every method is safe for concurrent use.
