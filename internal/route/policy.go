@@ -40,9 +40,10 @@ func ParseLane(v []byte) Lane {
 
 // PolicyOptions configure the routing policy.
 type PolicyOptions struct {
-	// UserEPSMargin scales HotEPS for user keys: a user's devices may be
-	// consumed by other replicas, each of which sees only part of the user's
-	// rate, so a user key runs hot earlier than a device key.
+	// UserEPSMargin scales HotEPS for user keys while the group's user
+	// rates are unknown (SetGroup(false)): a user's devices may be consumed
+	// by other replicas, each of which sees only part of the user's rate,
+	// so a user key runs hot earlier than a device key.
 	UserEPSMargin float64
 	// BackfillAge sends events whose own time is older than this to Batch; 0 = off.
 	BackfillAge time.Duration
