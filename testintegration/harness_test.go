@@ -27,6 +27,7 @@ type harness struct {
 	kafka  *kafkatest.Cluster
 	topic  string
 	dlq    string
+	users  string // the user-rate topic: one per harness, as one per deployment
 	group  string
 	parts  int
 	emu    *emulator.Emulator
@@ -47,6 +48,7 @@ func newHarnessOn(t *testing.T, k *kafkatest.Cluster, partitions int, emuCfg *em
 		kafka: k,
 		topic: k.CreateTopic(t, "events", partitions),
 		dlq:   k.CreateTopic(t, "dlq", 1),
+		users: kafkatest.UniqueName("userrate"),
 		group: kafkatest.UniqueName("group"),
 		parts: partitions,
 	}
@@ -74,6 +76,7 @@ func (h *harness) config() config.Config {
 	c.Amplitude.Timeout = 2 * time.Second
 	c.Amplitude.ThrottlePause = 2 * time.Second
 	c.Amplitude.RetryMaxBackoff = 500 * time.Millisecond
+	c.UserRate.Topic = h.users
 	c.Shutdown.DrainTimeout = 5 * time.Second
 	c.Log.Level = "warn"
 	return c

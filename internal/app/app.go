@@ -31,6 +31,7 @@ import (
 	"github.com/ampstream/ampstream/internal/grouplag"
 	"github.com/ampstream/ampstream/internal/metrics"
 	"github.com/ampstream/ampstream/internal/route"
+	"github.com/ampstream/ampstream/internal/userrate"
 )
 
 // Build identifies the binary.
@@ -49,6 +50,7 @@ type App struct {
 	deliver  *deliver.Deliverer
 	dlq      *dlq.Writer
 	Consumer *consume.Consumer
+	users    *userrate.Sharer // nil when userrate.enabled is false
 	started  time.Time
 
 	build     Build
@@ -80,6 +82,8 @@ func New(cfg config.Config, log zerolog.Logger, reg *prometheus.Registry, build 
 		MaxConns:     cfg.Realtime.Concurrency + cfg.Batch.Concurrency,
 		Metrics:      m,
 	})
+	// Every replica of the project hashes a user alike, for userrate.
+	userSeed := userrate.Seed(cfg.Amplitude.APIKey.Reveal())
 	tracker := route.NewTracker(route.TrackerOptions{
 		Window:   cfg.Router.Window,
 		HotEPS:   cfg.Router.HotEPS,
@@ -87,6 +91,7 @@ func New(cfg config.Config, log zerolog.Logger, reg *prometheus.Registry, build 
 		CoolHold: cfg.Router.CoolHold,
 		MaxKeys:  cfg.Router.MaxKeys,
 		BatchEPS: cfg.Batch.KeyEPSLimit,
+		UserSeed: userSeed,
 	})
 	policy := route.NewPolicy(tracker, route.PolicyOptions{
 		UserEPSMargin: cfg.Router.UserEPSMargin,
@@ -103,7 +108,23 @@ func New(cfg config.Config, log zerolog.Logger, reg *prometheus.Registry, build 
 		RetryMax:          cfg.Amplitude.RetryMaxBackoff,
 		EventsPerSecond:   cfg.Budget.EventsPerSecond,
 		RequestsPerSecond: cfg.Budget.RequestsPerSecond,
+		ShareHold:         cfg.Shutdown.DrainTimeout,
 	}, client, policy, tracker, m, log)
+
+	var users *userrate.Sharer
+	if u := cfg.UserRate; u.Enabled {
+		users = userrate.New(userrate.Options{
+			Brokers:   cfg.Kafka.Brokers,
+			Dialer:    dialer,
+			Transport: transport,
+			Topic:     u.Topic,
+			Interval:  u.PublishInterval,
+			Floor:     u.FloorEPS,
+			HotEPS:    cfg.Router.HotEPS,
+			MaxKeys:   u.MaxKeys,
+			Seed:      userSeed,
+		}, tracker, policy, m, log)
+	}
 
 	dw := dlq.New(&kafka.Writer{
 		Addr:                   kafka.TCP(cfg.Kafka.Brokers...),
@@ -140,10 +161,12 @@ func New(cfg config.Config, log zerolog.Logger, reg *prometheus.Registry, build 
 		MaxInflightEvents:          cfg.Limits.MaxInflightEvents,
 		MaxInflightBytes:           cfg.Limits.MaxInflightBytes,
 		PartitionMaxInflightEvents: cfg.Limits.PartitionMaxInflightEvents,
+		// This replica's share of the project-wide budget follows its partitions.
+		OwnershipChanged: d.SetOwnership,
 	}, d, dw, m, log)
 
 	return &App{
-		cfg: cfg, log: log, reg: reg, Metrics: m, client: client, deliver: d, dlq: dw, Consumer: c,
+		cfg: cfg, log: log, reg: reg, Metrics: m, client: client, deliver: d, dlq: dw, Consumer: c, users: users,
 		build: build, adminAddr: make(chan string, 1), recent: recent, transport: transport,
 		lag:      admin.NewLagHistory(int(lagWindow / lagSampleEvery)),
 		groupLag: newGroupLag(cfg.Kafka, transport, c, m, log),
@@ -198,11 +221,23 @@ func (a *App) Run(ctx context.Context) error {
 	}()
 	lagDone := make(chan struct{})
 	go func() { defer close(lagDone); a.groupLag.Run(ctx) }()
+	// The user-rate channel runs until the consumer has drained, so the
+	// group still sees this replica's users while it sends their events.
+	usersCtx, stopUsers := context.WithCancel(context.Background())
+	usersDone := make(chan struct{})
+	go func() {
+		defer close(usersDone)
+		if a.users != nil {
+			_ = a.users.Run(usersCtx)
+		}
+	}()
 
 	runErr := a.Consumer.Run(ctx)
 	stopSampling()
 	<-sampled
 	<-lagDone
+	stopUsers()
+	<-usersDone
 	a.deliver.Stop()
 	a.dlq.Stop()
 	a.transport.CloseIdleConnections()

@@ -68,6 +68,7 @@ type Config struct {
 	Batch     Batch
 	Router    Router
 	Budget    Budget
+	UserRate  UserRate
 	DLQ       DLQ
 	Limits    Limits
 	Shutdown  Shutdown
@@ -165,10 +166,21 @@ type Router struct {
 	MaxKeys       int
 }
 
-// Budget caps what the whole project sends to Amplitude; 0 means no cap.
+// Budget caps what the whole consumer group sends to Amplitude; 0 means no
+// cap. Each replica enforces cap × its partitions / all partitions.
 type Budget struct {
 	EventsPerSecond   float64
 	RequestsPerSecond float64
+}
+
+// UserRate configures how replicas share their busy users' rates (package
+// userrate).
+type UserRate struct {
+	Enabled         bool
+	Topic           string
+	PublishInterval time.Duration
+	FloorEPS        float64
+	MaxKeys         int
 }
 
 // DLQ configures the dead-letter topic.
@@ -312,6 +324,13 @@ func Default() Config {
 			LagThreshold:  60 * time.Second,
 			// ~100 B per tracked key with 10 buckets: ~100 MB at the cap.
 			MaxKeys: 1_000_000,
+		},
+		UserRate: UserRate{
+			Enabled:         true,
+			Topic:           "ampstream-userrate",
+			PublishInterval: time.Second,
+			FloorEPS:        1,
+			MaxKeys:         10_000,
 		},
 		DLQ: DLQ{Topic: "ampstream-dlq"},
 		Limits: Limits{

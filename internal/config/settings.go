@@ -65,13 +65,19 @@ func settings() []setting {
 		{key: "router.hot_eps", help: "a key above this rate (events/s) moves to Batch", field: func(c *Config) any { return &c.Router.HotEPS }},
 		{key: "router.cool_eps", help: "a Batch key moves back below this rate (events/s)...", field: func(c *Config) any { return &c.Router.CoolEPS }},
 		{key: "router.cool_hold", help: "...after staying below router.cool_eps this long", field: func(c *Config) any { return &c.Router.CoolHold }},
-		{key: "router.user_eps_margin", help: "user keys are hot at hot_eps × margin (a user's devices may sit on other replicas)", field: func(c *Config) any { return &c.Router.UserEPSMargin }},
+		{key: "router.user_eps_margin", help: "while user rates are not shared (userrate.*), user keys are hot at hot_eps × margin of this replica's rate (a user's devices may sit on other replicas)", field: func(c *Config) any { return &c.Router.UserEPSMargin }},
 		{key: "router.backfill_age", help: "events older than this (event time) go to Batch; 0 = off", field: func(c *Config) any { return &c.Router.BackfillAge }},
 		{key: "router.lag_threshold", help: "while a partition lags more than this, its events go to Batch; 0 = off", field: func(c *Config) any { return &c.Router.LagThreshold }},
 		{key: "router.max_keys", help: "rate tracker capacity; idle keys are evicted first", field: func(c *Config) any { return &c.Router.MaxKeys }},
 
-		{key: "budget.events_per_second", help: "project-wide cap on events/s sent to Amplitude; 0 = off", field: func(c *Config) any { return &c.Budget.EventsPerSecond }},
-		{key: "budget.requests_per_second", help: "project-wide cap on requests/s; 0 = off", field: func(c *Config) any { return &c.Budget.RequestsPerSecond }},
+		{key: "budget.events_per_second", help: "cap on events/s the whole consumer group sends to Amplitude; each replica sends at most cap × its partitions / the topics' partitions; 0 = off", field: func(c *Config) any { return &c.Budget.EventsPerSecond }},
+		{key: "budget.requests_per_second", help: "cap on requests/s the whole consumer group sends to Amplitude, split across replicas as budget.events_per_second; 0 = off", field: func(c *Config) any { return &c.Budget.RequestsPerSecond }},
+
+		{key: "userrate.enabled", help: "replicas share their busy users' rates through userrate.topic and judge user keys by the group's rate; false = by router.user_eps_margin", field: func(c *Config) any { return &c.UserRate.Enabled }},
+		{key: "userrate.topic", help: "compacted topic (1 partition, created if missing) of the shared user rates: hashed user keys, never ids", field: func(c *Config) any { return &c.UserRate.Topic }},
+		{key: "userrate.publish_interval", help: "how often each replica publishes its report (100ms..10s); a report is stale after 3 intervals", field: func(c *Config) any { return &c.UserRate.PublishInterval }},
+		{key: "userrate.floor_eps", help: "a replica reports the user keys it sends at least this many events/s for (at most router.hot_eps / replicas)", field: func(c *Config) any { return &c.UserRate.FloorEPS }},
+		{key: "userrate.max_keys", help: "remote user keys held; a report carries at most 1000 (12 kB)", field: func(c *Config) any { return &c.UserRate.MaxKeys }},
 
 		{key: "dlq.topic", help: "dead-letter topic", field: func(c *Config) any { return &c.DLQ.Topic }},
 

@@ -143,6 +143,18 @@ func (c Config) problems() []problem {
 	v.nonNegativeFloat("budget.events_per_second", c.Budget.EventsPerSecond)
 	v.nonNegativeFloat("budget.requests_per_second", c.Budget.RequestsPerSecond)
 
+	if u := c.UserRate; u.Enabled {
+		v.nonEmpty("userrate.topic", u.Topic)
+		if slices.Contains(k.Topics, u.Topic) || u.Topic == c.DLQ.Topic {
+			v.invalid("userrate.topic", u.Topic, "must be a topic of its own, not one of kafka.topics nor dlq.topic")
+		}
+		if u.PublishInterval < 100*time.Millisecond || u.PublishInterval > 10*time.Second {
+			v.invalid("userrate.publish_interval", u.PublishInterval, "want 100ms to 10s")
+		}
+		v.positiveFloat("userrate.floor_eps", u.FloorEPS)
+		v.minInt("userrate.max_keys", u.MaxKeys, 1)
+	}
+
 	v.nonEmpty("dlq.topic", c.DLQ.Topic)
 	// Dead-lettering into a consumed topic would feed poison events back in.
 	if slices.Contains(k.Topics, c.DLQ.Topic) {

@@ -33,7 +33,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
-	"golang.org/x/time/rate"
 
 	"github.com/ampstream/ampstream/internal/amplitude"
 	"github.com/ampstream/ampstream/internal/event"
@@ -125,11 +124,15 @@ type Options struct {
 	ThrottlePause time.Duration // how long a 429'd key is held back
 	RetryInitial  time.Duration // first backoff after a retryable failure
 	RetryMax      time.Duration // backoff cap
-	// EventsPerSecond and RequestsPerSecond cap what is sent to Amplitude
-	// project-wide; 0 disables.
+	// EventsPerSecond and RequestsPerSecond cap what the whole consumer
+	// group sends to Amplitude; 0 disables. The Deliverer enforces its
+	// share of them (SetOwnership), the whole caps until it is told one.
 	EventsPerSecond   float64
 	RequestsPerSecond float64
-	Now               func() time.Time
+	// ShareHold is how long a replica that gave up all its partitions keeps
+	// its share to drain them (the consumer's drain timeout); default 20 s.
+	ShareHold time.Duration
+	Now       func() time.Time
 }
 
 func (o *Options) defaults() {
@@ -164,6 +167,9 @@ func (o *Options) defaults() {
 	if o.RetryMax <= 0 {
 		o.RetryMax = 30 * time.Second
 	}
+	if o.ShareHold <= 0 {
+		o.ShareHold = 20 * time.Second
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -184,8 +190,7 @@ type Deliverer struct {
 	shards []*shard
 	jobs   [3]chan *job // indexed by route.Lane
 
-	evLimit  *rate.Limiter
-	reqLimit *rate.Limiter
+	share *share // this replica's part of the project-wide caps
 
 	userHolds     sync.Map // string(user_id) → time.Time: users Amplitude throttled
 	userHoldCount atomic.Int64
@@ -211,13 +216,7 @@ func New(opts Options, send Sender, policy *route.Policy, tracker *route.Tracker
 		m:       m,
 		log:     log.With().Str("component", "deliver").Logger(),
 	}
-	if opts.EventsPerSecond > 0 {
-		// The burst must hold one full request, or WaitN could never succeed.
-		d.evLimit = rate.NewLimiter(rate.Limit(opts.EventsPerSecond), max(int(opts.EventsPerSecond), amplitude.MaxEventsPerRequest))
-	}
-	if opts.RequestsPerSecond > 0 {
-		d.reqLimit = rate.NewLimiter(rate.Limit(opts.RequestsPerSecond), max(1, int(opts.RequestsPerSecond)))
-	}
+	d.share = newShare(opts.EventsPerSecond, opts.RequestsPerSecond, opts.ShareHold, m)
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	for range opts.Shards {
 		d.shards = append(d.shards, newShard(d))
@@ -251,6 +250,14 @@ func (d *Deliverer) Start() {
 func (d *Deliverer) Stop() {
 	d.cancel()
 	d.wg.Wait()
+}
+
+// SetOwnership tells the Deliverer that its replica owns owned of the total
+// partitions of the consumed topics, which sets its share of the
+// project-wide caps to owned/total of them (see share). Safe for concurrent
+// use; consume.Options.OwnershipChanged calls it.
+func (d *Deliverer) SetOwnership(owned, total int) {
+	d.share.setOwnership(owned, total, d.opts.Now())
 }
 
 // Healthy returns an error while Amplitude refuses our API key or URL.
@@ -416,6 +423,7 @@ func (d *Deliverer) housekeeping() {
 		case <-t.C:
 		}
 		now := d.opts.Now()
+		d.share.tick(now)
 		tracked, hot := d.tracker.Stats(now)
 		d.m.TrackedKeys.Set(float64(tracked))
 		d.m.HotKeys.Set(float64(hot))

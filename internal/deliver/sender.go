@@ -133,8 +133,25 @@ func (d *Deliverer) execute(ctx context.Context, j *job, b *bodies) {
 		if ctx.Err() != nil {
 			break
 		}
-		if !d.waitBudget(ctx, len(seg)) {
+		if b := d.share.maxEvents(); b > 0 && len(seg) > b {
+			// Larger than a second of this replica's share: sent in order,
+			// in pieces, so the group stays under its cap over any second
+			// (plus one request), not only on average.
+			segs = append([][]int{seg[:b:b], seg[b:]}, segs[1:]...)
+			seg = segs[0]
+		}
+		if !d.share.wait(ctx, len(seg)) {
 			break
+		}
+		if d.share.limited() {
+			// The wait may have outlasted a revocation: what the partition's
+			// next owner redelivers must not go out here too, on top of
+			// the next owner's share.
+			if seg = d.dropRevoked(j, seg); len(seg) == 0 {
+				segs = segs[1:]
+				continue
+			}
+			segs[0] = seg
 		}
 		res := d.send.Send(ctx, r, b.fill(j.items, seg))
 		b.done()
@@ -214,6 +231,28 @@ func (d *Deliverer) execute(ctx context.Context, j *job, b *bodies) {
 			j.res[i] = resAbandoned
 		}
 	}
+}
+
+// dropRevoked abandons the items of seg whose partition was given up and
+// returns the others.
+func (d *Deliverer) dropRevoked(j *job, seg []int) []int {
+	var rest []int
+	for k, i := range seg {
+		if j.items[i].Owner.Revoked() {
+			if rest == nil {
+				rest = append(make([]int, 0, len(seg)), seg[:k]...)
+			}
+			j.res[i] = resAbandoned
+			continue
+		}
+		if rest != nil {
+			rest = append(rest, i)
+		}
+	}
+	if rest == nil {
+		return seg
+	}
+	return rest
 }
 
 // splitListed resolves the events a 400 or 429 names: dead-letters invalid
@@ -331,16 +370,4 @@ func (d *Deliverer) reject(j *job, i int, reason, detail string) {
 	it := j.items[i]
 	d.m.EventsForwarded.WithLabelValues(j.lane.String(), metrics.OutcomeDLQ).Inc()
 	it.Owner.Rejected(it, reason, detail)
-}
-
-// waitBudget blocks until the project-wide caps allow n more events in one
-// more request.
-func (d *Deliverer) waitBudget(ctx context.Context, n int) bool {
-	if d.reqLimit != nil && d.reqLimit.Wait(ctx) != nil {
-		return false
-	}
-	if d.evLimit != nil && d.evLimit.WaitN(ctx, n) != nil {
-		return false
-	}
-	return true
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -101,10 +102,9 @@ func (e *Emulator) Stats() Stats {
 	for k, v := range e.store.stats.ByStatus {
 		s.ByStatus[k] = v
 	}
-	s.IngestedByRoute = make(map[string]int64, len(e.store.stats.IngestedByRoute))
-	for k, v := range e.store.stats.IngestedByRoute {
-		s.IngestedByRoute[k] = v
-	}
+	s.IngestedByRoute = maps.Clone(e.store.stats.IngestedByRoute)
+	s.UserThrottles = maps.Clone(e.store.stats.UserThrottles)
+	s.UserThrottled = maps.Clone(e.store.stats.UserThrottled)
 	return s
 }
 
@@ -324,6 +324,15 @@ func (e *Emulator) handle(route string, r *http.Request) response {
 			e.limiter.addRate(route, rc, ids, now)
 		}
 		e.store.stats.Throttled += int64(len(events))
+		if len(v.throttledUsers) > 0 {
+			if e.store.stats.UserThrottles == nil {
+				e.store.stats.UserThrottles, e.store.stats.UserThrottled = map[string]int64{}, map[string]int64{}
+			}
+			e.store.stats.UserThrottles[route]++
+			for u := range v.throttledUsers {
+				e.store.stats.UserThrottled[u]++
+			}
+		}
 		e.mu.Unlock()
 		return throttled(rc, &v, events)
 	}

@@ -103,6 +103,9 @@ func TestThrottling(t *testing.T) {
 			want += strconv.Itoa(i)
 		}
 		assert.JSONEq(t, want+"]}", got.body)
+		st := emu.Stats()
+		assert.Equal(t, map[string]int64{RouteHTTPAPI: 1}, st.UserThrottles)
+		assert.Equal(t, map[string]int64{"user-1": 1}, st.UserThrottled)
 	})
 
 	t.Run("limits are per route so Batch still accepts a device HTTP V2 throttles", func(t *testing.T) {

@@ -44,6 +44,11 @@ type Stats struct {
 	Duplicates int64 `json:"duplicates"`
 	// Throttled counts events of 429 answers.
 	Throttled int64 `json:"throttled"`
+	// UserThrottles counts, per route, the 429 answers that name a user_id
+	// over its rate in throttled_users; UserThrottled those users by id.
+	// Both are nil until a user is throttled.
+	UserThrottles map[string]int64 `json:"user_throttles,omitempty"`
+	UserThrottled map[string]int64 `json:"user_throttled,omitempty"`
 	// Invalid counts events of requests refused with 400 or 413.
 	Invalid int64 `json:"invalid"`
 	// Faults counts injected faults; Resets those that reset the connection.

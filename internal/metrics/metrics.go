@@ -4,8 +4,8 @@
 // packages on the data path. Keeping the definitions together lets tests
 // (and the Helm chart test) enumerate exactly what the service exports.
 //
-// Labels are bounded: topic, partition, lane, outcome, reason, code, result,
-// event and state. Device, user and insert ids never become labels.
+// Labels are bounded: topic, partition, lane, outcome, reason, code, op,
+// result, event and state. Device, user and insert ids never become labels.
 //
 // Concurrency: every method is safe for concurrent use.
 package metrics
@@ -66,6 +66,20 @@ type Metrics struct {
 	InflightEvents prometheus.Gauge
 	InflightBytes  prometheus.Gauge
 	InflightReqs   *prometheus.GaugeVec
+
+	// Budget shares: this replica's part of the project-wide caps.
+	BudgetShareRatio    prometheus.Gauge
+	BudgetShareEvents   prometheus.Gauge
+	BudgetShareRequests prometheus.Gauge
+
+	// User rates shared by the group (package userrate). No user labels.
+	UserRatePublished   prometheus.Counter
+	UserRatePublishKeys prometheus.Counter
+	UserRateReceived    prometheus.Counter
+	UserRateErrors      *prometheus.CounterVec
+	UserRateTrackedKeys prometheus.Gauge
+	UserRateReplicas    prometheus.Gauge
+	UserRateHealthy     prometheus.Gauge
 
 	BuildInfo *prometheus.GaugeVec
 }
@@ -201,6 +215,46 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "ampstream_inflight_requests",
 			Help: "Amplitude requests in flight by lane.",
 		}, []string{"lane"}),
+		BudgetShareRatio: f.NewGauge(prometheus.GaugeOpts{
+			Name: "ampstream_budget_share_ratio",
+			Help: "This replica's part of the project-wide budget: partitions it owns / partitions of the consumed topics (kept while it drains after giving its partitions up).",
+		}),
+		BudgetShareEvents: f.NewGauge(prometheus.GaugeOpts{
+			Name: "ampstream_budget_share_events_per_second",
+			Help: "Events/s this replica may send: budget.events_per_second × the share ratio; 0 when the cap is off.",
+		}),
+		BudgetShareRequests: f.NewGauge(prometheus.GaugeOpts{
+			Name: "ampstream_budget_share_requests_per_second",
+			Help: "Requests/s this replica may send: budget.requests_per_second × the share ratio; 0 when the cap is off.",
+		}),
+		UserRatePublished: f.NewCounter(prometheus.CounterOpts{
+			Name: "ampstream_userrate_reports_published_total",
+			Help: "Reports of this replica's per-user rates written to the user-rate topic.",
+		}),
+		UserRatePublishKeys: f.NewCounter(prometheus.CounterOpts{
+			Name: "ampstream_userrate_keys_published_total",
+			Help: "User keys (hashed) carried by the published reports.",
+		}),
+		UserRateReceived: f.NewCounter(prometheus.CounterOpts{
+			Name: "ampstream_userrate_reports_received_total",
+			Help: "Reports read from the user-rate topic, this replica's own included.",
+		}),
+		UserRateErrors: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "ampstream_userrate_errors_total",
+			Help: "User-rate channel failures, by operation (create_topic, publish, read, decode).",
+		}, []string{"op"}),
+		UserRateTrackedKeys: f.NewGauge(prometheus.GaugeOpts{
+			Name: "ampstream_userrate_tracked_keys",
+			Help: "User keys with a rate reported by other replicas.",
+		}),
+		UserRateReplicas: f.NewGauge(prometheus.GaugeOpts{
+			Name: "ampstream_userrate_replicas",
+			Help: "Replicas with a fresh report on the user-rate topic, this one included.",
+		}),
+		UserRateHealthy: f.NewGauge(prometheus.GaugeOpts{
+			Name: "ampstream_userrate_healthy",
+			Help: "1 while this replica's reports make the round trip through the user-rate topic; 0 means user keys fall back to router.user_eps_margin.",
+		}),
 		BuildInfo: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "ampstream_build_info",
 			Help: "Build information; always 1.",

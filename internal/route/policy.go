@@ -1,7 +1,7 @@
 package route
 
 import (
-	"hash/maphash"
+	"sync/atomic"
 	"time"
 )
 
@@ -40,9 +40,10 @@ func ParseLane(v []byte) Lane {
 
 // PolicyOptions configure the routing policy.
 type PolicyOptions struct {
-	// UserEPSMargin scales HotEPS for user keys: a user's devices may be
-	// consumed by other replicas, each of which sees only part of the user's
-	// rate, so a user key runs hot earlier than a device key.
+	// UserEPSMargin scales HotEPS for user keys while the group's user
+	// rates are unknown (SetGroup(false)): a user's devices may be consumed
+	// by other replicas, each of which sees only part of the user's rate,
+	// so a user key runs hot earlier than a device key.
 	UserEPSMargin float64
 	// BackfillAge sends events whose own time is older than this to Batch; 0 = off.
 	BackfillAge time.Duration
@@ -53,7 +54,15 @@ type Policy struct {
 	tr      *Tracker
 	opts    PolicyOptions
 	userLim limits // for user keys: HotEPS×UserEPSMargin
+	// group: the other replicas' user rates reach the tracker (SetGroup).
+	group atomic.Bool
 }
+
+// SetGroup says whether the group's user rates reach the tracker
+// (Tracker.SetRemote, from package userrate). While they do, a user key is
+// hot above HotEPS summed over the group; while they do not, above
+// HotEPS×UserEPSMargin of this replica's share of it.
+func (p *Policy) SetGroup(on bool) { p.group.Store(on) }
 
 // NewPolicy returns a Policy using tr for rates.
 func NewPolicy(tr *Tracker, o PolicyOptions) *Policy {
@@ -97,7 +106,7 @@ func (p *Policy) Prefetch(in *Input) {
 	in.deviceH = t.Hash(in.Device)
 	t.prefetch(in.deviceH)
 	if len(in.User) > 0 {
-		in.userH = maphash.Bytes(t.userSeed, in.User)
+		in.userH = t.UserHash(in.User)
 		t.prefetch(in.userH)
 	}
 }
@@ -114,12 +123,19 @@ func (p *Policy) Decide(in Input, now time.Time) Decision {
 		// Tracker.observe spelled out (see there), with the user seed.
 		h := in.userH
 		if !in.hashed {
-			h = maphash.Bytes(t.userSeed, in.User)
+			h = t.UserHash(in.User)
+		}
+		lim := &p.userLim
+		if p.group.Load() {
+			// The group's rate is known (SetRemote): a user is hot at
+			// HotEPS, as a device is, counting every replica's events.
+			lim = &t.lim
 		}
 		sh := t.shard(h)
 		sh.mu.Lock()
 		e := t.get(sh, h, sec)
-		changed, _, _ := t.count(e, sec, &p.userLim)
+		e.user = true
+		changed, _, _ := t.count(e, sec, lim)
 		userHot = e.hot
 		sh.mu.Unlock()
 		if changed {

@@ -11,10 +11,14 @@ package route
 
 import (
 	"hash/maphash"
+	"math"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
+
+	"github.com/cespare/xxhash/v2"
 
 	"github.com/ampstream/ampstream/internal/prefetch"
 )
@@ -39,10 +43,17 @@ type entry struct {
 	coolFrom int64  // unix second since which the key runs below CoolEPS; 0 = not cooling
 	sum      uint32 // events in the window ending at last: the buckets last-win+1..last; the next free entry while free
 	hot      bool
-	lane     uint8              // last lane decided for the key (for switch counting): 0 none, 1 realtime, 2 batch
-	batchTok float32            // Batch-lane pacing tokens
-	batchAt  int64              // unix ms of the last token refill
-	buckets  [numBuckets]uint16 // events per second, ring indexed by unix second
+	lane     uint8 // last lane decided for the key (for switch counting): 0 none, 1 realtime, 2 batch
+	// remote is what the other replicas of the group send for this (user)
+	// key, as events per window (SetRemote); it counts towards the key's
+	// hot state until remoteUntil, a unix second mod 2¹⁶ (compared as an
+	// int16 difference: remote rates live for seconds).
+	remote      uint16
+	batchTok    float32 // Batch-lane pacing tokens
+	remoteUntil uint16
+	user        bool               // a user key (Policy.Decide): Users reports it
+	batchAt     int64              // unix ms of the last token refill
+	buckets     [numBuckets]uint16 // events per second, ring indexed by unix second
 }
 
 // TrackerOptions configure a Tracker.
@@ -55,20 +66,29 @@ type TrackerOptions struct {
 	// BatchEPS paces a key on the Batch lane (tokens per second, bucket of
 	// BatchEPS×30 for Amplitude's 30 s averaging). 0 disables pacing.
 	BatchEPS float64
+	// UserSeed keys the hash of user keys (UserHash). Replicas that share
+	// user rates (package userrate) must use the same seed, so that a user
+	// has the same hash on each; it should be secret (derived from the API
+	// key), so that user ids cannot be chosen to collide. 0 picks a random
+	// seed.
+	UserSeed uint64
 }
 
 // Tracker measures per-key rates.
 type Tracker struct {
 	opts TrackerOptions
 	win  int64
-	// seed hashes device (ordering) keys, userSeed user keys. Independent
-	// seeds keep the two apart: a user and a device hash are equal with
-	// probability 2⁻⁶⁴, as two device hashes are, so a user never shares a
-	// device's entry more often than two devices share one (see entry).
-	seed, userSeed maphash.Seed
-	lim            limits // for HotEPS, the device keys' threshold
-	shards         [64]trackerShard
-	perCap         uint32 // keys per shard, from MaxKeys
+	// seed hashes device (ordering) keys, userSeed user keys (with
+	// xxhash, which unlike maphash takes a seed that replicas can share).
+	// Independent functions keep the two apart: a user and a device hash
+	// are equal with probability 2⁻⁶⁴, as two device hashes are, so a user
+	// never shares a device's entry more often than two devices share one
+	// (see entry).
+	seed     maphash.Seed
+	userSeed uint64
+	lim      limits // for HotEPS, the device keys' threshold
+	shards   [64]trackerShard
+	perCap   uint32 // keys per shard, from MaxKeys
 	// views publishes each shard's slots for prefetch, apart from the
 	// shards: their lines change with every lock, these only as a table
 	// grows, so reading them without the lock stays a cache hit.
@@ -92,7 +112,10 @@ func NewTracker(o TrackerOptions) *Tracker {
 	if o.MaxKeys <= 0 {
 		o.MaxKeys = 1_000_000
 	}
-	t := &Tracker{opts: o, win: int64(o.Window / time.Second), seed: maphash.MakeSeed(), userSeed: maphash.MakeSeed()}
+	if o.UserSeed == 0 {
+		o.UserSeed = rand.Uint64() | 1
+	}
+	t := &Tracker{opts: o, win: int64(o.Window / time.Second), seed: maphash.MakeSeed(), userSeed: o.UserSeed}
 	if t.win < 1 {
 		t.win = 1
 	}
@@ -112,6 +135,16 @@ func NewTracker(o TrackerOptions) *Tracker {
 // hashing the key again.
 func (t *Tracker) Hash(key []byte) uint64 {
 	return maphash.Bytes(t.seed, key)
+}
+
+// UserHash returns the hash by which the tracker knows a user key: xxhash
+// seeded with TrackerOptions.UserSeed, the same on every replica that
+// shares the seed. SetRemote and Users name user keys by it.
+func (t *Tracker) UserHash(user []byte) uint64 {
+	var d xxhash.Digest
+	d.ResetWithSeed(t.userSeed)
+	_, _ = d.Write(user)
+	return d.Sum64()
 }
 
 // prefetch starts loading the cache line of h's home slot, the first a
@@ -265,10 +298,19 @@ func (t *Tracker) count(e *entry, sec int64, l *limits) (changed bool, cur, sum 
 		sum = e.sumAt(sec, t.win)
 	}
 	cur = uint32(*b)
+	gcur, gsum := cur, sum // with the rest of the group's rate, for a user key
+	if e.remote != 0 {
+		if int16(uint16(sec)-e.remoteUntil) < 0 {
+			gsum += uint32(e.remote)
+			gcur += uint32(e.remote) / uint32(t.win)
+		} else {
+			e.remote = 0
+		}
+	}
 	switch {
-	case !e.hot && (cur >= l.hotCur || sum >= l.hotSum):
+	case !e.hot && (gcur >= l.hotCur || gsum >= l.hotSum):
 		e.hot, e.coolFrom, changed = true, 0, true
-	case e.hot && cur < l.coolCur && sum < l.coolSum:
+	case e.hot && gcur < l.coolCur && gsum < l.coolSum:
 		// rate, not avg: a key whose current second is above CoolEPS is not
 		// cooling, or a bursty key (low average, hot seconds) would cool on
 		// a burst's first event and turn hot again within the same second.
@@ -440,6 +482,52 @@ func (t *Tracker) BatchDelayHash(h uint64, n int, now time.Time) time.Duration {
 	}
 	missing := float64(float32(n) - e.batchTok)
 	return time.Duration(missing / t.opts.BatchEPS * float64(time.Second))
+}
+
+// SetRemote records that the other replicas of the group send eps events/s
+// for the user key hashed h (UserHash), until until: the key's hot state
+// counts it with the local rate. Only a key with local events has an entry
+// to record it in; others are left alone, and are given the rate again by
+// the next call (package userrate calls it about twice a second).
+func (t *Tracker) SetRemote(h uint64, eps float64, until time.Time) {
+	n := math.Round(eps * float64(t.win))
+	if n < 0 {
+		n = 0
+	}
+	sh := t.shard(h)
+	sh.mu.Lock()
+	if e := sh.tab.find(h); e != nil {
+		e.remote = uint16(min(n, 0xffff))
+		e.remoteUntil = uint16(until.Unix())
+	}
+	sh.mu.Unlock()
+}
+
+// Users calls fn, under a shard's lock (fn must be quick and must not call
+// the tracker), for every user key whose local rate at now is at least
+// floor events/s, with its UserHash and that rate: the larger of the last
+// whole second's count and the window's average. The local rate leaves out
+// SetRemote's: what a replica reports is what it sends itself.
+func (t *Tracker) Users(now time.Time, floor float64, fn func(h uint64, eps float64)) {
+	sec := now.Unix()
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		for _, s := range sh.tab.slots {
+			if s.i == 0 {
+				continue
+			}
+			e := sh.tab.a.at(s.i)
+			if !e.user || e.last == 0 || sec-e.last >= t.win {
+				continue
+			}
+			r := max(float64(e.sumAt(sec-1, 1)), float64(e.sumAt(sec, t.win))/float64(t.win))
+			if r >= floor {
+				fn(s.h, r)
+			}
+		}
+		sh.mu.Unlock()
+	}
 }
 
 // Stats counts tracked and hot keys, and drops keys idle for longer than the
