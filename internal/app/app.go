@@ -108,7 +108,6 @@ func New(cfg config.Config, log zerolog.Logger, reg *prometheus.Registry, build 
 		RetryMax:          cfg.Amplitude.RetryMaxBackoff,
 		EventsPerSecond:   cfg.Budget.EventsPerSecond,
 		RequestsPerSecond: cfg.Budget.RequestsPerSecond,
-		ShareHold:         cfg.Shutdown.DrainTimeout,
 	}, client, policy, tracker, m, log)
 
 	var users *userrate.Sharer

@@ -129,10 +129,7 @@ type Options struct {
 	// share of them (SetOwnership), the whole caps until it is told one.
 	EventsPerSecond   float64
 	RequestsPerSecond float64
-	// ShareHold is how long a replica that gave up all its partitions keeps
-	// its share to drain them (the consumer's drain timeout); default 20 s.
-	ShareHold time.Duration
-	Now       func() time.Time
+	Now               func() time.Time
 }
 
 func (o *Options) defaults() {
@@ -166,9 +163,6 @@ func (o *Options) defaults() {
 	}
 	if o.RetryMax <= 0 {
 		o.RetryMax = 30 * time.Second
-	}
-	if o.ShareHold <= 0 {
-		o.ShareHold = 20 * time.Second
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -216,7 +210,7 @@ func New(opts Options, send Sender, policy *route.Policy, tracker *route.Tracker
 		m:       m,
 		log:     log.With().Str("component", "deliver").Logger(),
 	}
-	d.share = newShare(opts.EventsPerSecond, opts.RequestsPerSecond, opts.ShareHold, m)
+	d.share = newShare(opts.EventsPerSecond, opts.RequestsPerSecond, m)
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	for range opts.Shards {
 		d.shards = append(d.shards, newShard(d))
@@ -257,7 +251,7 @@ func (d *Deliverer) Stop() {
 // project-wide caps to owned/total of them (see share). Safe for concurrent
 // use; consume.Options.OwnershipChanged calls it.
 func (d *Deliverer) SetOwnership(owned, total int) {
-	d.share.setOwnership(owned, total, d.opts.Now())
+	d.share.setOwnership(owned, total)
 }
 
 // Healthy returns an error while Amplitude refuses our API key or URL.
@@ -423,7 +417,6 @@ func (d *Deliverer) housekeeping() {
 		case <-t.C:
 		}
 		now := d.opts.Now()
-		d.share.tick(now)
 		tracked, hot := d.tracker.Stats(now)
 		d.m.TrackedKeys.Set(float64(tracked))
 		d.m.HotKeys.Set(float64(hot))

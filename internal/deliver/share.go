@@ -19,32 +19,28 @@ import (
 // follows the events it is given to send (partitions carry comparable
 // traffic; see README "Limits across replicas" for skewed ones).
 //
-// A replica that gives up every partition keeps its last share for
-// hold (the drain timeout): with Kafka's eager rebalancing every member
-// gives up all its partitions at once and drains them before any member is
-// given partitions again, so the shares in force while members drain are
-// still those of the old assignment, which add up to the cap. Dropping to
-// zero at once would stall every drain of the group. After the hold it has
-// nothing left to send and its share is 0.
+// The consumer reports a revoked partition only once it is released
+// (drained and committed, consume.Options.OwnershipChanged), and the group
+// gives it to its next owner only after that (cooperative rebalancing): a
+// partition counts in exactly one replica's share at a time, while it
+// drains too, so the shares add up to the cap through a rebalance.
 //
 // The burst of each limiter is one second of the share (at least one event
 // or request): a request larger than that is split first (maxEvents), so a
 // replica never sends more than its share over any second plus one request.
 type share struct {
 	evCap, reqCap float64
-	hold          time.Duration
 	m             *metrics.Metrics
 
 	mu       sync.Mutex
 	fraction float64       // owned/total; 1 until the first ownership report
 	told     bool          // an ownership report came
-	holdEnd  time.Time     // set while keeping the share of a drained assignment
 	changed  chan struct{} // closed and replaced when fraction changes
 	ev, req  *rate.Limiter // nil when the cap is off
 }
 
-func newShare(evCap, reqCap float64, hold time.Duration, m *metrics.Metrics) *share {
-	s := &share{evCap: evCap, reqCap: reqCap, hold: hold, m: m, fraction: 1, changed: make(chan struct{})}
+func newShare(evCap, reqCap float64, m *metrics.Metrics) *share {
+	s := &share{evCap: evCap, reqCap: reqCap, m: m, fraction: 1, changed: make(chan struct{})}
 	if evCap > 0 {
 		s.ev = rate.NewLimiter(0, 1)
 	}
@@ -87,40 +83,14 @@ func (s *share) apply() {
 }
 
 // setOwnership records that this replica owns owned of total partitions.
-func (s *share) setOwnership(owned, total int, now time.Time) {
+func (s *share) setOwnership(owned, total int) {
 	if total <= 0 || owned < 0 {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	first := !s.told
-	s.told = true
-	if owned == 0 && first {
-		// A member given nothing to start with has nothing to drain.
-		s.fraction = 0
-		s.apply()
-		return
-	}
-	if owned == 0 {
-		if s.fraction > 0 && s.holdEnd.IsZero() {
-			s.holdEnd = now.Add(s.hold)
-		}
-		return
-	}
-	s.holdEnd = time.Time{}
 	s.fraction = float64(min(owned, total)) / float64(total)
 	s.apply()
-}
-
-// tick ends an expired hold.
-func (s *share) tick(now time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.holdEnd.IsZero() && !now.Before(s.holdEnd) {
-		s.holdEnd = time.Time{}
-		s.fraction = 0
-		s.apply()
-	}
 }
 
 // maxEvents is the most events one request may carry under the share: one

@@ -17,23 +17,19 @@ import (
 
 func TestShareFollowsOwnedPartitions(t *testing.T) {
 	m := metrics.New(prometheus.NewRegistry())
-	s := newShare(400, 30, 5*time.Second, m)
+	s := newShare(400, 30, m)
 	// No ownership report yet: the whole cap (a replica on its own).
 	require.Equal(t, 400.0, testutil.ToFloat64(m.BudgetShareEvents))
 	require.Equal(t, 400, s.maxEvents())
 
-	now := time.Unix(1000, 0)
-	s.setOwnership(4, 12, now)
+	s.setOwnership(4, 12)
 	require.InDelta(t, 400.0/3, testutil.ToFloat64(m.BudgetShareEvents), 1e-9)
 	require.InDelta(t, 10.0, testutil.ToFloat64(m.BudgetShareRequests), 1e-9)
 	require.InDelta(t, 1.0/3, testutil.ToFloat64(m.BudgetShareRatio), 1e-9)
 	require.Equal(t, 133, s.maxEvents(), "a request carries at most one second of the share")
 
-	// Revoked: the share stays while the partitions drain, then drops to 0.
-	s.setOwnership(0, 12, now)
-	s.tick(now.Add(4 * time.Second))
-	require.InDelta(t, 1.0/3, testutil.ToFloat64(m.BudgetShareRatio), 1e-9)
-	s.tick(now.Add(5 * time.Second))
+	// Released (the consumer reports it once drained): a share of 0.
+	s.setOwnership(0, 12)
 	require.Equal(t, 0.0, testutil.ToFloat64(m.BudgetShareRatio))
 	require.Equal(t, 0.0, testutil.ToFloat64(m.BudgetShareEvents))
 
@@ -45,7 +41,7 @@ func TestShareFollowsOwnedPartitions(t *testing.T) {
 		t.Fatal("a request went out with a share of 0")
 	case <-time.After(100 * time.Millisecond):
 	}
-	s.setOwnership(6, 12, now.Add(6*time.Second))
+	s.setOwnership(6, 12)
 	select {
 	case ok := <-done:
 		require.True(t, ok)
@@ -55,8 +51,7 @@ func TestShareFollowsOwnedPartitions(t *testing.T) {
 	require.InDelta(t, 200.0, testutil.ToFloat64(m.BudgetShareEvents), 1e-9)
 
 	// A waiting request gives up when its context ends.
-	s.setOwnership(0, 12, now)
-	s.tick(now.Add(time.Hour))
+	s.setOwnership(0, 12)
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { done <- s.wait(ctx, 1) }()
 	cancel()
@@ -70,16 +65,16 @@ func TestShareFollowsOwnedPartitions(t *testing.T) {
 
 func TestShareOfAMemberWithoutPartitionsIsZero(t *testing.T) {
 	m := metrics.New(prometheus.NewRegistry())
-	s := newShare(400, 0, 5*time.Second, m)
-	s.setOwnership(0, 12, time.Now()) // more replicas than partitions
+	s := newShare(400, 0, m)
+	s.setOwnership(0, 12) // more replicas than partitions
 	require.Equal(t, 0.0, testutil.ToFloat64(m.BudgetShareRatio))
 	require.Equal(t, 0.0, testutil.ToFloat64(m.BudgetShareEvents))
 }
 
 func TestShareRateHoldsOverTime(t *testing.T) {
 	m := metrics.New(prometheus.NewRegistry())
-	s := newShare(200, 0, time.Second, m)
-	s.setOwnership(1, 4, time.Now()) // 50 events/s, bursts of 50
+	s := newShare(200, 0, m)
+	s.setOwnership(1, 4) // 50 events/s, bursts of 50
 	start := time.Now()
 	sent := 0
 	for time.Since(start) < 1500*time.Millisecond {
