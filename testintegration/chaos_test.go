@@ -46,17 +46,36 @@ type producer struct {
 	stopCh chan struct{}
 	done   chan struct{}
 
+	// onAck, when set, is called with every batch the broker acknowledged
+	// (kafka.Writer.Completion: Partition and Offset are set), from the
+	// writer's goroutines.
+	onAck func([]kafka.Message)
+
 	mu      sync.Mutex
 	valid   int
 	invalid int
 	retries int
+	writes  []writeAttempt
 	err     error
+}
+
+// writeAttempt is one WriteMessages call: when it returned and whether
+// every message of the tick was written.
+type writeAttempt struct {
+	at time.Time
+	ok bool
 }
 
 // startProducer produces about perSecond messages a second in ten ticks a
 // second (mix: bursts, user-only, forced-batch and every 50th invalid).
 func startProducer(h *harness, g *traffic.Generator, perSecond int) *producer {
-	p := &producer{h: h, g: g, stopCh: make(chan struct{}), done: make(chan struct{})}
+	return startProducerAcked(h, g, perSecond, nil)
+}
+
+// startProducerAcked is startProducer with an acknowledgement callback
+// (producer.onAck).
+func startProducerAcked(h *harness, g *traffic.Generator, perSecond int, onAck func([]kafka.Message)) *producer {
+	p := &producer{h: h, g: g, onAck: onAck, stopCh: make(chan struct{}), done: make(chan struct{})}
 	go p.run(max(perSecond/10, 1))
 	h.t.Cleanup(func() { p.stop() })
 	return p
@@ -77,6 +96,13 @@ func (p *producer) run(perTick int) {
 		BatchTimeout: time.Millisecond,
 		WriteTimeout: 10 * time.Second,
 		MaxAttempts:  3,
+	}
+	if p.onAck != nil {
+		w.Completion = func(msgs []kafka.Message, err error) {
+			if err == nil {
+				p.onAck(msgs)
+			}
+		}
 	}
 	defer w.Close()
 	tick := time.NewTicker(100 * time.Millisecond)
@@ -109,6 +135,9 @@ func (p *producer) run(perTick int) {
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			err := w.WriteMessages(ctx, km...)
 			cancel()
+			p.mu.Lock()
+			p.writes = append(p.writes, writeAttempt{at: time.Now(), ok: err == nil})
+			p.mu.Unlock()
 			if err == nil {
 				break
 			}
@@ -163,6 +192,25 @@ func (p *producer) stop() (valid, invalid int) {
 		p.err = nil
 	}
 	return p.valid, p.invalid
+}
+
+// writesBackAfter is when the producer's writes succeeded again after t:
+// the first successful write that follows a failed one after t, or t when
+// no write failed after t (Kafka never stopped accepting them).
+func (p *producer) writesBackAfter(t time.Time) time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	failed := false
+	for _, w := range p.writes {
+		switch {
+		case w.at.Before(t):
+		case !w.ok:
+			failed = true
+		case failed:
+			return w.at
+		}
+	}
+	return t
 }
 
 func (p *producer) counts() (valid, invalid, retries int) {
