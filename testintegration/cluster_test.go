@@ -13,6 +13,7 @@ package testintegration
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,6 +48,11 @@ func clusterFromEnv(t *testing.T) *kafkaCluster {
 	brokers, ctl := os.Getenv("KAFKA_CLUSTER_BROKERS"), os.Getenv("KAFKA_CLUSTER_CTL")
 	if brokers == "" || ctl == "" {
 		t.Skip("KAFKA_CLUSTER_BROKERS and KAFKA_CLUSTER_CTL are not both set: this test needs the 3-node cluster of testintegration/kafka-cluster.sh (CHAOS.md)")
+	}
+	// go test runs in the package directory: a path relative to the
+	// repository root (as in CHAOS.md) is found one level up.
+	if _, err := os.Stat(ctl); err != nil && !filepath.IsAbs(ctl) {
+		ctl = filepath.Join("..", ctl)
 	}
 	if abs, err := filepath.Abs(ctl); err == nil {
 		ctl = abs
@@ -85,7 +91,9 @@ func (c *kafkaCluster) run(env []string, args ...string) (string, error) {
 	if err != nil {
 		return stdout.String(), fmt.Errorf("%s %s: %w\n%s", filepath.Base(c.ctl), strings.Join(args, " "), err, stderr.String())
 	}
-	c.t.Logf("%s %s: %s", filepath.Base(c.ctl), strings.Join(args, " "), strings.TrimSpace(stderr.String()))
+	if msg := strings.TrimSpace(stderr.String()); msg != "" {
+		c.t.Logf("%s %s: %s", filepath.Base(c.ctl), strings.Join(args, " "), msg)
+	}
 	return stdout.String(), nil
 }
 
@@ -197,9 +205,11 @@ func (c *kafkaCluster) coordinatorOf(group string) int {
 	}
 }
 
-// writable reports whether every partition of topic has a leader among
-// the live brokers and at least min.insync.replicas (2) replicas in sync:
-// an acks=all write to any partition can succeed.
+// writable reports whether every partition of topic has a leader that
+// answers and at least min.insync.replicas (2) replicas in sync: an
+// acks=all write to any partition can succeed. Metadata alone is not
+// enough: a SIGKILLed broker stays registered, leader and in the ISR until
+// the controller fences it (broker.session.timeout.ms).
 func (c *kafkaCluster) writable(topic string) bool {
 	md, err := c.metadata(topic)
 	if err != nil {
@@ -207,7 +217,11 @@ func (c *kafkaCluster) writable(topic string) bool {
 	}
 	live := map[int]bool{}
 	for _, b := range md.Brokers {
-		live[b.ID] = true
+		conn, err := net.DialTimeout("tcp", net.JoinHostPort(b.Host, strconv.Itoa(b.Port)), time.Second)
+		if err == nil {
+			_ = conn.Close()
+			live[b.ID] = true
+		}
 	}
 	for _, tp := range md.Topics {
 		if tp.Name != topic || len(tp.Partitions) == 0 {

@@ -34,6 +34,7 @@
 #                                  All ports stay below Linux's ephemeral range (32768–60999) and
 #                                  clear of kafka-broker.sh's 9092/9093.
 #   KAFKA_CLUSTER_HEAP_OPTS        JVM heap flags per node (default -Xms128m -Xmx512m)
+#   KAFKA_CLUSTER_JVM_OPTS         other JVM flags per node (default -XX:TieredStopAtLevel=1 -XX:+UseSerialGC)
 #   KAFKA_CLUSTER_DIR              data, logs, configs and pid files (default testintegration/.kafka-cluster)
 #   KAFKA_START_TIMEOUT            seconds to wait for readiness (default 180)
 #   KAFKA_KEEP_DATA                1: `start` keeps the existing storage
@@ -56,7 +57,10 @@ nodes=3
 cbase="${KAFKA_CLUSTER_PORT:-19092}"
 ccbase="${KAFKA_CLUSTER_CONTROLLER_PORT:-19192}"
 cibase="${KAFKA_CLUSTER_INTERNAL_PORT:-19292}"
-heap="${KAFKA_CLUSTER_HEAP_OPTS:--Xms128m -Xmx512m}" # read by java_args
+# Read by java_args. Besides the heap: C1 only and the serial collector. Three JVMs share two
+# cores with the tests; C2 compilation and parallel GC threads would compete for them during every
+# start, while a test cluster's throughput needs neither.
+heap="${KAFKA_CLUSTER_HEAP_OPTS:--Xms128m -Xmx512m} ${KAFKA_CLUSTER_JVM_OPTS:--XX:TieredStopAtLevel=1 -XX:+UseSerialGC}"
 cdir="${KAFKA_CLUSTER_DIR:-$here/.kafka-cluster}"
 ctimeout="${KAFKA_START_TIMEOUT:-180}"
 coffsets=6
@@ -130,11 +134,18 @@ num.io.threads=4
 PROPS
 }
 
-# ctl runs broker/ClusterCtl.java (compiled on the fly; C1 only, it starts faster on 2 cores),
-# logging warnings only (the later -D wins over java_args' broker logging).
+# ctl runs broker/ClusterCtl.java, compiled once into $cdir/ctl (compiling the single-file source
+# on every call would cost seconds per call on 2 cores), logging warnings only (the later
+# -D wins over java_args' broker logging).
 ctl() {
-	java_args -XX:TieredStopAtLevel=1 -Dlog4j2.configurationFile="$here/broker/log4j2-tool.properties" "$here/broker/ClusterCtl.java" "$@"
-	"${jargs[@]}"
+	local src="$here/broker/ClusterCtl.java" classes="$cdir/ctl"
+	if [[ ! -f $classes/ClusterCtl.class || $src -nt $classes/ClusterCtl.class ]]; then
+		mkdir -p "$classes"
+		javac -nowarn -cp "$lib/*" -d "$classes" "$src" >&2
+	fi
+	# shellcheck disable=SC2206
+	local cmd=(java $heap -Djava.awt.headless=true -Dlog4j2.configurationFile="$here/broker/log4j2-tool.properties" -cp "$lib/*:$classes" ClusterCtl "$@")
+	"${cmd[@]}"
 }
 
 # launch starts node N's JVM in the background (setsid, as kafka-broker.sh does) and records its pid.
