@@ -19,6 +19,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"slices"
 	"sort"
 	"strconv"
@@ -54,17 +55,28 @@ type clusterRun struct {
 	kids []*child // every replica started, dead ones included (their logs count)
 }
 
+// newClusterRun sets a scenario up and starts the traffic.
 func newClusterRun(t *testing.T, seed uint64) *clusterRun {
+	t.Helper()
+	r := setupClusterRun(t, seed)
+	r.startTraffic()
+	return r
+}
+
+// setupClusterRun creates the topics, the group name and the emulator; no
+// traffic yet.
+func setupClusterRun(t *testing.T, seed uint64) *clusterRun {
 	t.Helper()
 	c := clusterFromEnv(t)
 	bin := buildAmpstream(t)
 	h := newHarnessTopics(t, c.kafkatest(), c.createTopic("events", clusterPartitions), c.createTopic("dlq", 1), clusterPartitions, nil)
 	// Every event has an insert_id: a produce retried across a leader move
 	// may land twice in Kafka, and Amplitude's dedup must absorb it.
-	g := traffic.New(seed, 400, 0, nil)
-	fl := newFlow()
-	p := startProducerAcked(h, g, clusterRate, fl.record)
-	return &clusterRun{t: t, c: c, h: h, g: g, p: p, fl: fl, bin: bin}
+	return &clusterRun{t: t, c: c, h: h, g: traffic.New(seed, 400, 0, nil), fl: newFlow(), bin: bin}
+}
+
+func (r *clusterRun) startTraffic() {
+	r.p = startProducerAcked(r.h, r.g, clusterRate, r.fl.record)
 }
 
 // startReplica starts an `ampstream run` child with the cluster timings;
@@ -187,7 +199,7 @@ func TestClusterChaosKillCoordinator(t *testing.T) {
 		"all_committing_s="+secs(resumed.Sub(back)),
 		fmt.Sprintf("join_failures=%d", r.logCount("consumer group join failed")))...)
 	if resume > 5*time.Second {
-		t.Errorf("ampstream delivered on every partition again %ss after Kafka accepted writes again, want ≤ 5s", secs(resume))
+		missedTarget(t, "ampstream delivered on every partition again %ss after Kafka accepted writes again, want ≤ 5s", secs(resume))
 	}
 }
 
@@ -239,11 +251,11 @@ func TestClusterChaosRollingRestart(t *testing.T) {
 		fmt.Sprintf("final_commit_failed=%d commit_failed=%d kafka_duplicate_writes=%d redelivered_by_ampstream=%d",
 			lostFinal, failedCommits, dups, s.Duplicates-int64(dups)))...)
 	if fs.excess > 2*time.Second {
-		t.Errorf("partition %d paused %ss, %ss longer than the producer's longest pause on it, want ≤ 2s longer",
+		missedTarget(t, "partition %d paused %ss, %ss longer than the producer's longest pause on it, want ≤ 2s longer",
 			fs.excessPart, secs(fs.excessGap), secs(fs.excess))
 	}
 	if lostFinal > 0 {
-		t.Errorf("%d final offset commits failed during the rolling restart, want 0", lostFinal)
+		missedTarget(t, "%d final offset commits failed during the rolling restart, want 0", lostFinal)
 	}
 }
 
@@ -287,10 +299,10 @@ func TestClusterChaosStaticMemberRestart(t *testing.T) {
 		fmt.Sprintf("same_partitions=%t partitions_before=%s partitions_after=%s other_replica_rebalance_events=%.0f",
 			same, ints(before), ints(after), rebalancesB))...)
 	if delivered > 5*time.Second {
-		t.Errorf("the restarted replica delivered %ss after its start, want ≤ 5s", secs(delivered))
+		missedTarget(t, "the restarted replica delivered %ss after its start, want ≤ 5s", secs(delivered))
 	}
 	if !same {
-		t.Errorf("the restarted replica first owned partitions %s, before the restart %s: want the same", ints(after), ints(before))
+		missedTarget(t, "the restarted replica first owned partitions %s, before the restart %s: want the same", ints(after), ints(before))
 	}
 }
 
@@ -322,8 +334,94 @@ func TestClusterChaosKillReplicaThenScaleUp(t *testing.T) {
 		"group_change_s="+secs(change), "all_committing_s="+secs(resumed.Sub(killed)),
 		"session_timeout_s="+secs(clusterSession))...)
 	if limit := clusterSession + time.Second; change > limit {
-		t.Errorf("the group change took %ss after the kill, want ≤ %ss (session timeout + one heartbeat)", secs(change), secs(limit))
+		missedTarget(t, "the group change took %ss after the kill, want ≤ %ss (session timeout + one heartbeat)", secs(change), secs(limit))
 	}
+}
+
+// Fault windows of TestClusterChaosSlowThenPartitionedBroker.
+const (
+	proxyDelayBy    = 500 * time.Millisecond
+	proxySlowWindow = 15 * time.Second
+	proxyCutWindow  = 15 * time.Second
+)
+
+// TestClusterChaosSlowThenPartitionedBroker puts a TCP proxy in front of the
+// client listener of one broker that leads partitions but does not
+// coordinate the group (the node advertises the proxy's address, so every
+// client connection to it goes through the proxy; replication does not).
+// The proxy first delays every chunk by 500 ms each way for 15 s (a slow
+// broker), then resets every connection and swallows all traffic for 15 s
+// (a broker partitioned from its clients but not from the cluster, so its
+// leaderships do not move), then heals. ampstream must lose nothing and
+// deliver again once the broker is reachable.
+func TestClusterChaosSlowThenPartitionedBroker(t *testing.T) {
+	r := setupClusterRun(t, 56)
+	coord := r.c.coordinatorOf(r.h.group)
+	victim := mostLeader(r.c.leaders(r.h.topic), coord)
+	px := startFaultProxy(t, r.c.brokers[victim-1], proxyDelayBy)
+	// Runs before the cluster's own cleanup and after the replicas'
+	// (t.Cleanup is last in, first out): the node must stop advertising the
+	// proxy before the proxy goes away.
+	t.Cleanup(func() { r.c.term(victim); r.c.startNode(victim) })
+	r.c.term(victim)
+	r.c.startNode(victim, "KAFKA_ADVERTISED_ADDR="+px.addr())
+	r.c.waitISR()
+	r.c.electLeaders(r.h.topic)
+	led := 0
+	for _, n := range r.c.leaders(r.h.topic) {
+		if n == victim {
+			led++
+		}
+	}
+	if led == 0 {
+		t.Fatalf("node %d leads no partition of %s after the preferred leader election", victim, r.h.topic)
+	}
+	// Clients bootstrap through the proxy too: no connection to the victim
+	// bypasses it.
+	r.h.kafka.Brokers = slices.Clone(r.c.brokers)
+	r.h.kafka.Brokers[victim-1] = px.addr()
+	t.Logf("group coordinator node %d; node %d (leading %d partitions) behind the proxy at %s", coord, victim, led, px.addr())
+
+	r.startTraffic()
+	r.startReplica()
+	r.startReplica()
+	r.steady("two replicas delivering", 3000)
+
+	px.setMode(proxyDelay)
+	slow := time.NewTimer(proxySlowWindow)
+	<-slow.C
+	atCut := r.h.emu.Stats().Ingested
+	px.setMode(proxyBlackhole)
+	px.cut()
+	cut := time.NewTimer(proxyCutWindow)
+	<-cut.C
+	duringCut := r.h.emu.Stats().Ingested - atCut
+	px.setMode(proxyPass)
+	px.cut() // the swallowed connections are useless now: clients reconnect
+	healed := time.Now()
+	resumed := r.allCommitting("every partition committing after the heal")
+	back := r.fl.writesBack(healed)
+	rep, invalid, fs := r.finish(2000)
+	r.h.chaosLine("cluster_slow_partitioned_broker", rep, invalid, append(fs.fields(),
+		fmt.Sprintf("victim=%d coordinator=%d victim_partitions=%d", victim, coord, led),
+		"delay_ms="+strconv.Itoa(int(proxyDelayBy.Milliseconds())), "slow_s="+secs(proxySlowWindow), "partitioned_s="+secs(proxyCutWindow),
+		fmt.Sprintf("ingested_while_partitioned=%d", duringCut),
+		"writes_back_s="+secs(back.Sub(healed)), "resume_s="+secs(fs.resumeAfter(back)),
+		"all_committing_s="+secs(resumed.Sub(healed)),
+		fmt.Sprintf("io_timeouts=%d fetch_failures=%d join_failures=%d",
+			r.logCount("i/o timeout"), r.logCount("fetch failed"), r.logCount("consumer group join failed")))...)
+}
+
+// missedTarget reports a missed target (as opposed to a broken invariant):
+// a test failure, or only a log line with CHAOS_CLUSTER_TARGETS=report, for
+// measuring the figures of code that is known to miss them.
+func missedTarget(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CHAOS_CLUSTER_TARGETS") == "report" {
+		t.Logf("TARGET MISSED: "+format, args...)
+		return
+	}
+	t.Errorf(format, args...)
 }
 
 // mostLeader returns the node other than exclude that leads the most

@@ -76,6 +76,16 @@ func (c *kafkaCluster) restoreAll() {
 		}
 	}
 	c.waitISR()
+	// Restarts leave the group coordinators on fewer nodes: spread them
+	// again so each scenario starts from the same kind of cluster.
+	c.electLeaders("__consumer_offsets")
+}
+
+// electLeaders moves every partition of topic to its preferred leader (a
+// restarted broker leads nothing until then).
+func (c *kafkaCluster) electLeaders(topic string) {
+	c.t.Helper()
+	c.mustRun(nil, "elect-leaders", topic)
 }
 
 // run runs the control script (bounded: a JVM start on a loaded 2-core

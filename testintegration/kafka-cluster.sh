@@ -12,6 +12,7 @@
 #   testintegration/kafka-cluster.sh wait-isr       # wait until every partition's replicas are all in sync
 #   testintegration/kafka-cluster.sh leader-of TOPIC PARTITION      # prints the leader's node id
 #   testintegration/kafka-cluster.sh coordinator-of GROUP           # prints the coordinator's node id
+#   testintegration/kafka-cluster.sh elect-leaders TOPIC            # move TOPIC's partitions to their preferred leaders
 #   testintegration/kafka-cluster.sh addr N         # prints node N's client address
 #   testintegration/kafka-cluster.sh bootstrap      # prints the bootstrap list
 #
@@ -359,13 +360,14 @@ start-node)
 wait-isr) ctl isr "$(cluster_bootstrap)" "${2:-$ctimeout}" >&2 ;;
 leader-of) ctl leader-of "$(cluster_bootstrap)" "${2:?topic}" "${3:?partition}" ;;
 coordinator-of) ctl coordinator-of "$(cluster_bootstrap)" "${2:?group}" ;;
+elect-leaders) ctl elect-leaders "$(cluster_bootstrap)" "${2:?topic}" >&2 ;;
 addr)
 	check_node "${2:-}"
 	echo "$host:$(node_port "$2")"
 	;;
 bootstrap) cluster_bootstrap ;;
 *)
-	echo "usage: $0 start|stop|status|kill N|term N|start-node N|wait-isr [SECONDS]|leader-of TOPIC PARTITION|coordinator-of GROUP|addr N|bootstrap" >&2
+	echo "usage: $0 start|stop|status|kill N|term N|start-node N|wait-isr [SECONDS]|leader-of TOPIC PARTITION|coordinator-of GROUP|elect-leaders TOPIC|addr N|bootstrap" >&2
 	exit 2
 	;;
 esac

@@ -9,10 +9,13 @@
 //                                                          replica set in sync
 //   leader-of BOOTSTRAP TOPIC PARTITION                    prints the leader's node id
 //   coordinator-of BOOTSTRAP GROUP                         prints the group coordinator's node id
+//   elect-leaders BOOTSTRAP TOPIC                          moves every partition of TOPIC back to its
+//                                                          preferred leader (first replica)
 //
 // Exit 0 when the condition holds (or the answer is printed), 1 when it did not within the timeout.
 
 import java.util.HashMap;
+import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Properties;
@@ -21,7 +24,10 @@ import java.util.concurrent.TimeUnit;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.clients.admin.TopicDescription;
+import org.apache.kafka.common.ElectionType;
+import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.TopicPartitionInfo;
+import org.apache.kafka.common.errors.ElectionNotNeededException;
 import org.apache.kafka.common.utils.Utils;
 
 public class ClusterCtl {
@@ -72,6 +78,21 @@ public class ClusterCtl {
                         System.exit(1);
                     }
                     System.out.println(p.leader().id());
+                }
+                case "elect-leaders" -> {
+                    String topic = args[2];
+                    TopicDescription d = admin.describeTopics(List.of(topic)).allTopicNames().get(30, TimeUnit.SECONDS).get(topic);
+                    Set<TopicPartition> parts = new HashSet<>();
+                    for (TopicPartitionInfo p : d.partitions()) {
+                        parts.add(new TopicPartition(topic, p.partition()));
+                    }
+                    // A partition already on its preferred leader answers ELECTION_NOT_NEEDED: fine.
+                    admin.electLeaders(ElectionType.PREFERRED, parts).partitions().get(30, TimeUnit.SECONDS).forEach((tp, err) -> {
+                        if (err.isPresent() && !(err.get() instanceof ElectionNotNeededException)) {
+                            System.err.println(tp + ": " + err.get());
+                        }
+                    });
+                    System.out.println("preferred leaders elected for " + topic);
                 }
                 default -> {
                     System.err.println("unknown verb " + verb);
