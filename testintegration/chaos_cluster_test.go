@@ -239,7 +239,7 @@ func TestClusterChaosRollingRestart(t *testing.T) {
 		r.c.startNode(n)
 		r.c.waitISR()
 		downs = append(downs, fmt.Sprintf("%d:%s/%s", n, secs(stopped), secs(time.Since(t0))))
-		r.steady(fmt.Sprintf("delivery after node %d's restart", n), 1000)
+		r.steady(fmt.Sprintf("delivery after node %d's restart", n), 500)
 	}
 	rep, invalid, fs := r.finish(2000)
 	lostFinal := r.logCount("final offset commit failed")

@@ -37,6 +37,7 @@ type kafkaCluster struct {
 	t       *testing.T
 	ctl     string
 	brokers []string // the bootstrap list: every node's client address
+	touched bool     // a node was stopped or restarted since the last restoreAll
 }
 
 // clusterFromEnv returns the cluster named by KAFKA_CLUSTER_BROKERS and
@@ -61,10 +62,25 @@ func clusterFromEnv(t *testing.T) *kafkaCluster {
 	if len(c.brokers) != clusterNodes {
 		t.Fatalf("KAFKA_CLUSTER_BROKERS=%s: want %d addresses", brokers, clusterNodes)
 	}
-	c.restoreAll()
-	t.Cleanup(c.restoreAll)
+	// A test that stopped or restarted a node restores the cluster when it
+	// ends; the first cluster test of the process checks it too, since an
+	// interrupted run may have left a node down.
+	if !clusterKnownGood {
+		c.restoreAll()
+	}
+	t.Cleanup(func() {
+		if c.touched {
+			c.restoreAll()
+		}
+	})
 	return c
 }
+
+// clusterKnownGood is true while every node is known to run with its own
+// advertised address, in sync and with preferred group coordinators: after
+// a restoreAll and until a test stops or restarts a node. The cluster tests
+// run one after the other (never t.Parallel), so a plain variable is enough.
+var clusterKnownGood bool
 
 // restoreAll starts every stopped node (with its own advertised address)
 // and waits until every partition's replicas are in sync.
@@ -79,6 +95,7 @@ func (c *kafkaCluster) restoreAll() {
 	// Restarts leave the group coordinators on fewer nodes: spread them
 	// again so each scenario starts from the same kind of cluster.
 	c.electLeaders("__consumer_offsets")
+	c.touched, clusterKnownGood = false, true
 }
 
 // electLeaders moves every partition of topic to its preferred leader (a
@@ -124,16 +141,20 @@ func (c *kafkaCluster) running(n int) bool {
 
 // kill SIGKILLs node n: no controlled shutdown, its leaderships move only
 // once the controller fences it (broker.session.timeout.ms, 9 s).
-func (c *kafkaCluster) kill(n int) { c.t.Helper(); c.mustRun(nil, "kill", strconv.Itoa(n)) }
+func (c *kafkaCluster) kill(n int) { c.t.Helper(); c.touch(); c.mustRun(nil, "kill", strconv.Itoa(n)) }
+
+// touch marks the cluster as changed by this test.
+func (c *kafkaCluster) touch() { c.touched, clusterKnownGood = true, false }
 
 // term stops node n gracefully (SIGTERM: controlled shutdown moves its
 // leaderships first) and waits for the JVM to exit.
-func (c *kafkaCluster) term(n int) { c.t.Helper(); c.mustRun(nil, "term", strconv.Itoa(n)) }
+func (c *kafkaCluster) term(n int) { c.t.Helper(); c.touch(); c.mustRun(nil, "term", strconv.Itoa(n)) }
 
 // startNode starts node n on its kept storage and waits until it is
 // registered again; env may set KAFKA_ADVERTISED_ADDR.
 func (c *kafkaCluster) startNode(n int, env ...string) {
 	c.t.Helper()
+	c.touch()
 	c.mustRun(env, "start-node", strconv.Itoa(n))
 }
 
