@@ -4,7 +4,7 @@
 # the jar resolution and the JVM command line). No Docker; Java 17+ and Maven.
 #
 #   testintegration/kafka-cluster.sh start          # fresh storage; prints the bootstrap list
-#   testintegration/kafka-cluster.sh stop           # SIGTERM all, SIGKILL what is left after 30 s
+#   testintegration/kafka-cluster.sh stop           # SIGTERM all, SIGKILL what is left after 15 s
 #   testintegration/kafka-cluster.sh status         # one line per node; exit 0 when all 3 run
 #   testintegration/kafka-cluster.sh kill N         # SIGKILL node N (1–3) and wait for it to exit
 #   testintegration/kafka-cluster.sh term N         # SIGTERM node N: controlled shutdown; waits for the exit
@@ -292,10 +292,11 @@ stop_node() {
 
 cluster_stop() {
 	local n
-	# All at once: stopped one by one, the last broker's controlled shutdown waits for a
-	# controller quorum that is already gone.
+	# All at once, 15 s of grace: whichever way they are stopped, the last node's controlled
+	# shutdown can wait for a controller quorum that is already gone (seen: 30 s and more). The
+	# next start formats fresh storage anyway, and a kept one recovers from a SIGKILL.
 	for ((n = 1; n <= nodes; n++)); do
-		stop_node "$n" TERM 30 &
+		stop_node "$n" TERM 15 &
 	done
 	wait || true
 	log "stopped"
