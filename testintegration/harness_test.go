@@ -43,11 +43,18 @@ func newHarness(t *testing.T, partitions int, emuCfg *emulator.Config) *harness 
 // broker-restart scenario runs its own kfake cluster).
 func newHarnessOn(t *testing.T, k *kafkatest.Cluster, partitions int, emuCfg *emulator.Config) *harness {
 	t.Helper()
+	return newHarnessTopics(t, k, k.CreateTopic(t, "events", partitions), k.CreateTopic(t, "dlq", 1), partitions, emuCfg)
+}
+
+// newHarnessTopics is newHarnessOn on topics the test created itself (the
+// cluster scenarios create theirs with replication factor 3).
+func newHarnessTopics(t *testing.T, k *kafkatest.Cluster, topic, dlq string, partitions int, emuCfg *emulator.Config) *harness {
+	t.Helper()
 	h := &harness{
 		t:     t,
 		kafka: k,
-		topic: k.CreateTopic(t, "events", partitions),
-		dlq:   k.CreateTopic(t, "dlq", 1),
+		topic: topic,
+		dlq:   dlq,
 		users: kafkatest.UniqueName("userrate"),
 		group: kafkatest.UniqueName("group"),
 		parts: partitions,

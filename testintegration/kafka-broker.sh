@@ -6,6 +6,7 @@
 #   testintegration/kafka-broker.sh start    # prints the bootstrap address on stdout
 #   testintegration/kafka-broker.sh status   # exit 0 when running
 #   testintegration/kafka-broker.sh stop
+#   testintegration/kafka-broker.sh fetch    # only resolve the jars; prints their directory
 #
 #   export KAFKA_BROKERS=$(testintegration/kafka-broker.sh start)
 #
@@ -207,12 +208,17 @@ status() {
 	return 3
 }
 
-case "${1:-}" in
-start) start ;;
-stop) stop ;;
-status) status ;;
-*)
-	echo "usage: $0 start|stop|status" >&2
-	exit 2
-	;;
-esac
+# kafka-cluster.sh sources this file for fetch_jars, java_args and port_open: the verbs run
+# only when it is executed.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+	case "${1:-}" in
+	start) start ;;
+	stop) stop ;;
+	status) status ;;
+	fetch) mkdir -p "$dir" && fetch_jars && echo "$lib" ;;
+	*)
+		echo "usage: $0 start|stop|status|fetch" >&2
+		exit 2
+		;;
+	esac
+fi
