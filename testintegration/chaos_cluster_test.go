@@ -169,13 +169,12 @@ func TestClusterChaosKillPartitionLeader(t *testing.T) {
 	coord := r.c.coordinatorOf(r.h.group)
 	victim := mostLeader(r.c.leaders(r.h.topic), coord)
 	t.Logf("group coordinator node %d; killing node %d", coord, victim)
-	killed, back, resumed := r.killAndRestart(victim)
+	killed, back := r.killAndRestart(victim)
 	rep, invalid, fs := r.finish(2000)
 	r.h.chaosLine("cluster_kill_leader", rep, invalid, append(fs.fields(),
 		fmt.Sprintf("victim=%d coordinator=%d", victim, coord),
 		"writes_back_s="+secs(back.Sub(killed)),
-		"resume_s="+secs(fs.resumeAfter(back)),
-		"all_committing_s="+secs(max(resumed.Sub(back), 0)))...)
+		"resume_s="+secs(fs.resumeAfter(back)))...)
 }
 
 // TestClusterChaosKillCoordinator SIGKILLs the broker coordinating the
@@ -188,7 +187,7 @@ func TestClusterChaosKillCoordinator(t *testing.T) {
 	r.steady("two replicas delivering", 3000)
 	coord := r.c.coordinatorOf(r.h.group)
 	t.Logf("killing group coordinator node %d", coord)
-	killed, back, resumed := r.killAndRestart(coord)
+	killed, back := r.killAndRestart(coord)
 	newCoord := r.c.coordinatorOf(r.h.group)
 	rep, invalid, fs := r.finish(2000)
 	resume := fs.resumeAfter(back)
@@ -196,7 +195,6 @@ func TestClusterChaosKillCoordinator(t *testing.T) {
 		fmt.Sprintf("coordinator=%d new_coordinator=%d", coord, newCoord),
 		"writes_back_s="+secs(back.Sub(killed)),
 		"resume_s="+secs(resume),
-		"all_committing_s="+secs(max(resumed.Sub(back), 0)),
 		fmt.Sprintf("join_failures=%d", r.logCount("consumer group join failed")))...)
 	if resume < 0 || resume > 5*time.Second {
 		missedTarget(t, "ampstream delivered on every partition again %ss after Kafka accepted writes again, want ≤ 5s", secs(resume))
@@ -205,20 +203,22 @@ func TestClusterChaosKillCoordinator(t *testing.T) {
 
 // killAndRestart SIGKILLs node n under load, waits until Kafka takes writes
 // again and every partition commits again, then restarts the node and waits
-// until its replicas are back in sync. It returns when the node was killed,
-// when the producer's writes succeeded again and when every partition was
-// committing again.
-func (r *clusterRun) killAndRestart(n int) (killed, back, resumed time.Time) {
+// until its replicas are back in sync. It returns when the node was killed
+// and when Kafka acknowledged writes on every partition again. (A moving
+// commit is not delivery: a commit that failed during the fault may go
+// through before the partition delivers again, so resume_s is measured on
+// deliveries.)
+func (r *clusterRun) killAndRestart(n int) (killed, back time.Time) {
 	r.t.Helper()
 	killed = time.Now()
 	r.c.kill(n)
 	dead := time.Now() // the JVM is gone: no acknowledgement from it after this
 	r.t.Logf("node %d killed; cluster writable again after %s", n, secs(r.c.waitWritable(r.h.topic, 90*time.Second)))
-	resumed = r.allCommitting("every partition committing again after the kill")
+	r.allCommitting("every partition committing again after the kill")
 	back = r.fl.writesBack(dead)
 	r.c.startNode(n)
 	r.c.waitISR()
-	return killed, back, resumed
+	return killed, back
 }
 
 // TestClusterChaosRollingRestart restarts the three brokers one after the
