@@ -21,8 +21,8 @@ import (
 )
 
 // The app runs the group-lag exporter: once it has consumed everything, every partition
-// reports lag 0 and an owner, it reports when it last owned a partition, and Run stops the
-// exporter on shutdown.
+// reports lag 0 and an owner, it reports when it last owned a partition and the generation
+// it is a member of, and Run stops the exporter on shutdown.
 func TestAppExportsGroupLag(t *testing.T) {
 	k := kafkatest.Start(t)
 	const parts = 2
@@ -93,8 +93,21 @@ func TestAppExportsGroupLag(t *testing.T) {
 	assert.EqualValues(t, 20, sum, "committed offsets cover every produced event")
 	assert.Equal(t, 0.0, testutil.ToFloat64(a.Metrics.Group.Unowned.WithLabelValues(topic)))
 	assert.Equal(t, 1.0, testutil.ToFloat64(a.Metrics.Group.State.WithLabelValues("Stable")))
+	// While it owns partitions, last owned is the time of each refresh
+	// (group.State.LastOwned is now while it owns some).
 	owned := testutil.ToFloat64(a.Metrics.Group.LastOwnedTS)
-	assert.InDelta(t, float64(time.Now().Unix()), owned, 60, "last owned is recent")
+	assert.InDelta(t, float64(time.Now().UnixNano())/1e9, owned, 5, "last owned is the last refresh")
+	// The generation gauge is the member's generation (a joined member's is
+	// at least 1), set at every refresh.
+	st := a.Consumer.GroupState()
+	require.True(t, st.Member, "%+v", st)
+	require.GreaterOrEqual(t, st.Generation, 1)
+	deadline = time.Now().Add(10 * time.Second)
+	for testutil.ToFloat64(a.Metrics.Group.Generation.WithLabelValues()) != float64(a.Consumer.GroupState().Generation) {
+		require.Truef(t, time.Now().Before(deadline), "generation gauge %v, member in %d",
+			testutil.ToFloat64(a.Metrics.Group.Generation.WithLabelValues()), a.Consumer.GroupState().Generation)
+		time.Sleep(50 * time.Millisecond)
+	}
 
 	cancel()
 	select {
