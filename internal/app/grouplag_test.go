@@ -3,6 +3,8 @@ package app_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -107,6 +109,21 @@ func TestAppExportsGroupLag(t *testing.T) {
 		require.Truef(t, time.Now().Before(deadline), "generation gauge %v, member in %d",
 			testutil.ToFloat64(a.Metrics.Group.Generation.WithLabelValues()), a.Consumer.GroupState().Generation)
 		time.Sleep(50 * time.Millisecond)
+	}
+
+	// The status page shows the membership and the group's lag per partition.
+	addr, err := a.AdminAddr(ctx)
+	require.NoError(t, err)
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + addr + "/")
+	require.NoError(t, err)
+	page, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	assert.Contains(t, string(page), `<span class="ok">member</span> since`)
+	assert.Contains(t, string(page), fmt.Sprintf(`<td class="l">partitions owned</td><td class="l">%d of %d</td>`, parts, parts))
+	assert.Contains(t, string(page), `group state <b class="group-state">Stable</b>`)
+	for p := range parts {
+		assert.Regexp(t, fmt.Sprintf(`<td class="l">%s</td><td>%d</td><td>\d+</td><td>\d+</td><td>0</td><td>0.0</td><td class="l">a member</td>`, topic, p), string(page))
 	}
 
 	cancel()
