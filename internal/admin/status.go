@@ -21,6 +21,42 @@ type PartitionRow struct {
 	LastCommit    time.Time // zero: not committed by this replica yet
 }
 
+// Membership is this replica's membership of the consumer group, as /readyz
+// judges it.
+type Membership struct {
+	Member     bool
+	Reason     string    // why not a member (or what a member waits for)
+	Since      time.Time // when Member or Reason last changed
+	Generation int       // -1: none
+	MemberID   string
+	InstanceID string // empty: dynamic membership
+	Owned      int
+	Total      int // partitions of the topics; 0 until known
+}
+
+// GroupPartitionRow is one partition of the group's lag, owned by any
+// replica or by none.
+type GroupPartitionRow struct {
+	Topic           string
+	Partition       int
+	Committed       int64 // -1: the group has committed nothing
+	End             int64
+	Lag             int64
+	LagSeconds      float64
+	LagSecondsKnown bool
+	Owned           bool
+}
+
+// GroupLag is the group's lag for every partition, read from the brokers.
+type GroupLag struct {
+	At         time.Time // last successful read; zero: none yet
+	Err        error     // the last read's error
+	State      string    // Stable, PreparingRebalance, …, Unknown
+	Members    int
+	Unowned    int
+	Partitions []GroupPartitionRow
+}
+
 // Status is what the status page shows.
 type Status struct {
 	Version string
@@ -33,6 +69,8 @@ type Status struct {
 	Group          string
 	Topics         string
 	Amplitude      string
+	Membership     Membership
+	GroupLag       GroupLag
 	Partitions     []PartitionRow
 	InflightEvents int
 	InflightBytes  int
@@ -120,6 +158,7 @@ var statusTmpl = template.Must(template.New("status").Funcs(template.FuncMap{
 	"add":           func(a, b int) int { return a + b },
 	"sub":           func(a, b int) int { return a - b },
 	"shortDuration": shortDuration,
+	"utc":           func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 	"trimDLQ": func(k string) string {
 		return strings.TrimSuffix(strings.TrimPrefix(k, "ampstream_dlq_events_total{reason="), "}")
 	},
@@ -146,6 +185,28 @@ svg.chart .line{fill:none;stroke:#1a73e8;stroke-width:1.5}
 <div class="muted">group <b>{{.Group}}</b> · topics <b>{{.Topics}}</b> · brokers {{.Brokers}} · Amplitude {{.Amplitude}} · up {{uptime .Now .Started}}</div>
 <p>Readiness: {{if .Ready}}<span class="bad">not ready: {{.Ready}}</span>{{else}}<span class="ok">ready</span>{{end}}
 · last offset commit: <b class="last-commit">{{age .Now .LastCommit}}</b></p>
+
+<h2>Consumer group</h2>
+{{with .Membership}}<table class="membership">
+<tr><td class="l">membership</td><td class="l">{{if .Member}}<span class="ok">member</span>{{else}}<span class="bad">not a member: {{.Reason}}</span>{{end}}{{if not .Since.IsZero}} since {{utc .Since}} ({{age $.Now .Since}}){{end}}</td></tr>
+<tr><td class="l">generation</td><td class="l">{{if ge .Generation 0}}{{.Generation}}{{else}}none{{end}}</td></tr>
+<tr><td class="l">member id</td><td class="l">{{or .MemberID "none"}}</td></tr>
+<tr><td class="l">instance id</td><td class="l">{{or .InstanceID "none (dynamic membership)"}}</td></tr>
+<tr><td class="l">partitions owned</td><td class="l">{{.Owned}} of {{if .Total}}{{.Total}}{{else}}?{{end}}</td></tr>
+</table>{{end}}
+
+{{with .GroupLag}}<h2>Group lag, every partition</h2>
+<p class="note">Read from the brokers every kafka.lag_refresh_interval by every replica, whether it owns partitions or not:
+the group's committed offsets, the end offsets and the group's assignment.
+<b>lag (seconds)</b> here is the age of the record at the committed offset (0 without lag; – until it has been read).
+A partition is owned when it is in a member's assignment in a Stable group.</p>
+<p>group state <b class="group-state">{{.State}}</b> · members: {{.Members}} ·
+{{if .Unowned}}<span class="bad">{{.Unowned}} partitions owned by nobody</span>{{else}}every partition owned{{end}}
+· last successful read <b>{{age $.Now .At}}</b>{{if .Err}} · <span class="bad">last read failed: {{.Err}}</span>{{end}}</p>
+<table class="group-lag"><tr><th class="l">topic</th><th>partition</th><th>committed</th><th>end</th><th title="end offset − committed offset">lag (messages)</th><th title="now − timestamp of the record at the committed offset">lag (seconds)</th><th class="l">owner</th></tr>
+{{range .Partitions}}<tr><td class="l">{{.Topic}}</td><td>{{.Partition}}</td><td>{{if lt .Committed 0}}none{{else}}{{.Committed}}{{end}}</td><td>{{.End}}</td><td>{{.Lag}}</td><td>{{if .LagSecondsKnown}}{{f1 .LagSeconds}}{{else}}–{{end}}</td><td class="l">{{if .Owned}}a member{{else if eq $.GroupLag.State "Stable"}}<span class="bad">nobody</span>{{else if eq $.GroupLag.State "Unknown"}}<span class="bad">unknown (group not described)</span>{{else}}<span class="bad">nobody (group {{$.GroupLag.State}})</span>{{end}}</td></tr>
+{{else}}<tr><td class="l" colspan="7">not read yet</td></tr>{{end}}
+</table>{{end}}
 
 <h2>Lag over the last {{shortDuration .LagWindow}}</h2>
 <p class="note"><b>lag (messages)</b>: the partition's end offset (high watermark) minus the committed offset,

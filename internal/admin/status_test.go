@@ -47,6 +47,17 @@ func TestStatusPage(t *testing.T) {
 			{Topic: "events", Partition: 0, Committed: 500, HighWatermark: 1590, Lag: 1090, LagSeconds: 2.5, Inflight: 7, LastCommit: now.Add(-2 * time.Second)},
 		},
 		Lag: lag, LagWindow: 10 * time.Minute,
+		Membership: Membership{
+			Member: true, Reason: "member", Since: now.Add(-time.Hour), Generation: 12,
+			MemberID: "ampstream-0-5f1c", InstanceID: "ampstream-0", Owned: 2, Total: 4,
+		},
+		GroupLag: GroupLag{
+			At: now.Add(-2 * time.Second), State: "Stable", Members: 2,
+			Partitions: []GroupPartitionRow{
+				{Topic: "events", Partition: 0, Committed: 500, End: 1590, Lag: 1090, LagSeconds: 3.25, LagSecondsKnown: true, Owned: true},
+				{Topic: "events", Partition: 2, Committed: 40, End: 40, Lag: 0, LagSecondsKnown: true, Owned: true},
+			},
+		},
 	}
 	h := Handler(prometheus.NewRegistry(), Probes{}, StatusPage(func() Status { return st }))
 	code, page := get(t, h, "/")
@@ -64,11 +75,21 @@ func TestStatusPage(t *testing.T) {
 		`lag (messages): now 1190 · 120 samples`, `lag (seconds): now 2.5 · 120 samples`,
 		`<td>1090</td><td>2.5</td><td>7</td><td>2s ago</td>`,
 		`<td>100</td><td>0.0</td><td>0</td><td>3s ago</td>`,
+		`<span class="ok">member</span> since 2026-03-10T11:00:00Z (1h ago)`,
+		`<td class="l">generation</td><td class="l">12</td>`,
+		`<td class="l">member id</td><td class="l">ampstream-0-5f1c</td>`,
+		`<td class="l">instance id</td><td class="l">ampstream-0</td>`,
+		`<td class="l">partitions owned</td><td class="l">2 of 4</td>`,
+		`group state <b class="group-state">Stable</b> · members: 2`, `every partition owned`, `last successful read <b>2s ago</b>`,
+		`<td class="l">events</td><td>0</td><td>500</td><td>1590</td><td>1090</td><td>3.2</td><td class="l">a member</td>`,
+		`<td class="l">events</td><td>2</td><td>40</td><td>40</td><td>0</td><td>0.0</td><td class="l">a member</td>`,
 	} {
 		assert.Contains(t, page, want)
 	}
 	assert.Less(t, strings.Index(page, "<td>0</td><td>500</td>"), strings.Index(page, "<td>1</td><td>900</td>"), "partitions sorted")
 	assert.NotContains(t, page, "<script", "no JavaScript")
+	assert.NotContains(t, page, "not a member")
+	assert.NotContains(t, page, "nobody")
 
 	// The y axis of the message chart tops at a round 2000 (≥ 1190), that of
 	// the seconds chart at 5.0 (≥ 2.5); every point lies inside the plot
@@ -104,7 +125,57 @@ func TestStatusPageWithoutHistoryOrPartitions(t *testing.T) {
 	assert.Contains(t, page, `last offset commit: <b class="last-commit">never</b>`)
 	assert.Contains(t, page, `no samples yet`)
 	assert.Contains(t, page, `no partitions assigned`)
+	assert.Contains(t, page, `<td class="l" colspan="7">not read yet</td>`)
+	assert.Contains(t, page, `last successful read <b>never</b>`)
 	assert.NotContains(t, page, `<polyline`)
+}
+
+// A replica that owns nothing shows why it is not a member and since when,
+// and the lag of every partition as the brokers report it, with who owns it.
+func TestStatusPageGroupWhenNotAMember(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
+	st := Status{
+		Version: "1.4.2", Commit: "abc1234", Now: now, Started: now.Add(-time.Hour),
+		Ready: errors.New("not a member of the consumer group: waiting for the assignment since 2026-03-10T11:57:00Z"),
+		Membership: Membership{
+			Reason: "waiting for the assignment", Since: now.Add(-3 * time.Minute), Generation: -1,
+		},
+		GroupLag: GroupLag{
+			At: now.Add(-4 * time.Second), Err: errors.New("describe group g: coordinator not available"),
+			State: "PreparingRebalance", Members: 1, Unowned: 2,
+			Partitions: []GroupPartitionRow{
+				{Topic: "events", Partition: 0, Committed: -1, End: 70, Lag: 70},
+				{Topic: "events", Partition: 1, Committed: 900, End: 1000, Lag: 100, LagSeconds: 181.5, LagSecondsKnown: true},
+			},
+		},
+	}
+	_, page := get(t, StatusPage(func() Status { return st }), "/")
+	for _, want := range []string{
+		`<span class="bad">not a member: waiting for the assignment</span> since 2026-03-10T11:57:00Z (3m ago)`,
+		`<td class="l">generation</td><td class="l">none</td>`,
+		`<td class="l">member id</td><td class="l">none</td>`,
+		`<td class="l">instance id</td><td class="l">none (dynamic membership)</td>`,
+		`<td class="l">partitions owned</td><td class="l">0 of ?</td>`,
+		`group state <b class="group-state">PreparingRebalance</b> · members: 1`,
+		`<span class="bad">2 partitions owned by nobody</span>`,
+		`last successful read <b>4s ago</b>`,
+		`<span class="bad">last read failed: describe group g: coordinator not available</span>`,
+		`<td class="l">events</td><td>0</td><td>none</td><td>70</td><td>70</td><td>–</td><td class="l"><span class="bad">nobody (group PreparingRebalance)</span></td>`,
+		`<td class="l">events</td><td>1</td><td>900</td><td>1000</td><td>100</td><td>181.5</td><td class="l"><span class="bad">nobody (group PreparingRebalance)</span></td>`,
+		`no partitions assigned`,
+	} {
+		assert.Contains(t, page, want)
+	}
+
+	// In a Stable group an unowned partition is owned by nobody; when the
+	// group could not be described, ownership is unknown.
+	st.GroupLag.State = "Stable"
+	_, page = get(t, StatusPage(func() Status { return st }), "/")
+	assert.Contains(t, page, `<td>100</td><td>181.5</td><td class="l"><span class="bad">nobody</span></td>`)
+	st.GroupLag.State = "Unknown"
+	_, page = get(t, StatusPage(func() Status { return st }), "/")
+	assert.Contains(t, page, `<td>100</td><td>181.5</td><td class="l"><span class="bad">unknown (group not described)</span></td>`)
 }
 
 func TestProbes(t *testing.T) {

@@ -346,6 +346,19 @@ func (a *App) status() admin.Status {
 			Lag: p.Lag, LagSeconds: p.LagSeconds, Inflight: p.Inflight,
 		})
 	}
+	gs := a.Consumer.GroupState()
+	s.Membership = admin.Membership{
+		Member: gs.Member, Reason: gs.Reason, Since: gs.Since, Generation: gs.Generation,
+		MemberID: gs.MemberID, InstanceID: gs.InstanceID, Owned: gs.Owned, Total: gs.Total,
+	}
+	gl := a.GroupLag()
+	s.GroupLag = admin.GroupLag{At: gl.At, Err: gl.Err, State: gl.State, Members: gl.Members, Unowned: gl.Unowned}
+	for _, p := range gl.Partitions {
+		s.GroupLag.Partitions = append(s.GroupLag.Partitions, admin.GroupPartitionRow{
+			Topic: p.Topic, Partition: p.Partition, Committed: p.Committed, End: p.End, Lag: p.Lag,
+			LagSeconds: p.LagSeconds, LagSecondsKnown: p.LagSecondsKnown, Owned: p.Owned,
+		})
+	}
 	s.InflightEvents, s.InflightBytes = a.Consumer.Inflight()
 	s.Counters = metrics.Snapshot(a.reg)
 	for i, p := range s.Partitions {

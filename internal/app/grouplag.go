@@ -1,7 +1,6 @@
 package app
 
 import (
-	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -9,6 +8,7 @@ import (
 
 	"github.com/ampstream/ampstream/internal/config"
 	"github.com/ampstream/ampstream/internal/consume"
+	"github.com/ampstream/ampstream/internal/group"
 	"github.com/ampstream/ampstream/internal/grouplag"
 	"github.com/ampstream/ampstream/internal/metrics"
 )
@@ -17,7 +17,6 @@ import (
 // (TLS, SASL). It reads the group from the brokers, so it reports partitions
 // no replica owns.
 func newGroupLag(k config.Kafka, tr *kafka.Transport, c *consume.Consumer, m *metrics.Metrics, log zerolog.Logger) *grouplag.Exporter {
-	o := &ownership{c: c}
 	return grouplag.New(grouplag.Options{
 		Client:        &kafka.Client{Addr: kafka.TCP(k.Brokers...), Transport: tr, Timeout: k.LagRefreshInterval},
 		Group:         k.Group,
@@ -25,27 +24,19 @@ func newGroupLag(k config.Kafka, tr *kafka.Transport, c *consume.Consumer, m *me
 		StartEarliest: k.StartOffset == config.StartOffsetEarliest,
 		ReadCommitted: k.IsolationLevel == config.IsolationReadCommitted,
 		Interval:      k.LagRefreshInterval,
-		LastOwned:     o.lastOwned,
-		// Generation: consume.Consumer does not expose its generation id
-		// yet; ampstream_kafka_group_generation stays absent until it does.
+		LastOwned:     func() time.Time { return c.GroupState().LastOwned },
+		Generation:    func() int32 { return generation(c.GroupState()) },
 	}, m, log)
 }
 
-// ownership remembers when the consumer last owned a partition. The exporter
-// asks once per refresh, so the time is exact to one lag_refresh_interval.
-type ownership struct {
-	c    *consume.Consumer
-	last atomic.Int64 // unix nanos; 0: never
-}
-
-func (o *ownership) lastOwned() time.Time {
-	if len(o.c.Status()) > 0 {
-		o.last.Store(time.Now().UnixNano())
+// generation is the generation the member is in, -1 when it is not a member:
+// a generation still joining or syncing, or one whose coordinator stopped
+// answering, is not one this replica consumes in (the same test as /readyz).
+func generation(s group.State) int32 {
+	if !s.Member || s.Generation < 0 {
+		return -1
 	}
-	if n := o.last.Load(); n != 0 {
-		return time.Unix(0, n)
-	}
-	return time.Time{}
+	return int32(s.Generation) // Kafka generation ids are int32 on the wire
 }
 
 // GroupLag returns the group's lag for every partition, owned or not, and its

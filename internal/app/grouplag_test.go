@@ -3,6 +3,8 @@ package app_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -21,8 +23,8 @@ import (
 )
 
 // The app runs the group-lag exporter: once it has consumed everything, every partition
-// reports lag 0 and an owner, it reports when it last owned a partition, and Run stops the
-// exporter on shutdown.
+// reports lag 0 and an owner, it reports when it last owned a partition and the generation
+// it is a member of, and Run stops the exporter on shutdown.
 func TestAppExportsGroupLag(t *testing.T) {
 	k := kafkatest.Start(t)
 	const parts = 2
@@ -93,8 +95,36 @@ func TestAppExportsGroupLag(t *testing.T) {
 	assert.EqualValues(t, 20, sum, "committed offsets cover every produced event")
 	assert.Equal(t, 0.0, testutil.ToFloat64(a.Metrics.Group.Unowned.WithLabelValues(topic)))
 	assert.Equal(t, 1.0, testutil.ToFloat64(a.Metrics.Group.State.WithLabelValues("Stable")))
+	// While it owns partitions, last owned is the time of each refresh
+	// (group.State.LastOwned is now while it owns some).
 	owned := testutil.ToFloat64(a.Metrics.Group.LastOwnedTS)
-	assert.InDelta(t, float64(time.Now().Unix()), owned, 60, "last owned is recent")
+	assert.InDelta(t, float64(time.Now().UnixNano())/1e9, owned, 5, "last owned is the last refresh")
+	// The generation gauge is the member's generation (a joined member's is
+	// at least 1), set at every refresh.
+	st := a.Consumer.GroupState()
+	require.True(t, st.Member, "%+v", st)
+	require.GreaterOrEqual(t, st.Generation, 1)
+	deadline = time.Now().Add(10 * time.Second)
+	for testutil.ToFloat64(a.Metrics.Group.Generation.WithLabelValues()) != float64(a.Consumer.GroupState().Generation) {
+		require.Truef(t, time.Now().Before(deadline), "generation gauge %v, member in %d",
+			testutil.ToFloat64(a.Metrics.Group.Generation.WithLabelValues()), a.Consumer.GroupState().Generation)
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// The status page shows the membership and the group's lag per partition.
+	addr, err := a.AdminAddr(ctx)
+	require.NoError(t, err)
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + addr + "/")
+	require.NoError(t, err)
+	page, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	assert.Contains(t, string(page), `<span class="ok">member</span> since`)
+	assert.Contains(t, string(page), fmt.Sprintf(`<td class="l">partitions owned</td><td class="l">%d of %d</td>`, parts, parts))
+	assert.Contains(t, string(page), `group state <b class="group-state">Stable</b>`)
+	for p := range parts {
+		assert.Regexp(t, fmt.Sprintf(`<td class="l">%s</td><td>%d</td><td>\d+</td><td>\d+</td><td>0</td><td>0.0</td><td class="l">a member</td>`, topic, p), string(page))
+	}
 
 	cancel()
 	select {
