@@ -556,7 +556,8 @@ func ints(xs []int) string {
 type flow struct {
 	mu    sync.Mutex
 	acks  map[string]ackRec   // insert_id → its first acknowledgement
-	ackAt map[int][]time.Time // partition → every acknowledged batch
+	ackAt map[int][]time.Time // partition → every batch with a first acknowledgement
+	raw   map[string]struct{} // key and value of each acknowledged event without insert_id
 }
 
 type ackRec struct {
@@ -564,24 +565,39 @@ type ackRec struct {
 	at   time.Time
 }
 
-func newFlow() *flow { return &flow{acks: map[string]ackRec{}, ackAt: map[int][]time.Time{}} }
+func newFlow() *flow {
+	return &flow{acks: map[string]ackRec{}, ackAt: map[int][]time.Time{}, raw: map[string]struct{}{}}
+}
 
+// record notes the acknowledgement of msgs. A partition's write counts
+// only when one of its messages is acknowledged for the first time: the
+// producer rewrites a whole batch when some of its partitions fail, and a
+// rewritten copy Kafka accepts again is no new event for ampstream to
+// deliver (the emulator drops it as a duplicate), so counting it would
+// shorten the producer's pause on the partitions that did not move.
 func (f *flow) record(msgs []kafka.Message) {
 	now := time.Now()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	last := -1
 	for _, m := range msgs {
+		if id := insertIDOf(m.Value); id != "" {
+			if _, ok := f.acks[id]; ok {
+				continue
+			}
+			f.acks[id] = ackRec{part: m.Partition, at: now}
+		} else {
+			// An invalid event (dead-lettered, never delivered) has no
+			// insert_id: its bytes tell a rewrite from a first write.
+			raw := string(m.Key) + "\x00" + string(m.Value)
+			if _, ok := f.raw[raw]; ok {
+				continue
+			}
+			f.raw[raw] = struct{}{}
+		}
 		if m.Partition != last {
 			f.ackAt[m.Partition] = append(f.ackAt[m.Partition], now)
 			last = m.Partition
-		}
-		id := insertIDOf(m.Value)
-		if id == "" {
-			continue
-		}
-		if _, ok := f.acks[id]; !ok {
-			f.acks[id] = ackRec{part: m.Partition, at: now}
 		}
 	}
 }
