@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/ampstream/ampstream/internal/config"
 	"github.com/ampstream/ampstream/internal/emulator"
 	"github.com/ampstream/ampstream/internal/traffic"
 )
@@ -82,7 +83,7 @@ func runBudget(t *testing.T, backlog int, churn bool) {
 		msgs = append(msgs, g.Normal())
 	}
 	h.produce(msgs)
-	cfg := h.config()
+	cfg := groupConfig(h)
 	cfg.Budget.EventsPerSecond = cap
 	var reps []*running
 	for range 3 {
@@ -276,7 +277,7 @@ func runSpreadUsers(t *testing.T, replicas, partitions, seconds int, churn bool)
 // checks only that delivery stays exact.
 func runSpreadUsersWith(t *testing.T, replicas, partitions, seconds int, churn, shared bool) {
 	h := newHarness(t, partitions, nil)
-	cfg := h.config()
+	cfg := groupConfig(h)
 	cfg.UserRate.Enabled = shared
 	var reps []*running
 	for range replicas {
@@ -428,4 +429,19 @@ func TestGroupUserRatesSixteenReplicas(t *testing.T) {
 		t.Skip("runs sixteen replicas with live traffic for ~20 s")
 	}
 	runSpreadUsers(t, 16, 32, 20, false)
+}
+
+// groupConfig is the harness's configuration with the product's group
+// timings (session 10 s, heartbeat 1 s, rebalance 30 s) instead of the
+// harness's shortened ones: these tests run up to sixteen replicas of one
+// group under -race on two cores, and they measure limits, not how fast a
+// group notices a crash. With a 6 s session and a 10 s rebalance timeout a
+// starved machine expelled members mid-run, and the group kept rebalancing.
+func groupConfig(h *harness) config.Config {
+	c := h.config()
+	d := config.Default()
+	c.Kafka.SessionTimeout = d.Kafka.SessionTimeout
+	c.Kafka.HeartbeatInterval = d.Kafka.HeartbeatInterval
+	c.Kafka.RebalanceTimeout = d.Kafka.RebalanceTimeout
+	return c
 }
