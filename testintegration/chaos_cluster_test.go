@@ -14,11 +14,8 @@ package testintegration
 //	go test -race -count=1 -v -run '^TestClusterChaos' ./testintegration/
 
 import (
-	"bufio"
 	"bytes"
-	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"slices"
 	"sort"
@@ -509,34 +506,6 @@ func ownedPartitions(admin string) []int {
 		}
 	}
 	sort.Ints(out)
-	return out
-}
-
-// scrapeSeries returns every series of the metric name on the admin
-// /metrics page, keyed by the series as written (name{labels}).
-func scrapeSeries(admin, name string) map[string]float64 {
-	out := map[string]float64{}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin+"/metrics", nil)
-	if err != nil {
-		return out
-	}
-	req.Close = true // no idle connection outlives the scrape
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return out
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) == 2 && strings.HasPrefix(f[0], name+"{") {
-			v, _ := strconv.ParseFloat(f[1], 64)
-			out[f[0]] = v
-		}
-	}
 	return out
 }
 

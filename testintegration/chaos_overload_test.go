@@ -138,6 +138,34 @@ func TestChaosOverloadMemoryStaysBounded(t *testing.T) {
 // up yet) read as 0.
 func scrapeMetrics(addr string, names ...string) map[string]float64 {
 	out := map[string]float64{}
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	for series, v := range scrape(addr) {
+		if name, _, _ := strings.Cut(series, "{"); want[name] {
+			out[name] += v
+		}
+	}
+	return out
+}
+
+// scrapeSeries returns every labelled series of the metric name on the
+// /metrics page, keyed by the series as written (name{labels}).
+func scrapeSeries(addr, name string) map[string]float64 {
+	out := map[string]float64{}
+	for series, v := range scrape(addr) {
+		if strings.HasPrefix(series, name+"{") {
+			out[series] = v
+		}
+	}
+	return out
+}
+
+// scrape reads every sample of a Prometheus endpoint, keyed by the series
+// as written; an endpoint not up yet reads as no samples.
+func scrape(addr string) map[string]float64 {
+	out := map[string]float64{}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
@@ -150,21 +178,12 @@ func scrapeMetrics(addr string, names ...string) map[string]float64 {
 		return out
 	}
 	defer resp.Body.Close()
-	want := map[string]bool{}
-	for _, n := range names {
-		want[n] = true
-	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) != 2 {
-			continue
-		}
-		name, _, _ := strings.Cut(f[0], "{")
-		if want[name] {
+		if f := strings.Fields(sc.Text()); len(f) == 2 && !strings.HasPrefix(f[0], "#") {
 			v, _ := strconv.ParseFloat(f[1], 64)
-			out[name] += v
+			out[f[0]] = v
 		}
 	}
 	return out
