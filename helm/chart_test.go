@@ -870,6 +870,7 @@ func TestAlertRules(t *testing.T) {
 		"AmpstreamLagHigh", "AmpstreamPartitionStalled", "AmpstreamLagNotDecreasing", "AmpstreamUnauthorized",
 		"AmpstreamThrottling", "AmpstreamDLQ", "AmpstreamAmplitudeErrors", "AmpstreamRebalanceStorm",
 		"AmpstreamMetricsAbsent", "AmpstreamNoPartitions", "AmpstreamPartitionsUnowned", "AmpstreamGroupLagStale",
+		"AmpstreamUserRatesNotShared",
 		"AmpstreamFreshnessBudgetBurn", "AmpstreamFreshnessBudgetBurnSlow",
 	} {
 		assert.Contains(t, alerts, want)
