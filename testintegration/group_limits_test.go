@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"os"
 	"sort"
 	"strings"
 	"testing"
@@ -415,17 +414,14 @@ func TestGroupUserRatesWithChurn(t *testing.T) {
 // Without the shared rates (the channel down, or userrate.enabled false)
 // the 16-replica case falls back to the per-replica margin, which a user
 // spread this thin stays under: Amplitude's 429s are the backstop, and
-// delivery must stay exact.
+// delivery must stay exact. On a loaded machine the replicas' bursts do get
+// 429s: sixteen replicas resending a user's held events every 2 s (the
+// harness's amplitude.throttle_pause) would keep it over the emulator's
+// limit for ever, as throttled events count toward it; the pause of a user
+// throttled again right after it grows until the resends fit.
 func TestGroupUserRatesFallBackWithoutSharing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs sixteen replicas with live traffic for ~20 s")
-	}
-	// Alone it passes in ~25 s. Inside the whole -race suite on two cores
-	// its sixteen members, whose throttled users' events are held by 429s
-	// while partitions are revoked, twice did not settle a rebalance
-	// within 90 s: it runs only when asked until that is understood.
-	if os.Getenv("AMPSTREAM_TEST_FALLBACK16") == "" {
-		t.Skip("set AMPSTREAM_TEST_FALLBACK16=1: sixteen members holding 429-throttled events did not settle a rebalance inside the full -race suite")
 	}
 	runSpreadUsersWith(t, 16, 32, 20, false, false)
 }

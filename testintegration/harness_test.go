@@ -6,7 +6,9 @@ package testintegration
 
 import (
 	"encoding/json"
+	"os"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,6 +34,8 @@ type harness struct {
 	parts  int
 	emu    *emulator.Emulator
 	emuURL string
+	// replicas counts the apps started, to name each one in its logs.
+	replicas atomic.Int32
 }
 
 func newHarness(t *testing.T, partitions int, emuCfg *emulator.Config) *harness {
@@ -104,7 +108,12 @@ func (r *running) Stop(t *testing.T) {
 
 func (h *harness) start(cfg config.Config) *running {
 	h.t.Helper()
-	log := zerolog.New(zerolog.NewTestWriter(h.t)).Level(zerolog.WarnLevel)
+	replica := h.replicas.Add(1)
+	level := zerolog.WarnLevel
+	if l, err := zerolog.ParseLevel(os.Getenv("AMPSTREAM_TEST_LOG_LEVEL")); err == nil && l != zerolog.NoLevel {
+		level = l // AMPSTREAM_TEST_LOG_LEVEL=debug: the replicas' own logs, each line naming its replica
+	}
+	log := zerolog.New(zerolog.NewTestWriter(h.t)).Level(level).With().Timestamp().Int32("replica", replica).Logger()
 	a, err := sandbox.StartApp(cfg, log, app.Build{Version: "test"})
 	if err != nil {
 		h.t.Fatalf("start ampstream: %v", err)

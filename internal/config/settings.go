@@ -46,7 +46,7 @@ func settings() []setting {
 		{key: "amplitude.min_id_length", help: "options.min_id_length sent to Amplitude and used by local validation", field: func(c *Config) any { return &c.Amplitude.MinIDLength }},
 		{key: "amplitude.timeout", help: "per-request timeout", field: func(c *Config) any { return &c.Amplitude.Timeout }},
 		{key: "amplitude.gzip_min_bytes", help: "gzip request bodies at least this big; 0 = never gzip", bytes: true, field: func(c *Config) any { return &c.Amplitude.GzipMinBytes }},
-		{key: "amplitude.throttle_pause", help: "how long a key throttled by a 429 is held back (Retry-After wins when present)", field: func(c *Config) any { return &c.Amplitude.ThrottlePause }},
+		{key: "amplitude.throttle_pause", help: "how long a key throttled by a 429 is held back (Retry-After wins when present); an id throttled again right after its pause is held 2×, 4×, then at most 8× as long", field: func(c *Config) any { return &c.Amplitude.ThrottlePause }},
 		{key: "amplitude.retry_initial_backoff", help: "first backoff for 5xx, timeouts and connection errors", field: func(c *Config) any { return &c.Amplitude.RetryInitialBackoff }},
 		{key: "amplitude.retry_max_backoff", help: "backoff cap", field: func(c *Config) any { return &c.Amplitude.RetryMaxBackoff }},
 

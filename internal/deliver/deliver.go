@@ -188,6 +188,7 @@ type Deliverer struct {
 
 	userHolds     sync.Map // string(user_id) → time.Time: users Amplitude throttled
 	userHoldCount atomic.Int64
+	throttles     throttleBackoff // pauses of ids throttled again and again
 	throttledKeys atomic.Int64
 	fatal         atomic.Bool // Amplitude refuses the key or the URL
 
@@ -433,6 +434,7 @@ func (d *Deliverer) housekeeping() {
 			return true
 		})
 		d.m.ThrottledKeys.Set(float64(d.throttledKeys.Load()) + float64(users))
+		d.throttles.forget(now)
 	}
 }
 

@@ -270,6 +270,53 @@ func TestHolds429dDeviceForThrottlePauseWhileOthersFlow(t *testing.T) {
 	})
 }
 
+// A device throttled again each time its pause ends is held twice, four
+// and eight times the pause (plus up to a quarter), never longer; one
+// throttled long after its last pause starts again from the pause. With a
+// fixed pause, the resends of a group's replicas could keep an id over
+// Amplitude's limit for ever (throttleBackoff).
+func TestRepeated429sDoubleTheThrottlePause(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const pause = 30 * time.Second
+		var mu sync.Mutex
+		refuse := 5 // the next calls carrying "hot" that get a 429
+		h := newHarness(t, testOptions(), route.TrackerOptions{}, func(_ context.Context, _ int, _ amplitude.Route, evs []ev) amplitude.Result {
+			mu.Lock()
+			defer mu.Unlock()
+			if refuse > 0 {
+				refuse--
+				return throttle429(evs, "hot")
+			}
+			return ok200(evs)
+		})
+		defer h.d.Stop()
+		h.submit("hot", route.Realtime)
+		h.waitResolved(1)
+		reqs := h.amp.requests()
+		require.Len(t, reqs, 6)
+		// Holds are released on the shard's 50 ms tick.
+		for i, want := range []time.Duration{pause, 2 * pause, 4 * pause, 8 * pause, 8 * pause} {
+			gap := reqs[i+1].at.Sub(reqs[i].at)
+			require.GreaterOrEqual(t, gap, want, "resend %d", i+1)
+			require.Less(t, gap, want+want/4+100*time.Millisecond, "resend %d", i+1)
+		}
+
+		// Long after: the next 429 pauses it for the pause again.
+		time.Sleep(time.Hour)
+		mu.Lock()
+		refuse = 1
+		mu.Unlock()
+		h.submit("hot", route.Realtime)
+		h.waitResolved(2)
+		h.check(false)
+		reqs = h.amp.requests()
+		require.Len(t, reqs, 8)
+		gap := reqs[7].at.Sub(reqs[6].at)
+		require.GreaterOrEqual(t, gap, pause)
+		require.Less(t, gap, pause+100*time.Millisecond)
+	})
+}
+
 func TestRetryAfterOverridesTheThrottlePause(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var first time.Time

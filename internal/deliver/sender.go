@@ -265,13 +265,26 @@ func (d *Deliverer) splitListed(j *job, seg []int, res amplitude.Result) []int {
 	for _, k := range res.ThrottledEvents {
 		throttled[k] = true
 	}
+	now := d.opts.Now()
+	// The pause of the longest-held id this 429 names; a Retry-After is
+	// taken as it is.
 	pause := d.opts.ThrottlePause
 	if res.RetryAfter > 0 {
 		pause = res.RetryAfter
 	}
-	now := d.opts.Now()
+	idPause := func(id string) time.Duration {
+		if res.RetryAfter > 0 {
+			return res.RetryAfter
+		}
+		return d.throttles.pause(id, d.opts.ThrottlePause, now)
+	}
+	for dev := range res.ThrottledDevices {
+		pause = max(pause, idPause("device\x00"+dev))
+	}
 	for u := range res.ThrottledUsers {
-		d.holdUser(u, now.Add(pause))
+		p := idPause("user\x00" + u)
+		pause = max(pause, p)
+		d.holdUser(u, now.Add(p))
 	}
 	deferredBefore := j.deferred
 	rest := make([]int, 0, len(seg))
