@@ -3,13 +3,22 @@ package group
 import (
 	"cmp"
 	"encoding/binary"
+	"errors"
 	"slices"
 )
 
-// Protocol is the only assignment protocol members offer: cooperative
+// Protocol is the assignment protocol members prefer: cooperative
 // incremental rebalancing (KIP-429) with a sticky assignor, under the name
 // the Java client and franz-go use for the same contract.
 const Protocol = "cooperative-sticky"
+
+// RangeProtocol is the fallback members also offer, second: eager
+// rebalancing with the range assignor, which kafka-go's ConsumerGroup
+// (default GroupBalancers: range, roundrobin) and the Java client share.
+// The coordinator picks it only while a member that lacks
+// cooperative-sticky is in the group (a replica of a release built on
+// kafka-go's ConsumerGroup, during a rolling update); see DESIGN.md.
+const RangeProtocol = "range"
 
 // TopicPartition names one partition.
 type TopicPartition struct {
@@ -177,4 +186,124 @@ func Assign(members []Subscription, partitions map[string]int) map[string][]Topi
 		out[id] = tps
 	}
 	return out
+}
+
+// AssignRange is the leader's range assignment (Kafka's RangeAssignor):
+// per topic, its partitions in order are cut into contiguous ranges over
+// the members subscribed to it, sorted by member ID; the first P mod M
+// members get one partition more. Ownership plays no part: in the range
+// protocol every member revokes everything before it rejoins. The result
+// maps every member ID to its partitions, sorted.
+func AssignRange(members []Subscription, partitions map[string]int) map[string][]TopicPartition {
+	out := make(map[string][]TopicPartition, len(members))
+	byTopic := map[string][]string{}
+	for _, m := range members {
+		out[m.MemberID] = nil
+		for _, t := range m.Topics {
+			if !slices.Contains(byTopic[t], m.MemberID) {
+				byTopic[t] = append(byTopic[t], m.MemberID)
+			}
+		}
+	}
+	for topic, ids := range byTopic {
+		slices.Sort(ids)
+		n := partitions[topic]
+		quota, extra := n/len(ids), n%len(ids)
+		next := 0
+		for i, id := range ids {
+			k := quota
+			if i < extra {
+				k++
+			}
+			for p := next; p < next+k; p++ {
+				out[id] = append(out[id], TopicPartition{topic, p})
+			}
+			next += k
+		}
+	}
+	for _, tps := range out {
+		slices.SortFunc(tps, comparePartitions)
+	}
+	return out
+}
+
+// errShortSubscription: member metadata that ends before its fields do.
+var errShortSubscription = errors.New("consumer protocol subscription: truncated")
+
+// decodeSubscription reads a ConsumerProtocol subscription (the JoinGroup
+// member metadata) of any version: version, topics, user data and, from
+// version 1 on, owned partitions when present. kafka-go's ConsumerGroup
+// sends version 1 without owned partitions, and later Java versions append
+// fields (generation, rack) this member does not use: both are accepted,
+// which protocol.Unmarshal at one fixed version is not.
+func decodeSubscription(memberID string, b []byte) (Subscription, error) {
+	s := Subscription{MemberID: memberID, Generation: -1}
+	r := &reader{b: b}
+	version := r.int16()
+	nTopics := r.int32()
+	for i := int32(0); i < nTopics && r.err == nil; i++ {
+		s.Topics = append(s.Topics, r.string())
+	}
+	userData := r.bytes()
+	if r.err != nil {
+		return s, r.err
+	}
+	s.Generation = parseUserData(userData)
+	if version < 1 || len(r.b) == 0 {
+		return s, nil
+	}
+	nOwned := r.int32()
+	for i := int32(0); i < nOwned && r.err == nil; i++ {
+		topic := r.string()
+		n := r.int32()
+		for j := int32(0); j < n && r.err == nil; j++ {
+			s.Owned = append(s.Owned, TopicPartition{topic, int(r.int32())})
+		}
+	}
+	return s, r.err
+}
+
+// reader decodes big-endian Kafka primitives, remembering the first error.
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) take(n int) []byte {
+	if r.err != nil {
+		return nil
+	}
+	if n < 0 || n > len(r.b) {
+		r.err = errShortSubscription
+		return nil
+	}
+	out := r.b[:n]
+	r.b = r.b[n:]
+	return out
+}
+
+func (r *reader) int16() int16 {
+	if b := r.take(2); b != nil {
+		return int16(binary.BigEndian.Uint16(b))
+	}
+	return 0
+}
+
+func (r *reader) int32() int32 {
+	if b := r.take(4); b != nil {
+		return int32(binary.BigEndian.Uint32(b))
+	}
+	return 0
+}
+
+func (r *reader) string() string {
+	return string(r.take(int(r.int16())))
+}
+
+func (r *reader) bytes() []byte {
+	n := r.int32()
+	if n < 0 || r.err != nil {
+		return nil // null
+	}
+	return r.take(int(n))
 }
