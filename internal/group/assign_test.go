@@ -191,9 +191,10 @@ func TestAssignBalancedAndDisjointForManyShapes(t *testing.T) {
 func TestUserDataRoundTrip(t *testing.T) {
 	for _, g := range []int{-1, 0, 7, 1 << 30} {
 		require.Equal(t, g, parseUserData(userData(g)))
+		require.Equal(t, g, parseUserData(rangeUserData(g, tps("t", 1))))
 	}
 	require.Equal(t, -1, parseUserData(nil))
-	require.Equal(t, -1, parseUserData([]byte{1, 0, 0, 0, 1}))
+	require.Equal(t, -1, parseUserData([]byte{2, 0, 0, 0, 1}), "unknown version")
 }
 
 func nilEmpty(plan map[string][]TopicPartition) map[string][]TopicPartition {
@@ -238,19 +239,22 @@ func TestDecodeSubscriptionOfEverySender(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, Subscription{MemberID: "k", Topics: []string{"t"}, Generation: -1}, s)
 
-	ps, err := joinProtocols([]string{"t", "u"}, userData(7), []TopicPartition{{"t", 1}, {"t", 3}, {"u", 0}})
+	owned := []TopicPartition{{"t", 1}, {"t", 3}, {"u", 0}}
+	ps, err := joinProtocols([]string{"t", "u"}, 7, owned)
 	require.NoError(t, err)
 	require.Equal(t, []string{Protocol, RangeProtocol}, []string{ps[0].Name, ps[1].Name})
-	s, err = decodeSubscription("m", ps[0].Metadata)
-	require.NoError(t, err)
-	require.Equal(t, Subscription{MemberID: "m", Topics: []string{"t", "u"}, Generation: 7,
-		Owned: []TopicPartition{{"t", 1}, {"t", 3}, {"u", 0}}}, s)
-	s, err = decodeSubscription("m", ps[1].Metadata)
-	require.NoError(t, err)
-	require.Equal(t, Subscription{MemberID: "m", Topics: []string{"t", "u"}, Generation: -1}, s)
+	for _, p := range ps {
+		s, err = decodeSubscription("m", p.Metadata)
+		require.NoError(t, err)
+		require.Equal(t, Subscription{MemberID: "m", Topics: []string{"t", "u"}, Generation: 7, Owned: owned}, s, p.Name)
+	}
 	// kafka-go's ConsumerGroup leader requires the range metadata to end
-	// right after the user data: version 0, topics, null user data.
-	require.Equal(t, []byte{0, 0, 0, 0, 0, 2, 0, 1, 't', 0, 1, 'u', 0xff, 0xff, 0xff, 0xff}, ps[1].Metadata)
+	// right after the user data: version 0, topics, user data (which
+	// carries the owned partitions).
+	ud := []byte{1, 0, 0, 0, 7, 0, 0, 0, 2, 0, 1, 't', 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 3, 0, 1, 'u', 0, 0, 0, 1, 0, 0, 0, 0}
+	require.Equal(t, ud, rangeUserData(7, owned))
+	want := append([]byte{0, 0, 0, 0, 0, 2, 0, 1, 't', 0, 1, 'u', 0, 0, 0, byte(len(ud))}, ud...)
+	require.Equal(t, want, ps[1].Metadata)
 
 	java := append(slices.Clone(ps[0].Metadata), 0, 0, 0, 7, 0xff, 0xff) // + generation, null rack
 	java[1] = 3
@@ -260,4 +264,20 @@ func TestDecodeSubscriptionOfEverySender(t *testing.T) {
 
 	_, err = decodeSubscription("x", kafkaGo[:7])
 	require.ErrorIs(t, err, errShortSubscription)
+}
+
+// A range generation that finds members still owning partitions (they were
+// cooperative) hands none of them to another member: the owners revoke,
+// rejoin, and the next generation assigns them. The leader's own claims
+// count for nothing: it revoked them before assigning.
+func TestWithholdClaimedKeepsOwnedPartitionsFromOthers(t *testing.T) {
+	subs := []Subscription{
+		{MemberID: "a", Topics: []string{"t"}, Owned: tps("t", 2), Generation: 4}, // the leader
+		{MemberID: "b", Topics: []string{"t"}, Owned: tps("t", 0, 4), Generation: 4},
+		{MemberID: "old", Topics: []string{"t"}, Generation: -1},
+	}
+	plan := withholdClaimed(AssignRange(subs, map[string]int{"t": 6}), subs, "a")
+	// Range: a 0 1, b 2 3, old 4 5; b's 0 and 4 are withheld from a and
+	// old, a's 2 goes to b.
+	require.Equal(t, map[string][]TopicPartition{"a": tps("t", 1), "b": tps("t", 2, 3), "old": tps("t", 5)}, plan)
 }

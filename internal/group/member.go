@@ -137,6 +137,10 @@ type Member struct {
 	// kick wakes the membership loop after a heartbeat or commit saw a
 	// rebalance or a loss (the details are in sig*, under mu).
 	kick chan struct{}
+	// followUp: the generation just joined found this member owning
+	// partitions in a range generation; it rejoins as soon as it is
+	// synced (see joinAndSync). Used by the membership loop only.
+	followUp bool
 
 	mu           sync.Mutex
 	memberID     string
@@ -380,7 +384,7 @@ func (m *Member) loop(ctx context.Context) error {
 				return err
 			}
 		}
-		if len(revoked) > 0 {
+		if len(revoked) > 0 || m.followUp {
 			// KIP-429: what this member gave up is assigned in the next
 			// generation, which starts when it rejoins.
 			continue
@@ -577,7 +581,7 @@ func (m *Member) joinAndSync(ctx context.Context) (map[TopicPartition]bool, erro
 		m.heartbeating = false // the JoinGroup in flight is the sign of life
 		m.mu.Unlock()
 
-		protocols, err := joinProtocols(m.cfg.Topics, userData(ownedGen), owned)
+		protocols, err := joinProtocols(m.cfg.Topics, ownedGen, owned)
 		if err != nil {
 			return nil, err
 		}
@@ -631,13 +635,15 @@ func (m *Member) joinAndSync(ctx context.Context) (map[TopicPartition]bool, erro
 		m.mu.Unlock()
 		// A cooperative member that a range generation finds owning
 		// partitions (a member without cooperative-sticky joined) gives
-		// them all up now, before its SyncGroup: the range leader assigns
-		// without regard to ownership.
-		m.revokeAllIfEager()
+		// them all up now, before its SyncGroup. This member's range
+		// leader withholds them from the others (withholdClaimed), so a
+		// follower rejoins once it has revoked, for them to be assigned; a
+		// kafka-go leader does not (DESIGN.md, Upgrading).
+		m.followUp = m.revokeAllIfEager() && !leader
 
 		var assignments []syncgroup.RequestAssignment
 		if leader {
-			assignments, err = m.assignAll(ctx, resp.ProtocolName, resp.Members)
+			assignments, err = m.assignAll(ctx, resp.MemberID, resp.ProtocolName, resp.Members)
 			if err != nil {
 				w.failed("waiting for the topics' metadata to assign partitions", err)
 				if !sleep(ctx, backoff(failures)) {
@@ -698,29 +704,32 @@ func (m *Member) joinAndSync(ctx context.Context) (map[TopicPartition]bool, erro
 }
 
 // revokeAllIfEager revokes every owned partition when the member's
-// generation uses the range protocol.
-func (m *Member) revokeAllIfEager() {
+// generation uses the range protocol, and reports whether it revoked any.
+func (m *Member) revokeAllIfEager() bool {
 	m.mu.Lock()
 	eager := m.protocol == RangeProtocol
 	m.mu.Unlock()
 	if !eager {
-		return
+		return false
 	}
-	if owned := m.ownedList(); len(owned) > 0 {
-		m.log.Info().Int("partitions", len(owned)).Msg("range (eager) protocol: revoking every partition before rejoining")
-		m.revoke(owned)
+	owned := m.ownedList()
+	if len(owned) == 0 {
+		return false
 	}
+	m.log.Info().Int("partitions", len(owned)).Msg("range (eager) protocol: revoking every partition before rejoining")
+	m.revoke(owned)
+	return true
 }
 
 // joinProtocols is the JoinGroup's protocol list, in order of preference.
 // cooperative-sticky carries the ConsumerProtocol subscription version 1
 // (topics, user data with the generation, owned partitions). range carries
-// version 0 (topics only): kafka-go's ConsumerGroup, as leader, rejects
-// metadata with bytes after the user data (consumergroup.go
-// makeMemberProtocolMetadata), and a range member owns nothing when it
-// joins anyway.
-func joinProtocols(topics []string, ud []byte, owned []TopicPartition) ([]joingroup.RequestProtocol, error) {
-	sub := consumer.Subscription{Version: 1, Topics: topics, UserData: ud}
+// version 0 (topics, and the owned partitions inside the user data, see
+// rangeUserData): kafka-go's ConsumerGroup, as leader, rejects metadata
+// with bytes after the user data (consumergroup.go
+// makeMemberProtocolMetadata).
+func joinProtocols(topics []string, generation int, owned []TopicPartition) ([]joingroup.RequestProtocol, error) {
+	sub := consumer.Subscription{Version: 1, Topics: topics, UserData: userData(generation)}
 	for _, tp := range owned {
 		if n := len(sub.OwnedPartitions); n > 0 && sub.OwnedPartitions[n-1].Topic == tp.Topic {
 			sub.OwnedPartitions[n-1].Partitions = append(sub.OwnedPartitions[n-1].Partitions, int32(tp.Partition))
@@ -732,7 +741,7 @@ func joinProtocols(topics []string, ud []byte, owned []TopicPartition) ([]joingr
 	if err != nil {
 		return nil, fmt.Errorf("encode subscription: %w", err)
 	}
-	rng, err := protocol.Marshal(0, consumer.Subscription{Version: 0, Topics: topics})
+	rng, err := protocol.Marshal(0, consumer.Subscription{Version: 0, Topics: topics, UserData: rangeUserData(generation, owned)})
 	if err != nil {
 		return nil, fmt.Errorf("encode subscription: %w", err)
 	}
@@ -771,7 +780,7 @@ func (m *Member) join(ctx context.Context, id string, protocols []joingroup.Requ
 
 // assignAll is the leader's part: the assignment of every member, by the
 // generation's protocol.
-func (m *Member) assignAll(ctx context.Context, proto string, members []joingroup.ResponseMember) ([]syncgroup.RequestAssignment, error) {
+func (m *Member) assignAll(ctx context.Context, self, proto string, members []joingroup.ResponseMember) ([]syncgroup.RequestAssignment, error) {
 	if proto != Protocol && proto != RangeProtocol {
 		return nil, fmt.Errorf("the coordinator chose protocol %q, which this member did not offer", proto)
 	}
@@ -806,7 +815,7 @@ func (m *Member) assignAll(ctx context.Context, proto string, members []joingrou
 	}
 	var plan map[string][]TopicPartition
 	if proto == RangeProtocol {
-		plan = AssignRange(subs, counts)
+		plan = withholdClaimed(AssignRange(subs, counts), subs, self)
 	} else {
 		plan = Assign(subs, counts)
 	}
