@@ -3,13 +3,22 @@ package group
 import (
 	"cmp"
 	"encoding/binary"
+	"errors"
 	"slices"
 )
 
-// Protocol is the only assignment protocol members offer: cooperative
+// Protocol is the assignment protocol members prefer: cooperative
 // incremental rebalancing (KIP-429) with a sticky assignor, under the name
 // the Java client and franz-go use for the same contract.
 const Protocol = "cooperative-sticky"
+
+// RangeProtocol is the fallback members also offer, second: eager
+// rebalancing with the range assignor, which kafka-go's ConsumerGroup
+// (default GroupBalancers: range, roundrobin) and the Java client share.
+// The coordinator picks it only while a member that lacks
+// cooperative-sticky is in the group (a replica of a release built on
+// kafka-go's ConsumerGroup, during a rolling update); see DESIGN.md.
+const RangeProtocol = "range"
 
 // TopicPartition names one partition.
 type TopicPartition struct {
@@ -42,7 +51,7 @@ func userData(generation int) []byte {
 }
 
 func parseUserData(b []byte) int {
-	if len(b) < 5 || b[0] != 0 {
+	if len(b) < 5 || b[0] > 1 {
 		return -1
 	}
 	return int(int32(binary.BigEndian.Uint32(b[1:])))
@@ -177,4 +186,193 @@ func Assign(members []Subscription, partitions map[string]int) map[string][]Topi
 		out[id] = tps
 	}
 	return out
+}
+
+// rangeUserData is the range subscription's UserData: version byte 1, the
+// generation, and the owned partitions (the ConsumerProtocol
+// owned-partitions array). The range metadata itself has no room for them
+// (see joinProtocols); kafka-go's range balancer ignores UserData.
+func rangeUserData(generation int, owned []TopicPartition) []byte {
+	b := userData(generation)
+	b[0] = 1
+	var topics [][]TopicPartition
+	for _, tp := range owned {
+		if n := len(topics); n > 0 && topics[n-1][0].Topic == tp.Topic {
+			topics[n-1] = append(topics[n-1], tp)
+			continue
+		}
+		topics = append(topics, []TopicPartition{tp})
+	}
+	b = binary.BigEndian.AppendUint32(b, uint32(len(topics)))
+	for _, ps := range topics {
+		b = binary.BigEndian.AppendUint16(b, uint16(len(ps[0].Topic)))
+		b = append(b, ps[0].Topic...)
+		b = binary.BigEndian.AppendUint32(b, uint32(len(ps)))
+		for _, tp := range ps {
+			b = binary.BigEndian.AppendUint32(b, uint32(int32(tp.Partition)))
+		}
+	}
+	return b
+}
+
+// withholdClaimed removes from every member's plan the partitions another
+// member listed as owned when it joined, except those of self (the leader,
+// which revoked its own before assigning). In a range generation this only
+// happens when cooperative members joined it still owning partitions (a
+// member without cooperative-sticky joined their group): they revoke
+// everything before their SyncGroup, but the leader's SyncGroup may hand
+// the partitions out before that ends. Those members rejoin once they have
+// revoked, and the next generation assigns what was withheld.
+func withholdClaimed(plan map[string][]TopicPartition, members []Subscription, self string) map[string][]TopicPartition {
+	claimants := map[TopicPartition][]string{}
+	for _, m := range members {
+		if m.MemberID == self {
+			continue
+		}
+		for _, tp := range m.Owned {
+			claimants[tp] = append(claimants[tp], m.MemberID)
+		}
+	}
+	for id, tps := range plan {
+		plan[id] = slices.DeleteFunc(tps, func(tp TopicPartition) bool {
+			return slices.ContainsFunc(claimants[tp], func(c string) bool { return c != id })
+		})
+	}
+	return plan
+}
+
+// AssignRange is the leader's range assignment (Kafka's RangeAssignor):
+// per topic, its partitions in order are cut into contiguous ranges over
+// the members subscribed to it, sorted by member ID; the first P mod M
+// members get one partition more. Ownership plays no part: in the range
+// protocol every member revokes everything before it rejoins. The result
+// maps every member ID to its partitions, sorted.
+func AssignRange(members []Subscription, partitions map[string]int) map[string][]TopicPartition {
+	out := make(map[string][]TopicPartition, len(members))
+	byTopic := map[string][]string{}
+	for _, m := range members {
+		out[m.MemberID] = nil
+		for _, t := range m.Topics {
+			if !slices.Contains(byTopic[t], m.MemberID) {
+				byTopic[t] = append(byTopic[t], m.MemberID)
+			}
+		}
+	}
+	for topic, ids := range byTopic {
+		slices.Sort(ids)
+		n := partitions[topic]
+		quota, extra := n/len(ids), n%len(ids)
+		next := 0
+		for i, id := range ids {
+			k := quota
+			if i < extra {
+				k++
+			}
+			for p := next; p < next+k; p++ {
+				out[id] = append(out[id], TopicPartition{topic, p})
+			}
+			next += k
+		}
+	}
+	for _, tps := range out {
+		slices.SortFunc(tps, comparePartitions)
+	}
+	return out
+}
+
+// errShortSubscription: member metadata that ends before its fields do.
+var errShortSubscription = errors.New("consumer protocol subscription: truncated")
+
+// decodeSubscription reads a ConsumerProtocol subscription (the JoinGroup
+// member metadata) of any version: version, topics, user data and, from
+// version 1 on, owned partitions when present. kafka-go's ConsumerGroup
+// sends version 1 without owned partitions, and later Java versions append
+// fields (generation, rack) this member does not use: both are accepted,
+// which protocol.Unmarshal at one fixed version is not.
+func decodeSubscription(memberID string, b []byte) (s Subscription, err error) {
+	s = Subscription{MemberID: memberID, Generation: -1}
+	r := &reader{b: b}
+	version := r.int16()
+	nTopics := r.int32()
+	for i := int32(0); i < nTopics && r.err == nil; i++ {
+		s.Topics = append(s.Topics, r.string())
+	}
+	userData := r.bytes()
+	if r.err != nil {
+		return s, r.err
+	}
+	s.Generation = parseUserData(userData)
+	if len(userData) > 5 && userData[0] == 1 {
+		// This member's range metadata: the owned partitions are in the
+		// user data.
+		s.Owned = readOwned(&reader{b: userData[5:]}, &err)
+		if err != nil {
+			return s, err
+		}
+	}
+	if version < 1 || len(r.b) == 0 {
+		return s, nil
+	}
+	s.Owned = append(s.Owned, readOwned(r, &err)...)
+	return s, err
+}
+
+// readOwned reads a ConsumerProtocol owned-partitions array.
+func readOwned(r *reader, err *error) []TopicPartition {
+	var out []TopicPartition
+	n := r.int32()
+	for i := int32(0); i < n && r.err == nil; i++ {
+		topic := r.string()
+		k := r.int32()
+		for j := int32(0); j < k && r.err == nil; j++ {
+			out = append(out, TopicPartition{topic, int(r.int32())})
+		}
+	}
+	*err = r.err
+	return out
+}
+
+// reader decodes big-endian Kafka primitives, remembering the first error.
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) take(n int) []byte {
+	if r.err != nil {
+		return nil
+	}
+	if n < 0 || n > len(r.b) {
+		r.err = errShortSubscription
+		return nil
+	}
+	out := r.b[:n]
+	r.b = r.b[n:]
+	return out
+}
+
+func (r *reader) int16() int16 {
+	if b := r.take(2); b != nil {
+		return int16(binary.BigEndian.Uint16(b))
+	}
+	return 0
+}
+
+func (r *reader) int32() int32 {
+	if b := r.take(4); b != nil {
+		return int32(binary.BigEndian.Uint32(b))
+	}
+	return 0
+}
+
+func (r *reader) string() string {
+	return string(r.take(int(r.int16())))
+}
+
+func (r *reader) bytes() []byte {
+	n := r.int32()
+	if n < 0 || r.err != nil {
+		return nil // null
+	}
+	return r.take(int(n))
 }

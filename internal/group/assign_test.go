@@ -2,6 +2,7 @@ package group
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -190,9 +191,10 @@ func TestAssignBalancedAndDisjointForManyShapes(t *testing.T) {
 func TestUserDataRoundTrip(t *testing.T) {
 	for _, g := range []int{-1, 0, 7, 1 << 30} {
 		require.Equal(t, g, parseUserData(userData(g)))
+		require.Equal(t, g, parseUserData(rangeUserData(g, tps("t", 1))))
 	}
 	require.Equal(t, -1, parseUserData(nil))
-	require.Equal(t, -1, parseUserData([]byte{1, 0, 0, 0, 1}))
+	require.Equal(t, -1, parseUserData([]byte{2, 0, 0, 0, 1}), "unknown version")
 }
 
 func nilEmpty(plan map[string][]TopicPartition) map[string][]TopicPartition {
@@ -202,4 +204,80 @@ func nilEmpty(plan map[string][]TopicPartition) map[string][]TopicPartition {
 		}
 	}
 	return plan
+}
+
+func TestAssignRangeCutsContiguousRangesPerTopic(t *testing.T) {
+	subs := []Subscription{
+		{MemberID: "c", Topics: []string{"t", "u"}},
+		{MemberID: "a", Topics: []string{"t", "u"}, Owned: tps("t", 7), Generation: 3}, // ownership plays no part
+		{MemberID: "b", Topics: []string{"t"}},
+	}
+	plan := AssignRange(subs, map[string]int{"t": 8, "u": 3, "x": 4})
+	checkDisjoint(t, plan)
+	require.Equal(t, map[string][]TopicPartition{
+		// t: 8 over a, b, c → 3, 3, 2; u: 3 over a, c → 2, 1; x: nobody subscribes.
+		"a": append(tps("t", 0, 1, 2), tps("u", 0, 1)...),
+		"b": tps("t", 3, 4, 5),
+		"c": append(tps("t", 6, 7), tps("u", 2)...),
+	}, plan)
+
+	// More members than partitions: the last ones get nothing, but are in
+	// the plan.
+	plan = AssignRange([]Subscription{{MemberID: "b", Topics: []string{"t"}}, {MemberID: "a", Topics: []string{"t"}},
+		{MemberID: "c", Topics: []string{"t"}}}, map[string]int{"t": 2})
+	require.Equal(t, map[string][]TopicPartition{"a": tps("t", 0), "b": tps("t", 1), "c": nil}, plan)
+	require.Empty(t, AssignRange(nil, map[string]int{"t": 2}))
+}
+
+// The member metadata of every sender the leader may meet decodes:
+// kafka-go's ConsumerGroup (version 1 without owned partitions), this
+// member's range (version 0) and cooperative (version 1) metadata, and a
+// later Java version's (trailing generation and rack).
+func TestDecodeSubscriptionOfEverySender(t *testing.T) {
+	kafkaGo := []byte{0, 1, 0, 0, 0, 1, 0, 1, 't', 0xff, 0xff, 0xff, 0xff} // version 1, ["t"], null user data
+	s, err := decodeSubscription("k", kafkaGo)
+	require.NoError(t, err)
+	require.Equal(t, Subscription{MemberID: "k", Topics: []string{"t"}, Generation: -1}, s)
+
+	owned := []TopicPartition{{"t", 1}, {"t", 3}, {"u", 0}}
+	ps, err := joinProtocols([]string{"t", "u"}, 7, owned)
+	require.NoError(t, err)
+	require.Equal(t, []string{Protocol, RangeProtocol}, []string{ps[0].Name, ps[1].Name})
+	for _, p := range ps {
+		s, err = decodeSubscription("m", p.Metadata)
+		require.NoError(t, err)
+		require.Equal(t, Subscription{MemberID: "m", Topics: []string{"t", "u"}, Generation: 7, Owned: owned}, s, p.Name)
+	}
+	// kafka-go's ConsumerGroup leader requires the range metadata to end
+	// right after the user data: version 0, topics, user data (which
+	// carries the owned partitions).
+	ud := []byte{1, 0, 0, 0, 7, 0, 0, 0, 2, 0, 1, 't', 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 3, 0, 1, 'u', 0, 0, 0, 1, 0, 0, 0, 0}
+	require.Equal(t, ud, rangeUserData(7, owned))
+	want := append([]byte{0, 0, 0, 0, 0, 2, 0, 1, 't', 0, 1, 'u', 0, 0, 0, byte(len(ud))}, ud...)
+	require.Equal(t, want, ps[1].Metadata)
+
+	java := append(slices.Clone(ps[0].Metadata), 0, 0, 0, 7, 0xff, 0xff) // + generation, null rack
+	java[1] = 3
+	s, err = decodeSubscription("j", java)
+	require.NoError(t, err)
+	require.Len(t, s.Owned, 3)
+
+	_, err = decodeSubscription("x", kafkaGo[:7])
+	require.ErrorIs(t, err, errShortSubscription)
+}
+
+// A range generation that finds members still owning partitions (they were
+// cooperative) hands none of them to another member: the owners revoke,
+// rejoin, and the next generation assigns them. The leader's own claims
+// count for nothing: it revoked them before assigning.
+func TestWithholdClaimedKeepsOwnedPartitionsFromOthers(t *testing.T) {
+	subs := []Subscription{
+		{MemberID: "a", Topics: []string{"t"}, Owned: tps("t", 2), Generation: 4}, // the leader
+		{MemberID: "b", Topics: []string{"t"}, Owned: tps("t", 0, 4), Generation: 4},
+		{MemberID: "old", Topics: []string{"t"}, Generation: -1},
+	}
+	plan := withholdClaimed(AssignRange(subs, map[string]int{"t": 6}), subs, "a")
+	// Range: a 0 1, b 2 3, old 4 5; b's 0 and 4 are withheld from a and
+	// old, a's 2 goes to b.
+	require.Equal(t, map[string][]TopicPartition{"a": tps("t", 1), "b": tps("t", 2, 3), "old": tps("t", 5)}, plan)
 }

@@ -7,8 +7,11 @@
 // broker restarts, retrying for longer than a KRaft broker failover takes,
 // so a coordinator failure costs the group no rebalance; with a
 // GroupInstanceID a restarted process takes its partitions back without a
-// rebalance; a rebalance revokes only the partitions that move. DESIGN.md
-// says why and what Kafka behaviour it relies on.
+// rebalance; a rebalance revokes only the partitions that move. It also
+// offers the eager "range" protocol, second, so it can share a group with
+// kafka-go ConsumerGroup members (an older release during a rolling
+// update); in a range generation it revokes everything before it rejoins.
+// DESIGN.md says why and what Kafka behaviour it relies on.
 //
 // Concurrency: Run owns two goroutines, its own (the membership loop) and
 // the heartbeat goroutine, which it stops and waits for before returning.
@@ -34,6 +37,7 @@ import (
 	"github.com/segmentio/kafka-go/protocol"
 	"github.com/segmentio/kafka-go/protocol/consumer"
 	"github.com/segmentio/kafka-go/protocol/heartbeat"
+	"github.com/segmentio/kafka-go/protocol/joingroup"
 	"github.com/segmentio/kafka-go/protocol/leavegroup"
 	"github.com/segmentio/kafka-go/protocol/syncgroup"
 )
@@ -112,6 +116,10 @@ type State struct {
 	Reason     string    // why not a member, or what a member waits for
 	Since      time.Time // when Member or Reason last changed
 	Generation int       // -1 when none
+	// Protocol is the assignment protocol of the last generation joined:
+	// Protocol (cooperative) or RangeProtocol (eager, while a member
+	// without cooperative-sticky is in the group); "" before the first.
+	Protocol   string
 	MemberID   string
 	InstanceID string
 	Owned      int       // partitions owned now
@@ -129,6 +137,10 @@ type Member struct {
 	// kick wakes the membership loop after a heartbeat or commit saw a
 	// rebalance or a loss (the details are in sig*, under mu).
 	kick chan struct{}
+	// followUp: the generation just joined found this member owning
+	// partitions in a range generation; it rejoins as soon as it is
+	// synced (see joinAndSync). Used by the membership loop only.
+	followUp bool
 
 	mu           sync.Mutex
 	memberID     string
@@ -136,6 +148,7 @@ type Member struct {
 	synced       bool // the generation's SyncGroup completed
 	heartbeating bool // a join response gave a generation to heartbeat with
 	leader       bool
+	protocol     string        // the generation's assignment protocol
 	changed      chan struct{} // closed and replaced when generation/synced change
 	owned        map[TopicPartition]bool
 	ownedGen     int // generation the owned partitions were last confirmed in
@@ -193,7 +206,7 @@ func (m *Member) State() State {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s := State{
-		Member: m.member, Reason: m.reason, Since: m.since, Generation: m.generation,
+		Member: m.member, Reason: m.reason, Since: m.since, Generation: m.generation, Protocol: m.protocol,
 		MemberID: m.memberID, InstanceID: m.cfg.InstanceID, Owned: len(m.owned), Total: m.total,
 		LastOwned: m.lastOwned,
 	}
@@ -252,7 +265,7 @@ func (m *Member) Run(ctx context.Context) error {
 		m.cfg.Transport.CloseIdleConnections()
 	}()
 	m.log.Info().Str("group", m.cfg.Group).Strs("topics", m.cfg.Topics).Str("instance_id", m.cfg.InstanceID).
-		Str("protocol", Protocol).Msg("joining consumer group")
+		Strs("protocols", []string{Protocol, RangeProtocol}).Msg("joining consumer group")
 
 	m.setReason("joining the group")
 	err := m.loop(ctx)
@@ -371,7 +384,7 @@ func (m *Member) loop(ctx context.Context) error {
 				return err
 			}
 		}
-		if len(revoked) > 0 {
+		if len(revoked) > 0 || m.followUp {
 			// KIP-429: what this member gave up is assigned in the next
 			// generation, which starts when it rejoins.
 			continue
@@ -558,34 +571,23 @@ func (m *Member) joinAndSync(ctx context.Context) (map[TopicPartition]bool, erro
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
+		// Eager (range) generation: give everything up before rejoining,
+		// as every member of it does, so the leader may hand any partition
+		// to anyone. Heartbeats go on while the owner drains and commits.
+		m.revokeAllIfEager()
 		m.mu.Lock()
 		id, ownedGen := m.memberID, m.ownedGen
 		owned := sortedKeys(m.owned)
 		m.heartbeating = false // the JoinGroup in flight is the sign of life
 		m.mu.Unlock()
 
-		sub := kafka.GroupProtocolSubscription{
-			Topics: m.cfg.Topics, UserData: userData(ownedGen), OwnedPartitions: map[string][]int{},
-		}
-		for _, tp := range owned {
-			sub.OwnedPartitions[tp.Topic] = append(sub.OwnedPartitions[tp.Topic], tp.Partition)
+		protocols, err := joinProtocols(m.cfg.Topics, ownedGen, owned)
+		if err != nil {
+			return nil, err
 		}
 		stopWarn := w.during("rebalance in progress: waiting for members to rejoin")
-		jctx, cancel := context.WithTimeout(ctx, m.cfg.RebalanceTimeout+attemptTimeout)
-		resp, err := m.cl.JoinGroup(jctx, &kafka.JoinGroupRequest{
-			GroupID:          m.cfg.Group,
-			SessionTimeout:   m.cfg.SessionTimeout,
-			RebalanceTimeout: m.cfg.RebalanceTimeout,
-			MemberID:         id,
-			GroupInstanceID:  m.cfg.InstanceID,
-			ProtocolType:     "consumer",
-			Protocols:        []kafka.GroupProtocol{{Name: Protocol, Metadata: sub}},
-		})
-		cancel()
+		resp, err := m.join(ctx, id, protocols)
 		stopWarn()
-		if err == nil {
-			err = resp.Error
-		}
 		switch {
 		case err == nil:
 		case ctx.Err() != nil:
@@ -602,7 +604,7 @@ func (m *Member) joinAndSync(ctx context.Context) (map[TopicPartition]bool, erro
 		case errors.Is(err, kafka.FencedInstanceID):
 			return nil, fmt.Errorf("%w: %s", ErrFenced, m.cfg.InstanceID)
 		case errors.Is(err, kafka.InconsistentGroupProtocol):
-			w.failed("the group uses another assignment protocol: members of an older ampstream (range, roundrobin) are still in it", err)
+			w.failed("the group's members share no assignment protocol with this one (cooperative-sticky, range)", err)
 			if !sleep(ctx, 5*time.Second) {
 				return nil, ctx.Err()
 			}
@@ -619,16 +621,29 @@ func (m *Member) joinAndSync(ctx context.Context) (map[TopicPartition]bool, erro
 		}
 		m.contact()
 
+		gen := int(resp.GenerationID)
 		m.mu.Lock()
-		m.memberID, m.generation, m.synced, m.heartbeating = resp.MemberID, resp.GenerationID, false, true
+		m.memberID, m.generation, m.synced, m.heartbeating = resp.MemberID, gen, false, true
 		m.leader = resp.LeaderID == resp.MemberID
 		leader := m.leader
+		if m.protocol != resp.ProtocolName {
+			m.log.Info().Str("protocol", resp.ProtocolName).Str("previous", m.protocol).Int("generation", gen).
+				Msg("consumer group assignment protocol changed")
+		}
+		m.protocol = resp.ProtocolName
 		m.broadcastLocked()
 		m.mu.Unlock()
+		// A cooperative member that a range generation finds owning
+		// partitions (a member without cooperative-sticky joined) gives
+		// them all up now, before its SyncGroup. This member's range
+		// leader withholds them from the others (withholdClaimed), so a
+		// follower rejoins once it has revoked, for them to be assigned; a
+		// kafka-go leader does not (DESIGN.md, Upgrading).
+		m.followUp = m.revokeAllIfEager() && !leader
 
 		var assignments []syncgroup.RequestAssignment
 		if leader {
-			assignments, err = m.assignAll(ctx, resp.Members)
+			assignments, err = m.assignAll(ctx, resp.MemberID, resp.ProtocolName, resp.Members)
 			if err != nil {
 				w.failed("waiting for the topics' metadata to assign partitions", err)
 				if !sleep(ctx, backoff(failures)) {
@@ -639,7 +654,7 @@ func (m *Member) joinAndSync(ctx context.Context) (map[TopicPartition]bool, erro
 			}
 		}
 		stopWarn = w.during("waiting for the group leader's assignment")
-		assigned, err := m.sync(ctx, resp.GenerationID, resp.MemberID, assignments)
+		assigned, err := m.sync(ctx, gen, resp.MemberID, resp.ProtocolName, assignments)
 		stopWarn()
 		switch {
 		case err == nil:
@@ -676,28 +691,105 @@ func (m *Member) joinAndSync(ctx context.Context) (map[TopicPartition]bool, erro
 			m.mu.Unlock()
 		}
 		m.mu.Lock()
-		m.synced, m.member, m.ownedGen = true, true, resp.GenerationID
+		m.synced, m.member, m.ownedGen = true, true, gen
 		if m.reason != "" {
 			m.reason, m.since = "", time.Now()
 		}
 		m.broadcastLocked()
 		m.mu.Unlock()
-		m.log.Info().Int("generation", resp.GenerationID).Str("member_id", resp.MemberID).Bool("leader", leader).
-			Int("partitions", len(assigned)).Msg("consumer group generation joined")
+		m.log.Info().Int("generation", gen).Str("member_id", resp.MemberID).Bool("leader", leader).
+			Str("protocol", resp.ProtocolName).Int("partitions", len(assigned)).Msg("consumer group generation joined")
 		return assigned, nil
 	}
 }
 
-// assignAll is the leader's part: the assignment of every member.
-func (m *Member) assignAll(ctx context.Context, members []kafka.JoinGroupResponseMember) ([]syncgroup.RequestAssignment, error) {
+// revokeAllIfEager revokes every owned partition when the member's
+// generation uses the range protocol, and reports whether it revoked any.
+func (m *Member) revokeAllIfEager() bool {
+	m.mu.Lock()
+	eager := m.protocol == RangeProtocol
+	m.mu.Unlock()
+	if !eager {
+		return false
+	}
+	owned := m.ownedList()
+	if len(owned) == 0 {
+		return false
+	}
+	m.log.Info().Int("partitions", len(owned)).Msg("range (eager) protocol: revoking every partition before rejoining")
+	m.revoke(owned)
+	return true
+}
+
+// joinProtocols is the JoinGroup's protocol list, in order of preference.
+// cooperative-sticky carries the ConsumerProtocol subscription version 1
+// (topics, user data with the generation, owned partitions). range carries
+// version 0 (topics, and the owned partitions inside the user data, see
+// rangeUserData): kafka-go's ConsumerGroup, as leader, rejects metadata
+// with bytes after the user data (consumergroup.go
+// makeMemberProtocolMetadata).
+func joinProtocols(topics []string, generation int, owned []TopicPartition) ([]joingroup.RequestProtocol, error) {
+	sub := consumer.Subscription{Version: 1, Topics: topics, UserData: userData(generation)}
+	for _, tp := range owned {
+		if n := len(sub.OwnedPartitions); n > 0 && sub.OwnedPartitions[n-1].Topic == tp.Topic {
+			sub.OwnedPartitions[n-1].Partitions = append(sub.OwnedPartitions[n-1].Partitions, int32(tp.Partition))
+			continue
+		}
+		sub.OwnedPartitions = append(sub.OwnedPartitions, consumer.TopicPartition{Topic: tp.Topic, Partitions: []int32{int32(tp.Partition)}})
+	}
+	coop, err := protocol.Marshal(1, sub)
+	if err != nil {
+		return nil, fmt.Errorf("encode subscription: %w", err)
+	}
+	rng, err := protocol.Marshal(0, consumer.Subscription{Version: 0, Topics: topics, UserData: rangeUserData(generation, owned)})
+	if err != nil {
+		return nil, fmt.Errorf("encode subscription: %w", err)
+	}
+	return []joingroup.RequestProtocol{{Name: Protocol, Metadata: coop}, {Name: RangeProtocol, Metadata: rng}}, nil
+}
+
+// join sends one JoinGroup through the transport (which routes it to the
+// coordinator). kafka.Client.JoinGroup encodes every protocol's metadata
+// as version 1 and fails the whole response when one member's metadata is
+// not a complete version 1 (kafka-go's ConsumerGroup sends version 1
+// without owned partitions).
+func (m *Member) join(ctx context.Context, id string, protocols []joingroup.RequestProtocol) (*joingroup.Response, error) {
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.RebalanceTimeout+attemptTimeout)
+	defer cancel()
+	r, err := m.cfg.Transport.RoundTrip(ctx, m.addr, &joingroup.Request{
+		GroupID:            m.cfg.Group,
+		SessionTimeoutMS:   int32(m.cfg.SessionTimeout.Milliseconds()),
+		RebalanceTimeoutMS: int32(m.cfg.RebalanceTimeout.Milliseconds()),
+		MemberID:           id,
+		GroupInstanceID:    m.cfg.InstanceID,
+		ProtocolType:       "consumer",
+		Protocols:          protocols,
+	})
+	if err != nil {
+		return nil, err
+	}
+	resp, ok := r.(*joingroup.Response)
+	if !ok {
+		return nil, fmt.Errorf("join group: unexpected response %T", r)
+	}
+	if resp.ErrorCode != 0 {
+		return resp, kafka.Error(resp.ErrorCode)
+	}
+	return resp, nil
+}
+
+// assignAll is the leader's part: the assignment of every member, by the
+// generation's protocol.
+func (m *Member) assignAll(ctx context.Context, self, proto string, members []joingroup.ResponseMember) ([]syncgroup.RequestAssignment, error) {
+	if proto != Protocol && proto != RangeProtocol {
+		return nil, fmt.Errorf("the coordinator chose protocol %q, which this member did not offer", proto)
+	}
 	topics := map[string]bool{}
 	subs := make([]Subscription, 0, len(members))
 	for _, mb := range members {
-		s := Subscription{MemberID: mb.ID, Topics: mb.Metadata.Topics, Generation: parseUserData(mb.Metadata.UserData)}
-		for topic, ps := range mb.Metadata.OwnedPartitions {
-			for _, p := range ps {
-				s.Owned = append(s.Owned, TopicPartition{topic, p})
-			}
+		s, err := decodeSubscription(mb.MemberID, mb.Metadata)
+		if err != nil {
+			return nil, fmt.Errorf("member %s: %w", mb.MemberID, err)
 		}
 		for _, t := range s.Topics {
 			topics[t] = true
@@ -721,7 +813,12 @@ func (m *Member) assignAll(ctx context.Context, members []kafka.JoinGroupRespons
 			return nil, fmt.Errorf("metadata of topic %s: %w", t.Name, t.Error)
 		}
 	}
-	plan := Assign(subs, counts)
+	var plan map[string][]TopicPartition
+	if proto == RangeProtocol {
+		plan = withholdClaimed(AssignRange(subs, counts), subs, self)
+	} else {
+		plan = Assign(subs, counts)
+	}
 	out := make([]syncgroup.RequestAssignment, 0, len(plan))
 	for _, id := range slices.Sorted(maps.Keys(plan)) {
 		a := consumer.Assignment{Version: consumer.MaxVersionSupported}
@@ -745,12 +842,12 @@ func (m *Member) assignAll(ctx context.Context, members []kafka.JoinGroupRespons
 // decodes the (empty) assignment of an error response before looking at
 // the error code, and so turns REBALANCE_IN_PROGRESS or UNKNOWN_MEMBER_ID
 // into "unexpected EOF" (kafka-go v0.4.51).
-func (m *Member) sync(ctx context.Context, gen int, id string, assignments []syncgroup.RequestAssignment) (map[TopicPartition]bool, error) {
+func (m *Member) sync(ctx context.Context, gen int, id, proto string, assignments []syncgroup.RequestAssignment) (map[TopicPartition]bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.RebalanceTimeout+attemptTimeout)
 	defer cancel()
 	r, err := m.cfg.Transport.RoundTrip(ctx, m.addr, &syncgroup.Request{
 		GroupID: m.cfg.Group, GenerationID: int32(gen), MemberID: id, GroupInstanceID: m.cfg.InstanceID,
-		ProtocolType: "consumer", ProtocolName: Protocol, Assignments: assignments,
+		ProtocolType: "consumer", ProtocolName: proto, Assignments: assignments,
 	})
 	if err != nil {
 		return nil, err

@@ -27,11 +27,15 @@ type ledger struct {
 	assigned map[string][]Assignment
 	revoked  map[string][]TopicPartition
 	lost     map[string][]TopicPartition
+	// drain is how long a member's revocations take (the owner draining
+	// and committing) before the partitions are released; 0 by default.
+	// Guarded by mu.
+	drain map[string]time.Duration
 }
 
 func newLedger(t *testing.T) *ledger {
 	return &ledger{t: t, owner: map[TopicPartition]string{}, assigned: map[string][]Assignment{},
-		revoked: map[string][]TopicPartition{}, lost: map[string][]TopicPartition{}}
+		revoked: map[string][]TopicPartition{}, lost: map[string][]TopicPartition{}, drain: map[string]time.Duration{}}
 }
 
 func (l *ledger) owned(name string) []TopicPartition {
@@ -77,6 +81,10 @@ func (l *ledger) start(c *kafkatest.Cluster, group, topic, name string, static b
 			l.assigned[name] = append(l.assigned[name], added...)
 		},
 		Revoked: func(tps []TopicPartition) {
+			l.mu.Lock()
+			drain := l.drain[name]
+			l.mu.Unlock()
+			time.Sleep(drain) // a drain takes time; the partitions are still owned meanwhile
 			l.mu.Lock()
 			defer l.mu.Unlock()
 			for _, tp := range tps {
