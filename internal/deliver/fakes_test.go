@@ -325,16 +325,22 @@ func (h *harness) submitItem(it *Item) *Item {
 	return it
 }
 
-// waitResolved blocks until n items are resolved. Inside a synctest bubble
-// the deadline is in fake time.
+// waitResolved blocks until n items are resolved, for at most an hour.
+// Inside a synctest bubble the deadline is in fake time.
 func (h *harness) waitResolved(n int) {
 	h.t.Helper()
-	deadline := time.After(time.Hour)
+	h.waitResolvedWithin(n, time.Hour)
+}
+
+// waitResolvedWithin is waitResolved with a deadline of d.
+func (h *harness) waitResolvedWithin(n int, d time.Duration) {
+	h.t.Helper()
+	deadline := time.After(d)
 	for h.own.resolvedCount() < n {
 		select {
 		case <-h.own.changed:
 		case <-deadline:
-			h.t.Fatalf("%d of %d items resolved after an hour", h.own.resolvedCount(), n)
+			h.t.Fatalf("%d of %d items resolved after %v", h.own.resolvedCount(), n, d)
 		}
 	}
 }
