@@ -592,8 +592,8 @@ func (r *runner) finish(t *Throughput, before, after usage) {
 		t.MBPerSecond = float64(t.Produced.Bytes) / 1e6 / t.Seconds
 	}
 	t.Process = costBetween(before, after, t.Produced.Events)
-	fmt.Fprintf(r.out, "  => %s: %.0f events/s (%.1f MB/s) over %.2fs after a %.1fs join; committed at %.2fs; process CPU %.2fs (%.2f s/M events), %.1f mallocs (%.0f B)/event\n",
-		t.Name, t.EPS, t.MBPerSecond, t.Seconds, t.JoinSeconds, t.CommitSeconds, t.Process.CPUSeconds, t.Process.CPUSecondsPerM, t.Process.MallocsPerEvent, t.Process.AllocBytesPerEvent)
+	fmt.Fprintf(r.out, "  => %s: %.0f events/s (%.1f MB/s) over %.2fs after a %.1fs join; committed at %.2fs; process CPU %.2fs (%.2f s/M events), %.1f mallocs (%.0f B)/event, %d minor page faults\n",
+		t.Name, t.EPS, t.MBPerSecond, t.Seconds, t.JoinSeconds, t.CommitSeconds, t.Process.CPUSeconds, t.Process.CPUSecondsPerM, t.Process.MallocsPerEvent, t.Process.AllocBytesPerEvent, t.Process.MinorFaults)
 }
 
 // waitFor polls cond every period until it holds, and returns when it did.
