@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"slices"
+
+	"github.com/segmentio/kafka-go/protocol/consumer"
 )
 
 // Protocol is the assignment protocol members prefer: cooperative
@@ -195,24 +197,31 @@ func Assign(members []Subscription, partitions map[string]int) map[string][]Topi
 func rangeUserData(generation int, owned []TopicPartition) []byte {
 	b := userData(generation)
 	b[0] = 1
-	var topics [][]TopicPartition
-	for _, tp := range owned {
-		if n := len(topics); n > 0 && topics[n-1][0].Topic == tp.Topic {
-			topics[n-1] = append(topics[n-1], tp)
-			continue
-		}
-		topics = append(topics, []TopicPartition{tp})
-	}
+	topics := byTopic(owned)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(topics)))
-	for _, ps := range topics {
-		b = binary.BigEndian.AppendUint16(b, uint16(len(ps[0].Topic)))
-		b = append(b, ps[0].Topic...)
-		b = binary.BigEndian.AppendUint32(b, uint32(len(ps)))
-		for _, tp := range ps {
-			b = binary.BigEndian.AppendUint32(b, uint32(int32(tp.Partition)))
+	for _, t := range topics {
+		b = binary.BigEndian.AppendUint16(b, uint16(len(t.Topic)))
+		b = append(b, t.Topic...)
+		b = binary.BigEndian.AppendUint32(b, uint32(len(t.Partitions)))
+		for _, p := range t.Partitions {
+			b = binary.BigEndian.AppendUint32(b, uint32(p))
 		}
 	}
 	return b
+}
+
+// byTopic groups partitions sorted by topic into the ConsumerProtocol's
+// owned-partitions array.
+func byTopic(tps []TopicPartition) []consumer.TopicPartition {
+	var out []consumer.TopicPartition
+	for _, tp := range tps {
+		if n := len(out); n > 0 && out[n-1].Topic == tp.Topic {
+			out[n-1].Partitions = append(out[n-1].Partitions, int32(tp.Partition))
+			continue
+		}
+		out = append(out, consumer.TopicPartition{Topic: tp.Topic, Partitions: []int32{int32(tp.Partition)}})
+	}
+	return out
 }
 
 // withholdClaimed removes from every member's plan the partitions another
@@ -289,8 +298,8 @@ var errShortSubscription = errors.New("consumer protocol subscription: truncated
 // sends version 1 without owned partitions, and later Java versions append
 // fields (generation, rack) this member does not use: both are accepted,
 // which protocol.Unmarshal at one fixed version is not.
-func decodeSubscription(memberID string, b []byte) (s Subscription, err error) {
-	s = Subscription{MemberID: memberID, Generation: -1}
+func decodeSubscription(memberID string, b []byte) (Subscription, error) {
+	s := Subscription{MemberID: memberID, Generation: -1}
 	r := &reader{b: b}
 	version := r.int16()
 	nTopics := r.int32()
@@ -305,20 +314,20 @@ func decodeSubscription(memberID string, b []byte) (s Subscription, err error) {
 	if len(userData) > 5 && userData[0] == 1 {
 		// This member's range metadata: the owned partitions are in the
 		// user data.
-		s.Owned = readOwned(&reader{b: userData[5:]}, &err)
-		if err != nil {
-			return s, err
+		ur := &reader{b: userData[5:]}
+		if s.Owned = ur.owned(); ur.err != nil {
+			return s, ur.err
 		}
 	}
 	if version < 1 || len(r.b) == 0 {
 		return s, nil
 	}
-	s.Owned = append(s.Owned, readOwned(r, &err)...)
-	return s, err
+	s.Owned = append(s.Owned, r.owned()...)
+	return s, r.err
 }
 
-// readOwned reads a ConsumerProtocol owned-partitions array.
-func readOwned(r *reader, err *error) []TopicPartition {
+// owned reads a ConsumerProtocol owned-partitions array.
+func (r *reader) owned() []TopicPartition {
 	var out []TopicPartition
 	n := r.int32()
 	for i := int32(0); i < n && r.err == nil; i++ {
@@ -328,7 +337,6 @@ func readOwned(r *reader, err *error) []TopicPartition {
 			out = append(out, TopicPartition{topic, int(r.int32())})
 		}
 	}
-	*err = r.err
 	return out
 }
 

@@ -306,15 +306,11 @@ func (m *Member) leave(id string) {
 	err := m.retry(ctx, func(ctx context.Context) error {
 		// Sent through the transport: kafka.Client.LeaveGroup misreads the
 		// top-level error (responseError).
-		r, err := m.cfg.Transport.RoundTrip(ctx, m.addr, &leavegroup.Request{
+		resp, err := roundTrip[*leavegroup.Response](ctx, m.cfg.Transport, m.addr, &leavegroup.Request{
 			GroupID: m.cfg.Group, Members: []leavegroup.RequestMember{{MemberID: id}},
 		})
 		if err != nil {
 			return err
-		}
-		resp, ok := r.(*leavegroup.Response)
-		if !ok {
-			return fmt.Errorf("leave group: unexpected response %T", r)
 		}
 		if err := responseError(resp.ErrorCode, resp.ThrottleTimeMS); err != nil {
 			return err
@@ -729,14 +725,7 @@ func (m *Member) revokeAllIfEager() bool {
 // with bytes after the user data (consumergroup.go
 // makeMemberProtocolMetadata).
 func joinProtocols(topics []string, generation int, owned []TopicPartition) ([]joingroup.RequestProtocol, error) {
-	sub := consumer.Subscription{Version: 1, Topics: topics, UserData: userData(generation)}
-	for _, tp := range owned {
-		if n := len(sub.OwnedPartitions); n > 0 && sub.OwnedPartitions[n-1].Topic == tp.Topic {
-			sub.OwnedPartitions[n-1].Partitions = append(sub.OwnedPartitions[n-1].Partitions, int32(tp.Partition))
-			continue
-		}
-		sub.OwnedPartitions = append(sub.OwnedPartitions, consumer.TopicPartition{Topic: tp.Topic, Partitions: []int32{int32(tp.Partition)}})
-	}
+	sub := consumer.Subscription{Version: 1, Topics: topics, UserData: userData(generation), OwnedPartitions: byTopic(owned)}
 	coop, err := protocol.Marshal(1, sub)
 	if err != nil {
 		return nil, fmt.Errorf("encode subscription: %w", err)
@@ -756,7 +745,7 @@ func joinProtocols(topics []string, generation int, owned []TopicPartition) ([]j
 func (m *Member) join(ctx context.Context, id string, protocols []joingroup.RequestProtocol) (*joingroup.Response, error) {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.RebalanceTimeout+attemptTimeout)
 	defer cancel()
-	r, err := m.cfg.Transport.RoundTrip(ctx, m.addr, &joingroup.Request{
+	resp, err := roundTrip[*joingroup.Response](ctx, m.cfg.Transport, m.addr, &joingroup.Request{
 		GroupID:            m.cfg.Group,
 		SessionTimeoutMS:   int32(m.cfg.SessionTimeout.Milliseconds()),
 		RebalanceTimeoutMS: int32(m.cfg.RebalanceTimeout.Milliseconds()),
@@ -767,10 +756,6 @@ func (m *Member) join(ctx context.Context, id string, protocols []joingroup.Requ
 	})
 	if err != nil {
 		return nil, err
-	}
-	resp, ok := r.(*joingroup.Response)
-	if !ok {
-		return nil, fmt.Errorf("join group: unexpected response %T", r)
 	}
 	if resp.ErrorCode != 0 {
 		return resp, kafka.Error(resp.ErrorCode)
@@ -845,16 +830,12 @@ func (m *Member) assignAll(ctx context.Context, self, proto string, members []jo
 func (m *Member) sync(ctx context.Context, gen int, id, proto string, assignments []syncgroup.RequestAssignment) (map[TopicPartition]bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.RebalanceTimeout+attemptTimeout)
 	defer cancel()
-	r, err := m.cfg.Transport.RoundTrip(ctx, m.addr, &syncgroup.Request{
+	resp, err := roundTrip[*syncgroup.Response](ctx, m.cfg.Transport, m.addr, &syncgroup.Request{
 		GroupID: m.cfg.Group, GenerationID: int32(gen), MemberID: id, GroupInstanceID: m.cfg.InstanceID,
 		ProtocolType: "consumer", ProtocolName: proto, Assignments: assignments,
 	})
 	if err != nil {
 		return nil, err
-	}
-	resp, ok := r.(*syncgroup.Response)
-	if !ok {
-		return nil, fmt.Errorf("sync group: unexpected response %T", r)
 	}
 	if resp.ErrorCode != 0 {
 		return nil, kafka.Error(resp.ErrorCode)
@@ -962,14 +943,10 @@ func (m *Member) heartbeat(ctx context.Context, gen int, id string) error {
 		m.coordinator = coord
 		m.mu.Unlock()
 	}
-	r, err := m.cfg.Transport.RoundTrip(ctx, coord, &heartbeat.Request{
+	resp, err := roundTrip[*heartbeat.Response](ctx, m.cfg.Transport, coord, &heartbeat.Request{
 		GroupID: m.cfg.Group, GenerationID: int32(gen), MemberID: id, GroupInstanceID: m.cfg.InstanceID,
 	})
 	if err == nil {
-		resp, ok := r.(*heartbeat.Response)
-		if !ok {
-			return fmt.Errorf("heartbeat: unexpected response %T", r)
-		}
 		err = responseError(resp.ErrorCode, resp.ThrottleTimeMs)
 	}
 	if err != nil && coordinatorMoved(err) {
@@ -978,6 +955,23 @@ func (m *Member) heartbeat(ctx context.Context, gen int, id string) error {
 		m.mu.Unlock()
 	}
 	return err
+}
+
+// roundTrip sends req to addr through the transport and returns the
+// response as R. The group requests go this way rather than through
+// kafka.Client, which mishandles them in kafka-go v0.4.51 (see join, sync,
+// leave and responseError).
+func roundTrip[R protocol.Message](ctx context.Context, t *kafka.Transport, addr net.Addr, req protocol.Message) (R, error) {
+	var zero R
+	r, err := t.RoundTrip(ctx, addr, req)
+	if err != nil {
+		return zero, err
+	}
+	resp, ok := r.(R)
+	if !ok {
+		return zero, fmt.Errorf("%T: unexpected response %T", req, r)
+	}
+	return resp, nil
 }
 
 // responseError is the error of a Heartbeat or LeaveGroup response as

@@ -38,6 +38,15 @@ func newLedger(t *testing.T) *ledger {
 		revoked: map[string][]TopicPartition{}, lost: map[string][]TopicPartition{}, drain: map[string]time.Duration{}}
 }
 
+// offsetsOf maps each assignment's partition to the offset it starts from.
+func offsetsOf(as []Assignment) map[int]int64 {
+	out := map[int]int64{}
+	for _, a := range as {
+		out[a.Partition] = a.Offset
+	}
+	return out
+}
+
 func (l *ledger) owned(name string) []TopicPartition {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -168,11 +177,7 @@ func TestMemberJoinCommitAndResume(t *testing.T) {
 	// A new member (a left the group) resumes from the commits.
 	l.start(c, group, topic, "b", false)
 	l.waitOwned(map[string]int{"b": 4})
-	offsets := map[int]int64{}
-	for _, as := range l.assigned["b"] {
-		offsets[as.Partition] = as.Offset
-	}
-	require.Equal(t, map[int]int64{0: 5, 1: -1, 2: 7, 3: -1}, offsets)
+	require.Equal(t, map[int]int64{0: 5, 1: -1, 2: 7, 3: -1}, offsetsOf(l.assigned["b"]))
 }
 
 // Cooperative rebalancing: a joining member takes only the partitions that

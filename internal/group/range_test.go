@@ -104,14 +104,6 @@ func waitProtocol(t *testing.T, proto string, ms ...running) {
 	}, 60*time.Second, 20*time.Millisecond, "members never all in one %s generation", proto)
 }
 
-func offsetsOf(as []Assignment) map[int]int64 {
-	out := map[int]int64{}
-	for _, a := range as {
-		out[a.Partition] = a.Offset
-	}
-	return out
-}
-
 // A rolling update from a release on kafka-go's ConsumerGroup: the new
 // member joins the old one's group at once (range, no
 // INCONSISTENT_GROUP_PROTOCOL), both commit; once the old member is gone
