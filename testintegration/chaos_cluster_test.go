@@ -286,7 +286,11 @@ func TestClusterChaosStaticMemberRestart(t *testing.T) {
 	var after []int
 	eventually(t, 60*time.Second, "the restarted replica to own partitions and deliver", func() bool {
 		if assigned == 0 {
-			if after = ownedPartitions(a2.admin); len(after) > 0 {
+			// Each partition's series appears as its goroutine starts, just
+			// after the assignment's count is set: the first assignment is
+			// read once all of it is up.
+			n := scrapeMetrics(a2.admin, "ampstream_kafka_assigned_partitions")["ampstream_kafka_assigned_partitions"]
+			if after = ownedPartitions(a2.admin); len(after) > 0 && float64(len(after)) == n {
 				assigned = time.Since(started)
 			}
 		}
