@@ -28,7 +28,13 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := runBench(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	var err error
+	if len(os.Args) > 1 && os.Args[1] == brokerCommand {
+		// The benchmark's own broker child (bench.Options.BrokerCommand).
+		err = bench.ServeBroker(ctx, os.Stdin, os.Stdout)
+	} else {
+		err = runBench(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	}
 	stop()
 	if errors.Is(err, flag.ErrHelp) {
 		return
@@ -38,6 +44,10 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// brokerCommand is the argument with which the benchmark starts itself as
+// its kfake broker child.
+const brokerCommand = "broker"
 
 // runBench runs the end-to-end benchmark (internal/bench): progress on
 // stderr, details as JSON to --out, one BENCH summary line on stdout.
@@ -66,6 +76,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	// error, not warn: every dead-lettered event is a warning, and the mixes carry 0.2 % invalid input.
 	memprofile := fs.String("memprofile", "", "write the allocation profile, taken right after that run, to this file")
 	level := fs.String("log-level", "error", "log level of the pipeline (logs go to stderr)")
+	brokerProcess := fs.Bool("broker-process", false, "without KAFKA_BROKERS, run kfake in a child process instead of inside the benchmark, and report its CPU per run (see internal/bench/README.md)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -73,6 +84,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("bench: unexpected arguments %q", fs.Args())
 	}
 	o.Brokers = os.Getenv("KAFKA_BROKERS")
+	if o.Brokers == "" && *brokerProcess {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("bench: the broker child needs this executable: %w", err)
+		}
+		o.BrokerCommand = []string{exe, brokerCommand}
+	}
 	o.Progress = stderr
 	lvl, err := zerolog.ParseLevel(*level)
 	if err != nil {

@@ -74,8 +74,13 @@ type Options struct {
 	Pairs int
 	// Partitions of every benchmark topic (default 12).
 	Partitions int
-	// Brokers, when set (KAFKA_BROKERS), replaces the in-process kfake broker.
+	// Brokers, when set (KAFKA_BROKERS), are the brokers to run against.
 	Brokers string
+	// BrokerCommand, without Brokers, is a command (executable and
+	// arguments) that runs ServeBroker: the kfake broker then runs in a
+	// child process, as a real broker would, not in the process whose
+	// forwarders it serves. Without either, kfake runs in this process.
+	BrokerCommand []string
 
 	SkipBaseline bool
 	SkipEmulator bool
@@ -254,7 +259,11 @@ type Throughput struct {
 	// CommitSeconds: joined → committed offsets == end offsets (commits
 	// happen once a second, so this trails Seconds by up to ~1 s).
 	CommitSeconds float64 `json:"commit_seconds"`
-	Resolved      int64   `json:"resolved"`
+	// LastPercentSeconds is how long the last 1 % of the events took to
+	// resolve (sampled every 10 ms): the run's tail, where lingering
+	// partial requests and chains of them show.
+	LastPercentSeconds float64 `json:"last_percent_seconds"`
+	Resolved           int64   `json:"resolved"`
 	// PeakInflightEvents (and its MB) is the most events ampstream held
 	// fetched but unresolved, sampled every 10 ms (limits.max_inflight_*).
 	PeakInflightEvents int     `json:"peak_inflight_events,omitempty"`
@@ -327,7 +336,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		Started: time.Now().UTC(), GoVersion: runtime.Version(), NumCPU: runtime.NumCPU(),
 		MaxProcs: runtime.GOMAXPROCS(0), Quick: o.Quick,
 	}
-	c, err := startCluster(o.Brokers)
+	c, err := startCluster(ctx, o.Brokers, o.BrokerCommand)
 	if err != nil {
 		return res, err
 	}
@@ -377,7 +386,11 @@ func (r *runner) all(ctx context.Context) error {
 			profile = o.CPUProfile
 		}
 		steps = append(steps, step{fmt.Sprintf("batch-heavy, trivial sink %d", i), false, func() error {
-			t, err := r.ampstream(ctx, fmt.Sprintf("batch_trivial_%d", i), MixBatch, o.Events, false, profile)
+			// The baseline's topic, when there is one: both forwarders then
+			// read the same bytes from the same broker state (a topic
+			// read for the first time right after it was produced costs the
+			// broker more: see README.md, "Reading the numbers").
+			t, err := r.ampstream(ctx, fmt.Sprintf("batch_trivial_%d", i), MixBatch, o.Events, false, profile, base)
 			if t != nil && err == nil {
 				r.res.BatchTrivial = append(r.res.BatchTrivial, t)
 			}
@@ -396,15 +409,15 @@ func (r *runner) all(ctx context.Context) error {
 	}
 	steps = append(steps, []step{
 		{"batch-heavy, emulator", o.SkipEmulator, func() error {
-			r.res.BatchEmulator, err = r.ampstream(ctx, "batch_emulator", MixBatch, o.EmulatorEvents, true, nil)
+			r.res.BatchEmulator, err = r.ampstream(ctx, "batch_emulator", MixBatch, o.EmulatorEvents, true, nil, Produced{})
 			return err
 		}},
 		{"realtime-heavy, trivial sink", o.SkipRealtime, func() error {
-			r.res.RealtimeTrivial, err = r.ampstream(ctx, "realtime_trivial", MixRealtime, o.RealtimeEvents, false, nil)
+			r.res.RealtimeTrivial, err = r.ampstream(ctx, "realtime_trivial", MixRealtime, o.RealtimeEvents, false, nil, Produced{})
 			return err
 		}},
 		{"realtime-heavy, emulator", o.SkipRealtime || o.SkipEmulator, func() error {
-			r.res.RealtimeEmulator, err = r.ampstream(ctx, "realtime_emulator", MixRealtime, o.RealtimeEvents, true, nil)
+			r.res.RealtimeEmulator, err = r.ampstream(ctx, "realtime_emulator", MixRealtime, o.RealtimeEvents, true, nil, Produced{})
 			return err
 		}},
 		{"latency", o.SkipLatency, func() error { r.res.Latency, err = r.latency(ctx); return err }},
@@ -545,7 +558,7 @@ func (r *runner) baseline(ctx context.Context, p Produced, name string, conn boo
 	b := newBaseline(r.c.brokers, p.Topic, group, s.url(), r.log)
 	b.conn = conn
 	runtime.GC()
-	before := takeUsage()
+	before := r.c.usage()
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	done := make(chan error, 1)
@@ -557,16 +570,16 @@ func (r *runner) baseline(ctx context.Context, p Produced, name string, conn boo
 	joined, err := waitFor(ctx, time.Millisecond*5, func() bool { return b.joined.Load() != 0 })
 	if err == nil {
 		t.JoinSeconds = joined.Sub(before.at).Seconds()
-		var resolvedAt time.Time
-		resolvedAt, err = r.track(ctx, name, p.Events, joined, func() int64 { return b.resolved.Load() })
-		t.Seconds = resolvedAt.Sub(joined).Seconds()
+		var resolvedAt, at99 time.Time
+		resolvedAt, at99, err = r.track(ctx, name, p.Events, joined, func() int64 { return b.resolved.Load() })
+		t.Seconds, t.LastPercentSeconds = resolvedAt.Sub(joined).Seconds(), resolvedAt.Sub(at99).Seconds()
 	}
 	if err == nil {
 		var committedAt time.Time
 		committedAt, err = r.c.waitCommitted(ctx, group, p.Topic, p.end)
 		t.CommitSeconds = committedAt.Sub(joined).Seconds()
 	}
-	after := takeUsage()
+	after := r.c.usage()
 	stop()
 	if rerr := <-done; err == nil && rerr != nil && ctx.Err() == nil {
 		err = rerr
@@ -592,8 +605,13 @@ func (r *runner) finish(t *Throughput, before, after usage) {
 		t.MBPerSecond = float64(t.Produced.Bytes) / 1e6 / t.Seconds
 	}
 	t.Process = costBetween(before, after, t.Produced.Events)
-	fmt.Fprintf(r.out, "  => %s: %.0f events/s (%.1f MB/s) over %.2fs after a %.1fs join; committed at %.2fs; process CPU %.2fs (%.2f s/M events), %.1f mallocs (%.0f B)/event, %d minor page faults\n",
-		t.Name, t.EPS, t.MBPerSecond, t.Seconds, t.JoinSeconds, t.CommitSeconds, t.Process.CPUSeconds, t.Process.CPUSecondsPerM, t.Process.MallocsPerEvent, t.Process.AllocBytesPerEvent, t.Process.MinorFaults)
+	p := t.Process
+	fmt.Fprintf(r.out, "  => %s: %.0f events/s (%.1f MB/s) over %.2fs (the last 1 %% in %.2fs) after a %.1fs join; committed at %.2fs; process CPU %.2fs (%.2f s/M events), %.1f mallocs (%.0f B)/event, %d minor page faults",
+		t.Name, t.EPS, t.MBPerSecond, t.Seconds, t.LastPercentSeconds, t.JoinSeconds, t.CommitSeconds, p.CPUSeconds, p.CPUSecondsPerM, p.MallocsPerEvent, p.AllocBytesPerEvent, p.MinorFaults)
+	if r.c.child != nil {
+		fmt.Fprintf(r.out, "; broker CPU %.2fs (%.2f s/M events), %d minor page faults", p.BrokerCPUSeconds, p.BrokerCPUSecondsPerM, p.BrokerMinorFaults)
+	}
+	fmt.Fprintln(r.out)
 }
 
 // waitFor polls cond every period until it holds, and returns when it did.
@@ -611,12 +629,16 @@ func waitFor(ctx context.Context, period time.Duration, cond func() bool) (time.
 }
 
 // track polls resolved until it reaches n, printing progress once a second,
-// and returns when it did.
-func (r *runner) track(ctx context.Context, name string, n int, since time.Time, resolved func() int64) (time.Time, error) {
+// and returns when it did and when 99 % of n were resolved.
+func (r *runner) track(ctx context.Context, name string, n int, since time.Time, resolved func() int64) (at, at99 time.Time, err error) {
 	next := time.Now().Add(time.Second)
-	at, err := waitFor(ctx, 10*time.Millisecond, func() bool {
+	at, err = waitFor(ctx, 10*time.Millisecond, func() bool {
 		v := resolved()
-		if now := time.Now(); now.After(next) {
+		now := time.Now()
+		if at99.IsZero() && v*100 >= int64(n)*99 {
+			at99 = now
+		}
+		if now.After(next) {
 			next = next.Add(time.Second)
 			el := now.Sub(since).Seconds()
 			fmt.Fprintf(r.out, "  [%s %4.1fs] resolved %8d / %d (%.0f/s)\n", name, el, v, n, float64(v)/el)
@@ -624,9 +646,9 @@ func (r *runner) track(ctx context.Context, name string, n int, since time.Time,
 		return v >= int64(n)
 	})
 	if err != nil {
-		return at, fmt.Errorf("%d of %d events resolved: %w", resolved(), n, err)
+		return at, at99, fmt.Errorf("%d of %d events resolved: %w", resolved(), n, err)
 	}
-	return at, nil
+	return at, at99, nil
 }
 
 // appConfig is the sandbox's configuration (sandbox.Config) pointed at the
@@ -655,22 +677,32 @@ const stopTimeout = 30 * time.Second
 // build is what the in-process App reports as its version.
 var build = app.Build{Version: "bench", Commit: "bench"}
 
-// ampstream runs the real pipeline in-process on a pre-produced topic.
-func (r *runner) ampstream(ctx context.Context, name string, mix Mix, n int, emu bool, profile io.Writer) (*Throughput, error) {
+// ampstream runs the real pipeline in-process on a pre-produced topic: on
+// shared when it names one (left for its owner to delete), else on one it
+// produces with mix and n events.
+func (r *runner) ampstream(ctx context.Context, name string, mix Mix, n int, emu bool, profile io.Writer, shared Produced) (*Throughput, error) {
 	ctx, cancel := r.phaseCtx(ctx)
 	defer cancel()
 	sinkName := "trivial"
 	if emu {
 		sinkName = "emulator"
 	}
-	fmt.Fprintf(r.out, "\n[%s] ampstream, %s mix, %s sink: producing %d events…\n", name, mix, sinkName, n)
-	p, err := r.c.produce(ctx, "bench-"+strings.ReplaceAll(name, "_", "-"), mix, r.o.Seed, n, r.o.Partitions)
 	dlq := uniqueName("bench-dlq")
-	defer r.c.deleteTopics(context.WithoutCancel(ctx), p.Topic, dlq)
-	if err != nil {
-		return nil, err
+	defer r.c.deleteTopics(context.WithoutCancel(ctx), dlq)
+	p := shared
+	if p.Topic != "" {
+		fmt.Fprintf(r.out, "\n[%s] ampstream, %s mix, %s sink, on %s\n", name, mix, sinkName, p.Topic)
+	} else {
+		fmt.Fprintf(r.out, "\n[%s] ampstream, %s mix, %s sink: producing %d events…\n", name, mix, sinkName, n)
+		var err error
+		p, err = r.c.produce(ctx, "bench-"+strings.ReplaceAll(name, "_", "-"), mix, r.o.Seed, n, r.o.Partitions)
+		defer r.c.deleteTopics(context.WithoutCancel(ctx), p.Topic)
+		if err != nil {
+			return nil, err
+		}
+		r.produced(p)
 	}
-	r.produced(p)
+	var err error
 	if err := r.c.createTopic(ctx, dlq, 1); err != nil {
 		return nil, err
 	}
@@ -696,7 +728,7 @@ func (r *runner) ampstream(ctx context.Context, name string, mix Mix, n int, emu
 	cfg := r.appConfig(p.Topic, group, dlq, url)
 	t := &Throughput{Name: name, Forward: "ampstream", Sink: sinkName, Produced: p, Profiled: profile != nil}
 	runtime.GC()
-	before := takeUsage()
+	before := r.c.usage()
 	if profile != nil {
 		if err := pprof.StartCPUProfile(profile); err != nil {
 			return nil, fmt.Errorf("start CPU profile: %w", err)
@@ -715,14 +747,14 @@ func (r *runner) ampstream(ctx context.Context, name string, mix Mix, n int, emu
 	joined, err := waitFor(ctx, 5*time.Millisecond, a.Consumer.Ready)
 	if err == nil {
 		t.JoinSeconds = joined.Sub(before.at).Seconds()
-		var resolvedAt time.Time
-		resolvedAt, err = r.track(ctx, name, p.Events, joined, func() int64 {
+		var resolvedAt, at99 time.Time
+		resolvedAt, at99, err = r.track(ctx, name, p.Events, joined, func() int64 {
 			if ev, by := a.Consumer.Inflight(); ev > t.PeakInflightEvents {
 				t.PeakInflightEvents, t.PeakInflightMB = ev, float64(by)/1e6
 			}
 			return resolved()
 		})
-		t.Seconds = resolvedAt.Sub(joined).Seconds()
+		t.Seconds, t.LastPercentSeconds = resolvedAt.Sub(joined).Seconds(), resolvedAt.Sub(at99).Seconds()
 	}
 	if err == nil {
 		var committedAt time.Time
@@ -737,7 +769,7 @@ func (r *runner) ampstream(ctx context.Context, name string, mix Mix, n int, emu
 			}
 		}
 	}
-	after := takeUsage()
+	after := r.c.usage()
 	if rerr := a.Stop(stopTimeout); err == nil && rerr != nil {
 		err = fmt.Errorf("ampstream: %w", rerr)
 	}

@@ -14,27 +14,37 @@ import (
 	"github.com/ampstream/ampstream/internal/sandbox"
 )
 
-// cluster is the broker the benchmark runs against: an in-process kfake
-// broker, or the brokers named by KAFKA_BROKERS.
+// cluster is the broker the benchmark runs against: the brokers named by
+// KAFKA_BROKERS, else kfake in a child process (Options.BrokerCommand), else
+// kfake in this process.
 type cluster struct {
 	brokers []string
 	k       *sandbox.Kafka
+	child   *childBroker // nil unless kfake runs in a child process
 	tr      *kafka.Transport
 	cl      *kafka.Client
 }
 
-func startCluster(brokers string) (*cluster, error) {
+func startCluster(ctx context.Context, brokers string, command []string) (*cluster, error) {
 	var list []string
 	for _, s := range strings.Split(brokers, ",") {
 		if s = strings.TrimSpace(s); s != "" {
 			list = append(list, s)
 		}
 	}
+	var child *childBroker
+	if len(list) == 0 && len(command) > 0 {
+		var err error
+		if child, err = startChildBroker(ctx, command[0], command[1:]...); err != nil {
+			return nil, err
+		}
+		list = strings.Split(child.addr, ",")
+	}
 	k, err := sandbox.StartKafka(list)
 	if err != nil {
 		return nil, err
 	}
-	c := &cluster{brokers: k.Brokers, k: k}
+	c := &cluster{brokers: k.Brokers, k: k, child: child}
 	// A transport of our own: fresh metadata (kafka-go's default transport
 	// caches it for 6 s and would not know a topic created a moment ago).
 	c.tr = &kafka.Transport{ClientID: "ampstream-bench", MetadataTTL: 500 * time.Millisecond}
@@ -43,15 +53,30 @@ func startCluster(brokers string) (*cluster, error) {
 }
 
 func (c *cluster) kind() string {
-	if c.k.InProcess() {
+	switch {
+	case c.k.InProcess():
 		return "kfake (in-process)"
+	case c.child != nil:
+		return "kfake (child process)"
 	}
 	return "external (KAFKA_BROKERS)"
+}
+
+// usage is this process's resource counters, and the broker child's.
+func (c *cluster) usage() usage {
+	u := takeUsage()
+	if c.child != nil {
+		u = c.child.usage(u)
+	}
+	return u
 }
 
 func (c *cluster) close() {
 	c.tr.CloseIdleConnections()
 	c.k.Close()
+	if c.child != nil {
+		c.child.close()
+	}
 }
 
 func uniqueName(prefix string) string {

@@ -18,6 +18,10 @@ type usage struct {
 	alloc   uint64 // bytes allocated, cumulative
 	gcs     uint32
 	minflt  int64 // minor page faults, cumulative
+
+	// The broker child's counters (zero without one).
+	brokerCPU    time.Duration
+	brokerMinflt int64
 }
 
 func takeUsage() usage {
@@ -50,12 +54,23 @@ type ProcessCost struct {
 	// (or again after the Go runtime returned them to the kernel): kernel
 	// work on top of the CPU the forwarder's own code takes.
 	MinorFaults int64 `json:"minor_faults"`
+
+	// What the broker child process (the default in-process mode: kfake
+	// in a process of its own) spent during the run; absent against
+	// KAFKA_BROKERS or an in-process broker.
+	BrokerCPUSeconds     float64 `json:"broker_cpu_seconds,omitempty"`
+	BrokerCPUSecondsPerM float64 `json:"broker_cpu_s_per_million_events,omitempty"`
+	BrokerMinorFaults    int64   `json:"broker_minor_faults,omitempty"`
 }
 
 func costBetween(a, b usage, events int) ProcessCost {
-	c := ProcessCost{CPUSeconds: (b.cpu - a.cpu).Seconds(), GCCycles: b.gcs - a.gcs, MinorFaults: b.minflt - a.minflt}
+	c := ProcessCost{
+		CPUSeconds: (b.cpu - a.cpu).Seconds(), GCCycles: b.gcs - a.gcs, MinorFaults: b.minflt - a.minflt,
+		BrokerCPUSeconds: (b.brokerCPU - a.brokerCPU).Seconds(), BrokerMinorFaults: b.brokerMinflt - a.brokerMinflt,
+	}
 	if events > 0 {
 		c.CPUSecondsPerM = c.CPUSeconds / (float64(events) / 1e6)
+		c.BrokerCPUSecondsPerM = c.BrokerCPUSeconds / (float64(events) / 1e6)
 		c.MallocsPerEvent = float64(b.mallocs-a.mallocs) / float64(events)
 		c.AllocBytesPerEvent = float64(b.alloc-a.alloc) / float64(events)
 	}
@@ -84,6 +99,37 @@ func procStatusMB(pid, field string) float64 {
 		}
 	}
 	return 0
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat's CPU times: 100 on
+// every Linux architecture Go supports.
+const clockTicks = 100
+
+// procStat reads a process's user + system CPU time and minor page faults
+// from /proc/<pid>/stat; ok is false when unavailable.
+func procStat(pid string) (cpu time.Duration, minflt int64, ok bool) {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return 0, 0, false
+	}
+	// The command name (field 2) is in parentheses and may hold spaces:
+	// the fields that follow start after its last ')'.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, 0, false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// f[0] is field 3 (state): minflt is field 10, utime 14, stime 15.
+	if len(f) < 13 {
+		return 0, 0, false
+	}
+	minflt, err1 := strconv.ParseInt(f[7], 10, 64)
+	utime, err2 := strconv.ParseInt(f[11], 10, 64)
+	stime, err3 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil {
+		return 0, 0, false
+	}
+	return time.Duration(utime+stime) * time.Second / clockTicks, minflt, true
 }
 
 // loadAvg is the 1-minute load average; 0 when unavailable.
