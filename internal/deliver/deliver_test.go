@@ -765,6 +765,64 @@ func TestARealtimeRequestLeavesAfterItsOwnLingerWhileABatchRequestLingers(t *tes
 	})
 }
 
+func TestARequestThatAnotherLanesEventWaitsBehindLeavesOnceIdle(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// A device alternates lanes and nothing else arrives: each Batch
+		// request it waits behind leaves after the realtime linger of
+		// idleness, not after the Batch linger. Before, its four events took
+		// 200 + 5 + 200 + 5 ms.
+		opts := testOptions()
+		opts.Shards = 1
+		opts.Realtime.Linger = 5 * time.Millisecond
+		opts.Batch.Linger = 200 * time.Millisecond
+		h := newHarness(t, opts, route.TrackerOptions{}, always200)
+		defer h.d.Stop()
+		start := time.Now()
+		for _, l := range []route.Lane{route.Batch, route.Realtime, route.Batch, route.Realtime} {
+			h.submit("a", l)
+		}
+		h.waitResolved(4)
+		h.check(false)
+		var got []time.Duration
+		var routes []amplitude.Route
+		for _, r := range h.amp.requests() {
+			got, routes = append(got, r.at.Sub(start)), append(routes, r.route)
+		}
+		require.Equal(t, []amplitude.Route{amplitude.Batch, amplitude.HTTPAPI, amplitude.Batch, amplitude.HTTPAPI}, routes)
+		ms := time.Millisecond
+		require.Equal(t, []time.Duration{5 * ms, 10 * ms, 15 * ms, 20 * ms}, got)
+	})
+}
+
+func TestABatchRequestStillFillsUpWhileEventsKeepJoiningIt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// A backlog: a realtime event of "a" waits behind the Batch request,
+		// but other keys' events join it every millisecond, so it leaves full
+		// (50 events), not after 5 ms with a handful.
+		opts := testOptions()
+		opts.Shards = 1
+		opts.Realtime.Linger = 5 * time.Millisecond
+		opts.Batch.Linger = 200 * time.Millisecond
+		h := newHarness(t, opts, route.TrackerOptions{}, always200)
+		defer h.d.Stop()
+		start := time.Now()
+		h.submit("a", route.Batch)
+		h.submit("a", route.Realtime)
+		for i := range opts.Batch.MaxEvents - 1 {
+			time.Sleep(time.Millisecond) // fake time: one event per millisecond
+			h.submit(fmt.Sprintf("k%02d", i), route.Batch)
+		}
+		h.waitResolved(opts.Batch.MaxEvents + 1)
+		h.check(false)
+		reqs := h.amp.requests()
+		require.Len(t, reqs, 2)
+		require.Equal(t, amplitude.Batch, reqs[0].route)
+		require.Len(t, reqs[0].evs, opts.Batch.MaxEvents)
+		require.Equal(t, time.Duration(opts.Batch.MaxEvents-1)*time.Millisecond, reqs[0].at.Sub(start))
+		require.Equal(t, amplitude.HTTPAPI, reqs[1].route)
+	})
+}
+
 func TestStopReturnsPromptlyDuringARetryBackoff(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	opts := testOptions()

@@ -26,7 +26,27 @@ type batch struct {
 	lane     route.Lane
 	items    []*Item
 	bytes    int
-	deadline time.Time
+	deadline time.Time // opened + the lane's linger
+	lastAdd  time.Time // when the last item joined
+	// hurry is set when an event of another lane waits behind this request
+	// (its key's earlier events are in it): the request then leaves once no
+	// event joined it for that lane's linger (urgency), even before its
+	// deadline. Otherwise a device whose events alternate lanes waits a
+	// whole Batch linger per alternation once traffic thins out, and those
+	// waits add up along its events. While events keep joining (a backlog),
+	// the request still fills up.
+	hurry   bool
+	urgency time.Duration
+}
+
+// due is when the request leaves if it does not fill up first.
+func (b *batch) due() time.Time {
+	if b.hurry {
+		if d := b.lastAdd.Add(b.urgency); d.Before(b.deadline) {
+			return d
+		}
+	}
+	return b.deadline
 }
 
 // shard owns the keys that hash to it. Only its goroutine touches keys,
@@ -166,6 +186,7 @@ func (s *shard) tryAdd(ks *keyState, it *Item, now time.Time) bool {
 	lane := it.lane
 	b := s.open[lane]
 	if ks.pending > 0 && (b == nil || ks.open != b) {
+		s.waitBehind(ks.open, lane, now)
 		return false
 	}
 	if lane == route.Batch && it.pace {
@@ -196,6 +217,7 @@ func (s *shard) tryAdd(ks *keyState, it *Item, now time.Time) bool {
 	}
 	b.items = append(b.items, it)
 	b.bytes += it.size()
+	b.lastAdd = now
 	if lane == route.Batch && ks.credit > 0 {
 		ks.credit--
 	}
@@ -205,6 +227,21 @@ func (s *shard) tryAdd(ks *keyState, it *Item, now time.Time) bool {
 		s.seal(lane)
 	}
 	return true
+}
+
+// waitBehind notes that an event of lane waits for o, the request holding
+// its key's earlier events: if o is still open, it leaves once idle for
+// lane's linger (batch.hurry).
+func (s *shard) waitBehind(o *batch, lane route.Lane, now time.Time) {
+	if o == nil || s.open[o.lane] != o {
+		return // sealed or sent: it does not linger
+	}
+	l := s.d.laneOpts(lane).Linger
+	if l >= s.d.laneOpts(o.lane).Linger || (o.hurry && o.urgency <= l) {
+		return
+	}
+	o.hurry, o.urgency = true, l
+	s.armTimer(o.due(), now)
 }
 
 func (s *shard) seal(lane route.Lane) {
@@ -244,10 +281,10 @@ func (s *shard) sealExpired() {
 		if b == nil {
 			continue
 		}
-		if !now.Before(b.deadline) {
+		if due := b.due(); !now.Before(due) {
 			s.seal(l)
-		} else if next.IsZero() || b.deadline.Before(next) {
-			next = b.deadline
+		} else if next.IsZero() || due.Before(next) {
+			next = due
 		}
 	}
 	if !next.IsZero() {
