@@ -740,14 +740,21 @@ func TestKeepsTheLongestPauseWhenTwo429sOfOneRequestDeferKeys(t *testing.T) {
 	})
 }
 
+// lingerOptions is one shard with the default lingers: 5 ms realtime, 200 ms
+// Batch.
+func lingerOptions() Options {
+	opts := testOptions()
+	opts.Shards = 1
+	opts.Realtime.Linger = 5 * time.Millisecond
+	opts.Batch.Linger = 200 * time.Millisecond
+	return opts
+}
+
 func TestARealtimeRequestLeavesAfterItsOwnLingerWhileABatchRequestLingers(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		// The shard has one timer. A Batch request (200 ms linger) opened
 		// first must not delay a realtime request (5 ms) opened after it.
-		opts := testOptions()
-		opts.Shards = 1
-		opts.Realtime.Linger = 5 * time.Millisecond
-		opts.Batch.Linger = 200 * time.Millisecond
+		opts := lingerOptions()
 		h := newHarness(t, opts, route.TrackerOptions{}, always200)
 		defer h.d.Stop()
 		start := time.Now()
@@ -771,10 +778,7 @@ func TestARequestThatAnotherLanesEventWaitsBehindLeavesOnceIdle(t *testing.T) {
 		// request it waits behind leaves after the realtime linger of
 		// idleness, not after the Batch linger. Before, its four events took
 		// 200 + 5 + 200 + 5 ms.
-		opts := testOptions()
-		opts.Shards = 1
-		opts.Realtime.Linger = 5 * time.Millisecond
-		opts.Batch.Linger = 200 * time.Millisecond
+		opts := lingerOptions()
 		h := newHarness(t, opts, route.TrackerOptions{}, always200)
 		defer h.d.Stop()
 		start := time.Now()
@@ -799,10 +803,7 @@ func TestABatchRequestStillFillsUpWhileEventsKeepJoiningIt(t *testing.T) {
 		// A backlog: a realtime event of "a" waits behind the Batch request,
 		// but other keys' events join it every millisecond, so it leaves full
 		// (50 events), not after 5 ms with a handful.
-		opts := testOptions()
-		opts.Shards = 1
-		opts.Realtime.Linger = 5 * time.Millisecond
-		opts.Batch.Linger = 200 * time.Millisecond
+		opts := lingerOptions()
 		h := newHarness(t, opts, route.TrackerOptions{}, always200)
 		defer h.d.Stop()
 		start := time.Now()
