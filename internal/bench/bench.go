@@ -474,8 +474,17 @@ func (r *runner) warmUp(ctx context.Context, base Produced) error {
 	}
 	out := r.out
 	r.out = io.Discard
-	defer func() { r.out = out }()
-	_, err := r.baseline(ctx, p, "warm-up", false)
+	t, err := r.baseline(ctx, p, "warm-up", false)
+	r.out = out
+	if err == nil {
+		// One line, for what the broker's first read of the topic cost.
+		fmt.Fprintf(out, "  => warm-up: %.0f events/s; process CPU %.2f s/M events, %d minor page faults",
+			t.EPS, t.Process.CPUSecondsPerM, t.Process.MinorFaults)
+		if r.c.child != nil {
+			fmt.Fprintf(out, "; broker CPU %.2f s/M events, %d minor page faults", t.Process.BrokerCPUSecondsPerM, t.Process.BrokerMinorFaults)
+		}
+		fmt.Fprintln(out)
+	}
 	return err
 }
 
