@@ -799,29 +799,36 @@ func TestARequestThatAnotherLanesEventWaitsBehindLeavesOnceIdle(t *testing.T) {
 }
 
 func TestABatchRequestStillFillsUpWhileEventsKeepJoiningIt(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		// A backlog: a realtime event of "a" waits behind the Batch request,
-		// but other keys' events join it every millisecond, so it leaves full
-		// (50 events), not after 5 ms with a handful.
-		opts := lingerOptions()
-		h := newHarness(t, opts, route.TrackerOptions{}, always200)
-		defer h.d.Stop()
-		start := time.Now()
-		h.submit("a", route.Batch)
-		h.submit("a", route.Realtime)
-		for i := range opts.Batch.MaxEvents - 1 {
-			time.Sleep(time.Millisecond) // fake time: one event per millisecond
-			h.submit(fmt.Sprintf("k%02d", i), route.Batch)
-		}
-		h.waitResolved(opts.Batch.MaxEvents + 1)
-		h.check(false)
-		reqs := h.amp.requests()
-		require.Len(t, reqs, 2)
-		require.Equal(t, amplitude.Batch, reqs[0].route)
-		require.Len(t, reqs[0].evs, opts.Batch.MaxEvents)
-		require.Equal(t, time.Duration(opts.Batch.MaxEvents-1)*time.Millisecond, reqs[0].at.Sub(start))
-		require.Equal(t, amplitude.HTTPAPI, reqs[1].route)
-	})
+	// A backlog: a realtime event of "a" waits behind the Batch request, but
+	// other keys' events join it every 500 µs, so it leaves full (50
+	// events), not after the realtime linger with a handful. A realtime
+	// linger of 0 must not seal it after every share either.
+	for _, rtLinger := range []time.Duration{5 * time.Millisecond, 0} {
+		t.Run(rtLinger.String(), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				opts := lingerOptions()
+				opts.Realtime.Linger = rtLinger
+				h := newHarness(t, opts, route.TrackerOptions{}, always200)
+				defer h.d.Stop()
+				start := time.Now()
+				h.submit("a", route.Batch)
+				h.submit("a", route.Realtime)
+				const every = 500 * time.Microsecond
+				for i := range opts.Batch.MaxEvents - 1 {
+					time.Sleep(every) // fake time
+					h.submit(fmt.Sprintf("k%02d", i), route.Batch)
+				}
+				h.waitResolved(opts.Batch.MaxEvents + 1)
+				h.check(false)
+				reqs := h.amp.requests()
+				require.Len(t, reqs, 2)
+				require.Equal(t, amplitude.Batch, reqs[0].route)
+				require.Len(t, reqs[0].evs, opts.Batch.MaxEvents)
+				require.Equal(t, time.Duration(opts.Batch.MaxEvents-1)*every, reqs[0].at.Sub(start))
+				require.Equal(t, amplitude.HTTPAPI, reqs[1].route)
+			})
+		})
+	}
 }
 
 func TestStopReturnsPromptlyDuringARetryBackoff(t *testing.T) {

@@ -229,6 +229,11 @@ func (s *shard) tryAdd(ks *keyState, it *Item, now time.Time) bool {
 	return true
 }
 
+// minUrgency is the shortest idleness after which a request that another
+// lane's event waits behind leaves (batch.hurry): in a backlog, shares reach
+// a shard far more often than this.
+const minUrgency = time.Millisecond
+
 // waitBehind notes that an event of lane waits for o, the request holding
 // its key's earlier events: if o is still open, it leaves once idle for
 // lane's linger (batch.hurry).
@@ -236,7 +241,9 @@ func (s *shard) waitBehind(o *batch, lane route.Lane, now time.Time) {
 	if o == nil || s.open[o.lane] != o {
 		return // sealed or sent: it does not linger
 	}
-	l := s.d.laneOpts(lane).Linger
+	// At least minUrgency: with realtime.linger 0, "idle for 0" would seal
+	// the request after every share of a backlog.
+	l := max(s.d.laneOpts(lane).Linger, minUrgency)
 	if l >= s.d.laneOpts(o.lane).Linger || (o.hurry && o.urgency <= l) {
 		return
 	}
