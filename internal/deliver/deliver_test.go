@@ -831,6 +831,50 @@ func TestABatchRequestStillFillsUpWhileEventsKeepJoiningIt(t *testing.T) {
 	}
 }
 
+func TestARequestWaitedBehindStillFillsUpWhileTheLaneIsBusy(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// Both Batch senders are busy and a full request waits for one: the
+		// request that "a"'s realtime event waits behind would only queue
+		// behind it if it left early, so it keeps filling. Once the lane
+		// caught up, it leaves after the realtime linger of idleness.
+		opts := lingerOptions()
+		release := make(chan struct{})
+		h := newHarness(t, opts, route.TrackerOptions{}, func(ctx context.Context, _ int, r amplitude.Route, evs []ev) amplitude.Result {
+			if r == amplitude.Batch {
+				select {
+				case <-release:
+				case <-ctx.Done():
+				}
+			}
+			return ok200(evs)
+		})
+		defer h.d.Stop()
+		busy := (opts.Batch.Concurrency + 1) * opts.Batch.MaxEvents
+		for i := range busy {
+			h.submit(fmt.Sprintf("busy%03d", i), route.Batch)
+		}
+		synctest.Wait()
+		start := time.Now()
+		h.submit("a", route.Batch)
+		h.submit("a", route.Realtime)
+		time.Sleep(50 * time.Millisecond) // fake time
+		for i := range 10 {
+			h.submit(fmt.Sprintf("late%02d", i), route.Batch)
+		}
+		close(release)
+		h.waitResolved(busy + 12)
+		h.check(false)
+		for _, r := range h.amp.requests() {
+			if r.route == amplitude.Batch && r.has("a") {
+				require.True(t, r.has("late09"), "a's Batch request left before the events submitted 50 ms later: %v", r.keys())
+				require.Equal(t, 55*time.Millisecond, r.at.Sub(start), "released at 50 ms, idle for 5 ms")
+				return
+			}
+		}
+		t.Fatal("no Batch request carried a")
+	})
+}
+
 func TestStopReturnsPromptlyDuringARetryBackoff(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	opts := testOptions()

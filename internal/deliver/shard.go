@@ -34,14 +34,16 @@ type batch struct {
 	// deadline. Otherwise a device whose events alternate lanes waits a
 	// whole Batch linger per alternation once traffic thins out, and those
 	// waits add up along its events. While events keep joining (a backlog),
-	// the request still fills up.
+	// or while requests the shard sealed before still wait for a sender (the
+	// lane is the bottleneck: leaving early would only queue a smaller
+	// request), the request still fills up.
 	hurry   bool
 	urgency time.Duration
 }
 
-// due is when the request leaves if it does not fill up first.
-func (b *batch) due() time.Time {
-	if b.hurry {
+// due is when the open request of lane leaves if it does not fill up first.
+func (s *shard) due(b *batch) time.Time {
+	if b.hurry && len(s.sealed[b.lane]) == 0 {
 		if d := b.lastAdd.Add(b.urgency); d.Before(b.deadline) {
 			return d
 		}
@@ -248,7 +250,7 @@ func (s *shard) waitBehind(o *batch, lane route.Lane, now time.Time) {
 		return
 	}
 	o.hurry, o.urgency = true, l
-	s.armTimer(o.due(), now)
+	s.armTimer(s.due(o), now)
 }
 
 func (s *shard) seal(lane route.Lane) {
@@ -268,6 +270,10 @@ func (s *shard) popSealed(lane route.Lane) {
 	q := s.sealed[lane]
 	q[0] = nil
 	s.sealed[lane] = q[1:]
+	if b := s.open[lane]; b != nil && b.hurry && len(s.sealed[lane]) == 0 {
+		// The lane caught up: a hurried request may leave now (s.due).
+		s.armTimer(s.due(b), s.d.opts.Now())
+	}
 }
 
 func (s *shard) armTimer(deadline, now time.Time) {
@@ -288,7 +294,7 @@ func (s *shard) sealExpired() {
 		if b == nil {
 			continue
 		}
-		if due := b.due(); !now.Before(due) {
+		if due := s.due(b); !now.Before(due) {
 			s.seal(l)
 		} else if next.IsZero() || due.Before(next) {
 			next = due
