@@ -57,7 +57,7 @@ func settings() []setting {
 
 		{key: "batch.max_events", help: "events per Batch request (1..2000)", field: func(c *Config) any { return &c.Batch.MaxEvents }},
 		{key: "batch.max_bytes", help: "body bytes per Batch request (at most 20000000)", bytes: true, field: func(c *Config) any { return &c.Batch.MaxBytes }},
-		{key: "batch.linger", help: "how long a Batch request waits to fill; once an event of the other lane waits behind it (a device switching lanes), it leaves after realtime.linger without new events", field: func(c *Config) any { return &c.Batch.Linger }},
+		{key: "batch.linger", help: "how long a Batch request waits to fill; once an event of the other lane waits behind it (a device switching lanes), it leaves after realtime.linger without new events, unless earlier Batch requests still wait for a sender", field: func(c *Config) any { return &c.Batch.Linger }},
 		{key: "batch.concurrency", help: "concurrent Batch requests", field: func(c *Config) any { return &c.Batch.Concurrency }},
 		{key: "batch.key_eps_limit", help: "per-key pacing on the Batch lane, below Amplitude's 1000/s over 30 s", field: func(c *Config) any { return &c.Batch.KeyEPSLimit }},
 
