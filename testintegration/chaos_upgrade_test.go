@@ -34,8 +34,10 @@ import (
 // TestClusterChaosRollingUpgradeFromKafkaGoGroup runs two old-release
 // members under load, then, twice: starts an ampstream replica, waits until
 // it is ready and owns partitions, and closes one old member (a graceful
-// LeaveGroup). Besides the chaos invariants it asserts that the replicas
-// end in one cooperative-sticky generation that owns every partition.
+// LeaveGroup). Between the two replacements the group coordinator's broker
+// is killed and restarted. Besides the chaos invariants it asserts that
+// each replica's first generation was range and that the replicas end in
+// one cooperative-sticky generation that owns every partition.
 func TestClusterChaosRollingUpgradeFromKafkaGoGroup(t *testing.T) {
 	r := newClusterRun(t, 57)
 	olds := []*oldRelease{startOldRelease(r, "old-a"), startOldRelease(r, "old-b")}
@@ -45,7 +47,12 @@ func TestClusterChaosRollingUpgradeFromKafkaGoGroup(t *testing.T) {
 	r.steady("the old members delivering", 3000)
 
 	began := time.Now()
-	var steps []string
+	var (
+		steps                    []string
+		coord                    int
+		coordRestart, writesBack time.Duration
+		coordBack                time.Time
+	)
 	var news []*child
 	for i, old := range olds {
 		t0 := time.Now()
@@ -58,6 +65,18 @@ func TestClusterChaosRollingUpgradeFromKafkaGoGroup(t *testing.T) {
 		old.close()
 		steps = append(steps, fmt.Sprintf("%d:%s/%s", i+1, secs(ready), secs(time.Since(t0))))
 		t.Logf("new replica %d ready and owning %s %ss after its start; %s closed", i+1, ints(ownedPartitions(k.admin)), secs(ready), old.name)
+		if i == 0 {
+			// Half-way, one old member and one replica in a range
+			// generation: the coordinator's broker dies. kafka-go's member
+			// ends its generation and rejoins at the new coordinator, so
+			// both go through an eager rebalance.
+			coord = r.c.coordinatorOf(r.h.group)
+			t.Logf("killing group coordinator node %d", coord)
+			t1 := time.Now()
+			killed, back := r.killAndRestart(coord)
+			coordRestart, writesBack = time.Since(t1), back.Sub(killed)
+			coordBack = back
+		}
 	}
 
 	// The last old member has left: the replicas form a cooperative-sticky
@@ -110,16 +129,18 @@ func TestClusterChaosRollingUpgradeFromKafkaGoGroup(t *testing.T) {
 	for _, old := range olds {
 		old.check(t)
 	}
-	gens, oldCommitFailed := 0, 0
+	gens, oldCommitFailed, oldFetchFailed := 0, 0, 0
 	for _, old := range olds {
-		g, f := old.generations()
-		gens, oldCommitFailed = gens+g, oldCommitFailed+f
+		g, c, f := old.counts()
+		gens, oldCommitFailed, oldFetchFailed = gens+g, oldCommitFailed+c, oldFetchFailed+f
 	}
 	commitFailed, finalCommitFailed := r.logCount("offset commit failed"), r.logCount("final offset commit failed")
 	r.h.chaosLine("cluster_rolling_upgrade", rep, invalid, append(fs.fields(),
 		"upgrade_s="+secs(upgrade), "steps="+strings.Join(steps, ","),
-		fmt.Sprintf("final_generation=%d final_protocol=%s old_generations=%d old_commit_failed=%d range_joins=%d cooperative_joins=%d eager_revocations=%d protocol_changes=%d",
-			final[0].Generation, final[0].Protocol, gens, oldCommitFailed, rangeGens, coopGens, eagerRevokes, protocolChanges),
+		fmt.Sprintf("coordinator=%d coordinator_restart_s=%s writes_back_s=%s resume_s=%s",
+			coord, secs(coordRestart), secs(writesBack), secs(fs.resumeAfter(coordBack))),
+		fmt.Sprintf("final_generation=%d final_protocol=%s old_generations=%d old_commit_failed=%d old_fetch_failed=%d range_joins=%d cooperative_joins=%d eager_revocations=%d protocol_changes=%d",
+			final[0].Generation, final[0].Protocol, gens, oldCommitFailed, oldFetchFailed, rangeGens, coopGens, eagerRevokes, protocolChanges),
 		fmt.Sprintf("commit_failed=%d final_commit_failed=%d kafka_duplicate_writes=%d", commitFailed, finalCommitFailed, r.kafkaDuplicates()),
 		"gaps_s="+r.partitionGaps(fs))...)
 }
@@ -224,6 +245,7 @@ type oldRelease struct {
 	// commitFailed counts commits the coordinator refused: their events
 	// are read and sent again by the partition's next owner.
 	commitFailed int
+	fetchFailed  int // errors FetchMessage returned
 	errs         []string
 }
 
@@ -238,6 +260,11 @@ func startOldRelease(r *clusterRun, name string) *oldRelease {
 		ID: r.h.group, Brokers: r.h.kafka.Brokers, Topics: []string{r.h.topic},
 		HeartbeatInterval: time.Second, SessionTimeout: clusterSession, RebalanceTimeout: 15 * time.Second,
 		JoinGroupBackoff: 500 * time.Millisecond, StartOffset: kafka.FirstOffset,
+		// Its group errors are few (a rebalance, a coordinator move) and
+		// say how it rejoined.
+		ErrorLogger: kafka.LoggerFunc(func(format string, args ...any) {
+			r.t.Logf("old member %s: "+format, append([]any{name}, args...)...)
+		}),
 	})
 	if err != nil {
 		r.t.Fatalf("old member %s: %v", name, err)
@@ -304,12 +331,12 @@ func (o *oldRelease) owned() []int {
 	return slices.Clone(o.own)
 }
 
-// generations is how many generations the member joined and how many of
-// its commits failed.
-func (o *oldRelease) generations() (gens, commitFailed int) {
+// counts are how many generations the member joined, how many of its
+// commits failed and how many fetch errors its Readers reported.
+func (o *oldRelease) counts() (gens, commitFailed, fetchFailed int) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.gens, o.commitFailed
+	return o.gens, o.commitFailed, o.fetchFailed
 }
 
 // fail records an unexpected error (the first few of a kind are enough).
@@ -391,8 +418,17 @@ func (o *oldRelease) partition(ctx context.Context, gen *kafka.Generation, id in
 			}
 			continue
 		case err != nil:
-			o.fail("partition %d: fetch: %v", id, err)
-			return
+			// The Reader reports a partition whose leader it failed to
+			// reach a few times (a dead broker until the controller fences
+			// it) and goes on trying: so does the member.
+			o.mu.Lock()
+			o.fetchFailed++
+			o.mu.Unlock()
+			if !retryPause(ctx) {
+				flush()
+				return
+			}
+			continue
 		}
 		if next < 0 {
 			var cancel context.CancelFunc
