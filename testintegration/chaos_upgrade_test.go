@@ -52,6 +52,7 @@ func TestClusterChaosRollingUpgradeFromKafkaGoGroup(t *testing.T) {
 		coord                    int
 		coordRestart, writesBack time.Duration
 		coordBack                time.Time
+		left                     time.Time // the last old member's LeaveGroup
 	)
 	var news []*child
 	for i, old := range olds {
@@ -63,6 +64,7 @@ func TestClusterChaosRollingUpgradeFromKafkaGoGroup(t *testing.T) {
 		})
 		ready := time.Since(t0)
 		old.close()
+		left = time.Now()
 		steps = append(steps, fmt.Sprintf("%d:%s/%s", i+1, secs(ready), secs(time.Since(t0))))
 		t.Logf("new replica %d ready and owning %s %ss after its start; %s closed", i+1, ints(ownedPartitions(k.admin)), secs(ready), old.name)
 		if i == 0 {
@@ -96,12 +98,13 @@ func TestClusterChaosRollingUpgradeFromKafkaGoGroup(t *testing.T) {
 		sort.Ints(all)
 		return slices.Equal(all, seq(clusterPartitions))
 	})
-	upgrade := time.Since(began)
+	upgrade, cooperative := time.Since(began), time.Since(left)
 	owned := make([]string, len(news))
 	for i, k := range news {
 		owned[i] = ints(ownedPartitions(k.admin))
 	}
-	t.Logf("rolling upgrade done in %ss: generation %d, %s, partitions %s", secs(upgrade), final[0].Generation, final[0].Protocol, strings.Join(owned, " "))
+	t.Logf("rolling upgrade done in %ss (cooperative %ss after the last old member left): generation %d, %s, partitions %s",
+		secs(upgrade), secs(cooperative), final[0].Generation, final[0].Protocol, strings.Join(owned, " "))
 	r.allCommitting("every partition committing after the upgrade")
 	// Counted before finish stops the replicas: their own shutdown logs
 	// nothing of these.
@@ -136,7 +139,7 @@ func TestClusterChaosRollingUpgradeFromKafkaGoGroup(t *testing.T) {
 	}
 	commitFailed, finalCommitFailed := r.logCount("offset commit failed"), r.logCount("final offset commit failed")
 	r.h.chaosLine("cluster_rolling_upgrade", rep, invalid, append(fs.fields(),
-		"upgrade_s="+secs(upgrade), "steps="+strings.Join(steps, ","),
+		"upgrade_s="+secs(upgrade), "cooperative_s="+secs(cooperative), "steps="+strings.Join(steps, ","),
 		fmt.Sprintf("coordinator=%d coordinator_restart_s=%s writes_back_s=%s resume_s=%s",
 			coord, secs(coordRestart), secs(writesBack), secs(fs.resumeAfter(coordBack))),
 		fmt.Sprintf("final_generation=%d final_protocol=%s old_generations=%d old_commit_failed=%d old_fetch_failed=%d range_joins=%d cooperative_joins=%d eager_revocations=%d protocol_changes=%d",
