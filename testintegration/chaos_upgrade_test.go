@@ -106,8 +106,7 @@ func TestClusterChaosRollingUpgradeFromKafkaGoGroup(t *testing.T) {
 	t.Logf("rolling upgrade done in %ss (cooperative %ss after the last old member left): generation %d, %s, partitions %s",
 		secs(upgrade), secs(cooperative), final[0].Generation, final[0].Protocol, strings.Join(owned, " "))
 	r.allCommitting("every partition committing after the upgrade")
-	// Counted before finish stops the replicas: their own shutdown logs
-	// nothing of these.
+	// The group's history as the replicas logged it.
 	eagerRevokes := r.logCount("range (eager) protocol: revoking every partition")
 	protocolChanges := r.logCount("consumer group assignment protocol changed")
 	rangeGens, coopGens := 0, 0
