@@ -78,6 +78,9 @@ func TestClusterChaosRollingUpgradeFromKafkaGoGroup(t *testing.T) {
 			killed, back := r.killAndRestart(coord)
 			coordRestart, writesBack = time.Since(t1), back.Sub(killed)
 			coordBack = back
+			// The next replica must join a mixed group again: the old
+			// member rejoins under a new member id after the kill.
+			eventually(t, 60*time.Second, "the old member owning partitions again", func() bool { return len(olds[1].owned()) > 0 })
 		}
 	}
 
