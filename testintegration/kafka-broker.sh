@@ -132,7 +132,12 @@ start() {
 		# A cluster id is 16 random bytes, URL-safe base64 without padding (what StorageTool random-uuid
 		# prints); generating it here saves one JVM start.
 		local cluster_id
-		cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+		# Not starting with '-', which StorageTool would read as an option (Kafka's Uuid.randomUuid
+		# skips those too).
+		cluster_id=-
+		while [[ "$cluster_id" == -* ]]; do
+			cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+		done
 		java_args kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties"
 		if ! "${jargs[@]}" >"$logfile" 2>&1; then
 			cat "$logfile" >&2

@@ -226,7 +226,12 @@ cluster_start() {
 	else
 		# One cluster id for all three storages (16 random bytes, URL-safe base64, no padding).
 		local cluster_id pids=()
-		cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+		# Not starting with '-', which StorageTool would read as an option (Kafka's Uuid.randomUuid
+		# skips those too).
+		cluster_id=-
+		while [[ "$cluster_id" == -* ]]; do
+			cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+		done
 		for ((n = 1; n <= nodes; n++)); do
 			rm -rf "$(node_dir "$n")/data"
 			: >"$(node_dir "$n")/broker.log"
