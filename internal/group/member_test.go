@@ -350,6 +350,84 @@ func TestMemberKeepsItsIDThroughCoordinatorErrors(t *testing.T) {
 	require.Positive(t, faulted[int16(kmsg.OffsetCommit)])
 }
 
+// A commit answered REBALANCE_IN_PROGRESS (what a coordinator answers
+// between a generation's JoinGroup and SyncGroup) waits for the rebalance to
+// settle and is redone with the new generation: the member is not lost, and
+// the offset is committed.
+func TestMemberRedoesACommitRefusedDuringARebalanceInTheNextGeneration(t *testing.T) {
+	kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(time.Second))
+	require.NoError(t, err)
+	t.Cleanup(kc.Close)
+	c := &kafkatest.Cluster{Brokers: kc.ListenAddrs(), Provider: kafkatest.ProviderKfake}
+	topic := c.CreateTopic(t, "group-commit-rebalance", 2)
+	group := kafkatest.UniqueName("group-commit-rebalance")
+	l := newLedger(t)
+	a := l.start(c, group, topic, "a", false)
+	l.waitOwned(map[string]int{"a": 2})
+	before := a.m.State()
+
+	// Every commit of a's first generation is refused as a rebalance in
+	// progress; later generations' commits go through.
+	var mu sync.Mutex
+	var refused, passed []int32
+	kc.ControlKey(int16(kmsg.OffsetCommit), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		kc.KeepControl()
+		req := kreq.(*kmsg.OffsetCommitRequest)
+		mu.Lock()
+		defer mu.Unlock()
+		if req.Group != group || int(req.Generation) != before.Generation {
+			if req.Group == group {
+				passed = append(passed, req.Generation)
+			}
+			return nil, nil, false
+		}
+		refused = append(refused, req.Generation)
+		resp := req.ResponseKind().(*kmsg.OffsetCommitResponse)
+		for _, rt := range req.Topics {
+			st := kmsg.NewOffsetCommitResponseTopic()
+			st.Topic = rt.Topic
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewOffsetCommitResponseTopicPartition()
+				sp.Partition, sp.ErrorCode = rp.Partition, kerr.RebalanceInProgress.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+
+	committed := make(chan error, 1)
+	go func() {
+		committed <- a.m.Commit(context.Background(), map[TopicPartition]int64{{topic, 0}: 42, {topic, 1}: 43})
+	}()
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(refused) > 0
+	}, 10*time.Second, 10*time.Millisecond, "the commit never reached the broker")
+	// The rebalance the refusal announced: a second member joins.
+	l.start(c, group, topic, "b", false)
+	l.waitOwned(map[string]int{"a": 1, "b": 1})
+	select {
+	case err := <-committed:
+		require.NoError(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the commit did not finish after the rebalance")
+	}
+
+	got, err := a.m.FetchOffsets(context.Background(), []TopicPartition{{topic, 0}, {topic, 1}})
+	require.NoError(t, err)
+	require.Equal(t, map[TopicPartition]int64{{topic, 0}: 42, {topic, 1}: 43}, got)
+	after := a.m.State()
+	require.Equal(t, before.MemberID, after.MemberID, "a kept its member id")
+	require.Greater(t, after.Generation, before.Generation)
+	require.Empty(t, l.lost, "nothing lost")
+	mu.Lock()
+	defer mu.Unlock()
+	require.NotEmpty(t, passed, "the commit went through in a later generation")
+	require.Greater(t, int(passed[0]), before.Generation)
+}
+
 // Two processes with one instance id: the older one is fenced, stops with
 // ErrFenced and hands its partitions to Lost (never to Revoked: it may not
 // commit for partitions another process now owns).
