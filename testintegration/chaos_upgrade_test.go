@@ -18,7 +18,6 @@ import (
 	"os"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -457,17 +456,7 @@ func (o *oldRelease) partition(ctx context.Context, gen *kafka.Generation, id in
 // deadLetterOf is m as the DLQ stores it: the headers the harness matches
 // source offsets by.
 func deadLetterOf(m kafka.Message, err error) kafka.Message {
-	reason := string(event.ReasonMalformedJSON)
-	var inv *event.Invalid
-	if errors.As(err, &inv) {
-		reason = string(inv.Reason)
-	}
-	return kafka.Message{Key: m.Key, Value: m.Value, Headers: []kafka.Header{
-		{Key: dlq.HeaderReason, Value: []byte(reason)},
-		{Key: dlq.HeaderTopic, Value: []byte(m.Topic)},
-		{Key: dlq.HeaderPartition, Value: []byte(strconv.Itoa(m.Partition))},
-		{Key: dlq.HeaderOffset, Value: []byte(strconv.FormatInt(m.Offset, 10))},
-	}}
+	return dlq.Record{Msg: m, Reason: string(event.ReasonOf(err)), Detail: err.Error()}.Message(time.Now())
 }
 
 // deadLetter writes msgs to the DLQ, retrying until it succeeds or ctx ends.

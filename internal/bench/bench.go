@@ -454,38 +454,33 @@ func (r *runner) state(after string) {
 // not pay for first-use costs (the broker's offsets topic and group
 // coordinator, connection pools, the runtime's heap growth). It reads base,
 // the topic the measured pairs share, when there is one: kfake serves a
-// topic's first read at a higher cost (README.md, "Reading the numbers").
-// Else it reads a small topic of its own.
+// topic's first read at a higher cost (README.md, "Reading the numbers"),
+// which its line shows. Else it reads a small topic of its own.
 func (r *runner) warmUp(ctx context.Context, base Produced) error {
 	ctx, cancel := r.phaseCtx(ctx)
 	defer cancel()
-	p := base
-	if p.Topic != "" {
-		fmt.Fprintf(r.out, "\n[warm-up] the baseline over %s, not measured\n", p.Topic)
-	} else {
-		n := min(r.o.Events, 20_000)
-		fmt.Fprintf(r.out, "\n[warm-up] %d events through the baseline, not measured\n", n)
-		var err error
-		p, err = r.c.produce(ctx, "bench-warmup", MixBatch, r.o.Seed, n, r.o.Partitions)
-		defer r.c.deleteTopics(context.WithoutCancel(ctx), p.Topic)
-		if err != nil {
-			return err
-		}
+	p, done, err := r.topic(ctx, base, "bench-warmup", MixBatch, min(r.o.Events, 20_000))
+	defer done()
+	if err != nil {
+		return err
 	}
-	out := r.out
-	r.out = io.Discard
-	t, err := r.baseline(ctx, p, "warm-up", false)
-	r.out = out
-	if err == nil {
-		// One line, for what the broker's first read of the topic cost.
-		fmt.Fprintf(out, "  => warm-up: %.0f events/s; process CPU %.2f s/M events, %d minor page faults",
-			t.EPS, t.Process.CPUSecondsPerM, t.Process.MinorFaults)
-		if r.c.child != nil {
-			fmt.Fprintf(out, "; broker CPU %.2f s/M events, %d minor page faults", t.Process.BrokerCPUSecondsPerM, t.Process.BrokerMinorFaults)
-		}
-		fmt.Fprintln(out)
-	}
+	_, err = r.baseline(ctx, p, "warm-up", false)
 	return err
+}
+
+// topic returns shared when it names a topic, else produces n events of mix
+// into a topic of its own, which done deletes (a shared topic is left to
+// its owner).
+func (r *runner) topic(ctx context.Context, shared Produced, prefix string, mix Mix, n int) (p Produced, done func(), err error) {
+	if shared.Topic != "" {
+		return shared, func() {}, nil
+	}
+	p, err = r.c.produce(ctx, prefix, mix, r.o.Seed, n, r.o.Partitions)
+	done = func() { r.c.deleteTopics(context.WithoutCancel(ctx), p.Topic) }
+	if err == nil {
+		r.produced(p)
+	}
+	return p, done, err
 }
 
 func (r *runner) addBaseline(ctx context.Context, base Produced, name string) error {
@@ -707,22 +702,14 @@ func (r *runner) ampstream(ctx context.Context, name string, mix Mix, n int, emu
 	if emu {
 		sinkName = "emulator"
 	}
+	fmt.Fprintf(r.out, "\n[%s] ampstream, %s mix, %s sink\n", name, mix, sinkName)
+	p, done, err := r.topic(ctx, shared, "bench-"+strings.ReplaceAll(name, "_", "-"), mix, n)
+	defer done()
+	if err != nil {
+		return nil, err
+	}
 	dlq := uniqueName("bench-dlq")
 	defer r.c.deleteTopics(context.WithoutCancel(ctx), dlq)
-	p := shared
-	if p.Topic != "" {
-		fmt.Fprintf(r.out, "\n[%s] ampstream, %s mix, %s sink, on %s\n", name, mix, sinkName, p.Topic)
-	} else {
-		fmt.Fprintf(r.out, "\n[%s] ampstream, %s mix, %s sink: producing %d events…\n", name, mix, sinkName, n)
-		var err error
-		p, err = r.c.produce(ctx, "bench-"+strings.ReplaceAll(name, "_", "-"), mix, r.o.Seed, n, r.o.Partitions)
-		defer r.c.deleteTopics(context.WithoutCancel(ctx), p.Topic)
-		if err != nil {
-			return nil, err
-		}
-		r.produced(p)
-	}
-	var err error
 	if err := r.c.createTopic(ctx, dlq, 1); err != nil {
 		return nil, err
 	}

@@ -55,9 +55,9 @@ type ProcessCost struct {
 	// work on top of the CPU the forwarder's own code takes.
 	MinorFaults int64 `json:"minor_faults"`
 
-	// What the broker child process (the default in-process mode: kfake
-	// in a process of its own) spent during the run; absent against
-	// KAFKA_BROKERS or an in-process broker.
+	// What the broker child process (--broker-process: kfake in a process
+	// of its own) spent during the run; absent against KAFKA_BROKERS or an
+	// in-process broker.
 	BrokerCPUSeconds     float64 `json:"broker_cpu_seconds,omitempty"`
 	BrokerCPUSecondsPerM float64 `json:"broker_cpu_s_per_million_events,omitempty"`
 	BrokerMinorFaults    int64   `json:"broker_minor_faults,omitempty"`

@@ -2,7 +2,6 @@ package consume
 
 import (
 	"context"
-	"errors"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -443,12 +442,7 @@ func (p *partition) prepare(m *message, msg *kafka.Message, seq uint64, now time
 		perr = f.Validate(c.opts.MinIDLength)
 	}
 	if perr != nil {
-		reason, detail := string(event.ReasonMalformedJSON), perr.Error()
-		var inv *event.Invalid
-		if errors.As(perr, &inv) {
-			reason = string(inv.Reason)
-		}
-		p.deadLetter(m, seq, reason, detail)
+		p.deadLetter(m, seq, string(event.ReasonOf(perr)), perr.Error())
 		return nil
 	}
 	p.setRaw(it, &f, msg)

@@ -28,22 +28,21 @@ type batch struct {
 	bytes    int
 	deadline time.Time // opened + the lane's linger
 	lastAdd  time.Time // when the last item joined
-	// hurry is set when an event of another lane waits behind this request
-	// (its key's earlier events are in it): the request then leaves once no
-	// event joined it for that lane's linger (urgency), even before its
-	// deadline. Otherwise a device whose events alternate lanes waits a
+	// urgency is set (> 0) when an event of another lane waits behind this
+	// request (its key's earlier events are in it): the request then leaves
+	// once no event joined it for that long (that lane's linger), even
+	// before its deadline. Otherwise a device whose events alternate lanes waits a
 	// whole Batch linger per alternation once traffic thins out, and those
 	// waits add up along its events. While events keep joining (a backlog),
 	// or while requests the shard sealed before still wait for a sender (the
 	// lane is the bottleneck: leaving early would only queue a smaller
 	// request), the request still fills up.
-	hurry   bool
 	urgency time.Duration
 }
 
 // due is when the open request of lane leaves if it does not fill up first.
 func (s *shard) due(b *batch) time.Time {
-	if b.hurry && len(s.sealed[b.lane]) == 0 {
+	if b.urgency > 0 && len(s.sealed[b.lane]) == 0 {
 		if d := b.lastAdd.Add(b.urgency); d.Before(b.deadline) {
 			return d
 		}
@@ -232,13 +231,13 @@ func (s *shard) tryAdd(ks *keyState, it *Item, now time.Time) bool {
 }
 
 // minUrgency is the shortest idleness after which a request that another
-// lane's event waits behind leaves (batch.hurry): in a backlog, shares reach
-// a shard far more often than this.
+// lane's event waits behind leaves (batch.urgency): in a backlog, shares
+// reach a shard far more often than this.
 const minUrgency = time.Millisecond
 
 // waitBehind notes that an event of lane waits for o, the request holding
 // its key's earlier events: if o is still open, it leaves once idle for
-// lane's linger (batch.hurry).
+// lane's linger (batch.urgency).
 func (s *shard) waitBehind(o *batch, lane route.Lane, now time.Time) {
 	if o == nil || s.open[o.lane] != o {
 		return // sealed or sent: it does not linger
@@ -246,10 +245,10 @@ func (s *shard) waitBehind(o *batch, lane route.Lane, now time.Time) {
 	// At least minUrgency: with realtime.linger 0, "idle for 0" would seal
 	// the request after every share of a backlog.
 	l := max(s.d.laneOpts(lane).Linger, minUrgency)
-	if l >= s.d.laneOpts(o.lane).Linger || (o.hurry && o.urgency <= l) {
+	if l >= s.d.laneOpts(o.lane).Linger || (o.urgency > 0 && o.urgency <= l) {
 		return
 	}
-	o.hurry, o.urgency = true, l
+	o.urgency = l
 	s.armTimer(s.due(o), now)
 }
 
@@ -270,8 +269,8 @@ func (s *shard) popSealed(lane route.Lane) {
 	q := s.sealed[lane]
 	q[0] = nil
 	s.sealed[lane] = q[1:]
-	if b := s.open[lane]; b != nil && b.hurry && len(s.sealed[lane]) == 0 {
-		// The lane caught up: a hurried request may leave now (s.due).
+	if b := s.open[lane]; b != nil && b.urgency > 0 && len(s.sealed[lane]) == 0 {
+		// The lane caught up: an urgent request may leave now (s.due).
 		s.armTimer(s.due(b), s.d.opts.Now())
 	}
 }

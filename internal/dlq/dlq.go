@@ -40,6 +40,22 @@ type Record struct {
 	Done   func()        // called once the DLQ write is acknowledged
 }
 
+// Message is the record as the dead-letter topic stores it: the source
+// message's key, value and headers, and the Header* headers, failed at at.
+func (r Record) Message(at time.Time) kafka.Message {
+	h := make([]kafka.Header, 0, len(r.Msg.Headers)+6)
+	h = append(h, r.Msg.Headers...)
+	h = append(h,
+		kafka.Header{Key: HeaderReason, Value: []byte(r.Reason)},
+		kafka.Header{Key: HeaderDetail, Value: []byte(r.Detail)},
+		kafka.Header{Key: HeaderTopic, Value: []byte(r.Msg.Topic)},
+		kafka.Header{Key: HeaderPartition, Value: []byte(strconv.Itoa(r.Msg.Partition))},
+		kafka.Header{Key: HeaderOffset, Value: []byte(strconv.FormatInt(r.Msg.Offset, 10))},
+		kafka.Header{Key: HeaderFailedAt, Value: []byte(at.UTC().Format(time.RFC3339Nano))},
+	)
+	return kafka.Message{Key: r.Msg.Key, Value: r.Msg.Value, Headers: h}
+}
+
 // Writer dead-letters records.
 type Writer struct {
 	w      *kafka.Writer
@@ -150,19 +166,9 @@ func (d *Writer) run() {
 // whether the batch is resolved.
 func (d *Writer) write(batch []Record) bool {
 	msgs := make([]kafka.Message, len(batch))
-	now := time.Now().UTC().Format(time.RFC3339Nano)
+	now := time.Now()
 	for i, r := range batch {
-		h := make([]kafka.Header, 0, len(r.Msg.Headers)+6)
-		h = append(h, r.Msg.Headers...)
-		h = append(h,
-			kafka.Header{Key: HeaderReason, Value: []byte(r.Reason)},
-			kafka.Header{Key: HeaderDetail, Value: []byte(r.Detail)},
-			kafka.Header{Key: HeaderTopic, Value: []byte(r.Msg.Topic)},
-			kafka.Header{Key: HeaderPartition, Value: []byte(strconv.Itoa(r.Msg.Partition))},
-			kafka.Header{Key: HeaderOffset, Value: []byte(strconv.FormatInt(r.Msg.Offset, 10))},
-			kafka.Header{Key: HeaderFailedAt, Value: []byte(now)},
-		)
-		msgs[i] = kafka.Message{Key: r.Msg.Key, Value: r.Msg.Value, Headers: h}
+		msgs[i] = r.Message(now)
 	}
 	backoff := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {

@@ -2,6 +2,7 @@ package event
 
 import (
 	"encoding/binary"
+	"errors"
 	"strconv"
 	"unicode/utf8"
 )
@@ -31,6 +32,16 @@ const DefaultMinIDLength = 5
 type Invalid struct {
 	Reason Reason
 	Detail string
+}
+
+// ReasonOf is the reason an error of Parse or Validate gives:
+// ReasonMalformedJSON unless it is an *Invalid.
+func ReasonOf(err error) Reason {
+	var inv *Invalid
+	if errors.As(err, &inv) {
+		return inv.Reason
+	}
+	return ReasonMalformedJSON
 }
 
 func (e *Invalid) Error() string {

@@ -277,6 +277,22 @@ func TestMemberLeaveHandsPartitionsOverAtOnce(t *testing.T) {
 // keeps its id and generation, loses and revokes nothing, and a commit
 // issued meanwhile lands once the coordinator is back. kfake only: the
 // faults are injected into its request handling.
+// commitRefused answers req with code for every partition it commits.
+func commitRefused(req *kmsg.OffsetCommitRequest, code int16) *kmsg.OffsetCommitResponse {
+	resp := req.ResponseKind().(*kmsg.OffsetCommitResponse)
+	for _, rt := range req.Topics {
+		st := kmsg.NewOffsetCommitResponseTopic()
+		st.Topic = rt.Topic
+		for _, rp := range rt.Partitions {
+			sp := kmsg.NewOffsetCommitResponseTopicPartition()
+			sp.Partition, sp.ErrorCode = rp.Partition, code
+			st.Partitions = append(st.Partitions, sp)
+		}
+		resp.Topics = append(resp.Topics, st)
+	}
+	return resp
+}
+
 func TestMemberKeepsItsIDThroughCoordinatorErrors(t *testing.T) {
 	kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(time.Second))
 	require.NoError(t, err)
@@ -311,18 +327,7 @@ func TestMemberKeepsItsIDThroughCoordinatorErrors(t *testing.T) {
 			resp.ErrorCode = code
 			return resp, nil, true
 		case *kmsg.OffsetCommitRequest:
-			resp := req.ResponseKind().(*kmsg.OffsetCommitResponse)
-			for _, rt := range req.Topics {
-				st := kmsg.NewOffsetCommitResponseTopic()
-				st.Topic = rt.Topic
-				for _, rp := range rt.Partitions {
-					sp := kmsg.NewOffsetCommitResponseTopicPartition()
-					sp.Partition, sp.ErrorCode = rp.Partition, code
-					st.Partitions = append(st.Partitions, sp)
-				}
-				resp.Topics = append(resp.Topics, st)
-			}
-			return resp, nil, true
+			return commitRefused(req, code), nil, true
 		}
 		return nil, nil, false
 	}
@@ -382,18 +387,7 @@ func TestMemberRedoesACommitRefusedDuringARebalanceInTheNextGeneration(t *testin
 			return nil, nil, false
 		}
 		refused = append(refused, req.Generation)
-		resp := req.ResponseKind().(*kmsg.OffsetCommitResponse)
-		for _, rt := range req.Topics {
-			st := kmsg.NewOffsetCommitResponseTopic()
-			st.Topic = rt.Topic
-			for _, rp := range rt.Partitions {
-				sp := kmsg.NewOffsetCommitResponseTopicPartition()
-				sp.Partition, sp.ErrorCode = rp.Partition, kerr.RebalanceInProgress.Code
-				st.Partitions = append(st.Partitions, sp)
-			}
-			resp.Topics = append(resp.Topics, st)
-		}
-		return resp, nil, true
+		return commitRefused(req, kerr.RebalanceInProgress.Code), nil, true
 	})
 
 	committed := make(chan error, 1)
