@@ -183,8 +183,10 @@ func TestFetcherFollowsLeaderErrors(t *testing.T) {
 				t.Fatalf("leader epoch %d after %d connections, want %d after 2", f.leader.epoch, f.dials, want)
 			}
 			// While the metadata named the failed epoch, it was asked
-			// every leaderPoll, not in a loop.
-			if n := len(metas()) - lookups; n > int(took/leaderPoll)+2 {
+			// every leaderPoll, not in a loop (which would ask hundreds of
+			// times). The slack of 4 covers the lookups around the error
+			// and a timer that fires late on a loaded machine.
+			if n := len(metas()) - lookups; n > int(took/leaderPoll)+4 {
 				t.Fatalf("%d metadata requests in %v", n, took)
 			}
 		})

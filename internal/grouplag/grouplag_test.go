@@ -54,6 +54,7 @@ func newFixture(t *testing.T) *fixture {
 	tr := &kafka.Transport{ClientID: "grouplag-test"}
 	t.Cleanup(tr.CloseIdleConnections)
 	f.cl = &kafka.Client{Addr: kafka.TCP(k.Brokers...), Transport: tr, Timeout: 30 * time.Second}
+	f.waitListable(t)
 	owned := f.base.Add(30 * time.Minute)
 	f.e = grouplag.New(grouplag.Options{
 		Client: f.cl, Group: f.group, Topics: []string{f.topic},
@@ -63,6 +64,30 @@ func newFixture(t *testing.T) *fixture {
 		Now:        func() time.Time { return f.now },
 	}, metrics.New(f.reg), zerolog.New(zerolog.NewTestWriter(t)))
 	return f
+}
+
+// waitListable waits until ListOffsets answers for every partition of the
+// topic: a broker may name a new partition's leader in its metadata a moment
+// before that leader answers for it, and the exporter leaves a partition it
+// cannot list out of the refresh.
+func (f *fixture) waitListable(t *testing.T) {
+	t.Helper()
+	req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}
+	for p := range partitions {
+		req.Topics[f.topic] = append(req.Topics[f.topic], kafka.LastOffsetOf(p))
+	}
+	require.Eventually(t, func() bool {
+		resp, err := f.cl.ListOffsets(context.Background(), req)
+		if err != nil || len(resp.Topics[f.topic]) != partitions {
+			return false
+		}
+		for _, p := range resp.Topics[f.topic] {
+			if p.Error != nil {
+				return false
+			}
+		}
+		return true
+	}, 30*time.Second, 20*time.Millisecond, "partitions of %s never all listable", f.topic)
 }
 
 // produce appends n records to partition p, the record at offset o stamped base + o seconds.
