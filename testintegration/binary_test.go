@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,16 +42,6 @@ func binary(t *testing.T) string {
 		t.Fatal(buildErr)
 	}
 	return binPath
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // env renders the harness configuration as the environment a Kubernetes
@@ -98,9 +87,8 @@ func TestBinaryDrainsCommitsAndExitsZeroOnSIGTERM(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	admin := freePort(t)
 	cmd := exec.Command(bin, "run")
-	cmd.Env = h.env(admin)
+	cmd.Env = h.env("127.0.0.1:0")
 	var logs bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
@@ -145,7 +133,7 @@ func TestBinaryDrainsCommitsAndExitsZeroOnSIGTERM(t *testing.T) {
 	// A second incarnation picks up exactly where the first left off.
 	h.emu.ClearFaults()
 	cmd2 := exec.CommandContext(context.Background(), bin, "run")
-	cmd2.Env = h.env(freePort(t))
+	cmd2.Env = h.env("127.0.0.1:0")
 	var logs2 bytes.Buffer
 	cmd2.Stdout, cmd2.Stderr = &logs2, &logs2
 	if err := cmd2.Start(); err != nil {

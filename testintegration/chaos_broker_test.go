@@ -3,6 +3,7 @@ package testintegration
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -99,12 +100,7 @@ func TestChaosBrokerRestart(t *testing.T) {
 // again on the same port with the same data directory.
 func restartableKfake(t *testing.T) (k *kafkatest.Cluster, stop, restart func()) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	_ = l.Close()
+	port := reusablePort(t)
 	opts := []kfake.Opt{
 		kfake.NumBrokers(1),
 		kfake.Ports(port),
@@ -138,6 +134,22 @@ func restartableKfake(t *testing.T) (k *kafkatest.Cluster, stop, restart func())
 	k = &kafkatest.Cluster{Brokers: addrs, Provider: kafkatest.ProviderKfake}
 	stop = func() { cur.Close(); cur = nil }
 	return k, stop, start
+}
+
+// reusablePort returns a 127.0.0.1 port that is free now and below Linux's
+// ephemeral range (32768-60999 by default), so that no outgoing connection
+// on the host takes it while the broker is down between a stop and a restart.
+func reusablePort(t *testing.T) int {
+	t.Helper()
+	for attempt := 0; attempt < 100; attempt++ {
+		port := 20000 + rand.IntN(12000)
+		if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			_ = l.Close()
+			return port
+		}
+	}
+	t.Fatal("no free port in 20000-31999")
+	return 0
 }
 
 // brokerCtl runs the broker control script (bounded to 3 minutes: a JVM

@@ -17,8 +17,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -292,30 +292,22 @@ func (h *harness) childEnv(admin string, extra ...string) []string {
 		"AMPSTREAM_DLQ_TOPIC=" + h.dlq,
 		"AMPSTREAM_ADMIN_ADDR=" + admin,
 		"AMPSTREAM_SHUTDOWN_DRAIN_TIMEOUT=" + c.Shutdown.DrainTimeout.String(),
-		"AMPSTREAM_LOG_LEVEL=warn",
+		// info: the admin server's address is read from its "listening" line.
+		"AMPSTREAM_LOG_LEVEL=info",
 	}
 	return append(env, extra...)
 }
 
-// freeAddr returns a 127.0.0.1 address nobody listens on right now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("free port: %v", err)
-	}
-	addr := l.Addr().String()
-	_ = l.Close()
-	return addr
-}
-
-// startChild runs `bin run` with the harness configuration. The child dies
-// with the test binary (Pdeathsig) and is killed by t.Cleanup if still
-// running, so no test leaves one behind.
+// startChild runs `bin run` with the harness configuration and returns once
+// its admin server listens. The child dies with the test binary (Pdeathsig)
+// and is killed by t.Cleanup if still running, so no test leaves one behind.
+//
+// The admin server binds port 0 and the child logs the address it got: a
+// port picked by the test and closed before the child binds it can be taken
+// meanwhile by any outgoing connection on the host.
 func (h *harness) startChild(bin string, extra ...string) *child {
 	t := h.t
 	t.Helper()
-	admin := freeAddr(t)
 	logf, err := os.CreateTemp(t.TempDir(), "ampstream-*.log")
 	if err != nil {
 		t.Fatal(err)
@@ -324,14 +316,14 @@ func (h *harness) startChild(bin string, extra ...string) *child {
 	// child, for experiments (CHAOS.md).
 	extra = append(extra, strings.Fields(os.Getenv("CHAOS_CHILD_ENV"))...)
 	cmd := exec.Command(bin, "run")
-	cmd.Env = h.childEnv(admin, extra...)
+	cmd.Env = h.childEnv("127.0.0.1:0", extra...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		_ = logf.Close()
 		t.Fatalf("start %s run: %v", bin, err)
 	}
-	c := &child{t: t, cmd: cmd, logPath: logf.Name(), admin: admin, done: make(chan struct{})}
+	c := &child{t: t, cmd: cmd, logPath: logf.Name(), done: make(chan struct{})}
 	go func() { c.err = cmd.Wait(); _ = logf.Close(); close(c.done) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
@@ -340,7 +332,30 @@ func (h *harness) startChild(bin string, extra ...string) *child {
 			c.dumpLog()
 		}
 	})
+	c.admin = c.adminAddr(30 * time.Second)
 	return c
+}
+
+// adminAddr waits for the child's "admin server listening" log line and
+// returns the address in it.
+func (c *child) adminAddr(within time.Duration) string {
+	c.t.Helper()
+	var addr string
+	eventually(c.t, within, "the admin server's address in the log", func() bool {
+		b, _ := os.ReadFile(c.logPath)
+		for _, line := range bytes.Split(b, []byte("\n")) {
+			var l struct{ Message, Addr string }
+			if json.Unmarshal(line, &l) == nil && strings.HasPrefix(l.Message, "admin server listening") && l.Addr != "" {
+				addr = l.Addr
+				return true
+			}
+		}
+		if !c.alive() {
+			c.t.Fatalf("ampstream (pid %d) exited before its admin server listened: %v", c.cmd.Process.Pid, c.err)
+		}
+		return false
+	})
+	return addr
 }
 
 // kill9 SIGKILLs the child and waits for it: no drain, no commit, no
