@@ -45,6 +45,7 @@ type GroupPartitionRow struct {
 	LagSeconds      float64
 	LagSecondsKnown bool
 	Owned           bool
+	Stale           bool // offsets unreadable in the last read: the numbers are older
 }
 
 // GroupLag is the group's lag for every partition, read from the brokers.
@@ -204,7 +205,7 @@ A partition is owned when it is in a member's assignment in a Stable group.</p>
 {{if .Unowned}}<span class="bad">{{.Unowned}} partitions owned by nobody</span>{{else}}every partition owned{{end}}
 · last successful read <b>{{age $.Now .At}}</b>{{if .Err}} · <span class="bad">last read failed: {{.Err}}</span>{{end}}</p>
 <table class="group-lag"><tr><th class="l">topic</th><th>partition</th><th>committed</th><th>end</th><th title="end offset − committed offset">lag (messages)</th><th title="now − timestamp of the record at the committed offset">lag (seconds)</th><th class="l">owner</th></tr>
-{{range .Partitions}}<tr><td class="l">{{.Topic}}</td><td>{{.Partition}}</td><td>{{if lt .Committed 0}}none{{else}}{{.Committed}}{{end}}</td><td>{{.End}}</td><td>{{.Lag}}</td><td>{{if .LagSecondsKnown}}{{f1 .LagSeconds}}{{else}}–{{end}}</td><td class="l">{{if .Owned}}a member{{else if eq $.GroupLag.State "Stable"}}<span class="bad">nobody</span>{{else if eq $.GroupLag.State "Unknown"}}<span class="bad">unknown (group not described)</span>{{else}}<span class="bad">nobody (group {{$.GroupLag.State}})</span>{{end}}</td></tr>
+{{range .Partitions}}<tr><td class="l">{{.Topic}}</td><td>{{.Partition}}</td><td>{{if lt .Committed 0}}none{{else}}{{.Committed}}{{end}}</td><td>{{.End}}</td><td>{{.Lag}}{{if .Stale}} <span class="bad">(old: offsets unreadable)</span>{{end}}</td><td>{{if .LagSecondsKnown}}{{f1 .LagSeconds}}{{else}}–{{end}}</td><td class="l">{{if .Owned}}a member{{else if eq $.GroupLag.State "Stable"}}<span class="bad">nobody</span>{{else if eq $.GroupLag.State "Unknown"}}<span class="bad">unknown (group not described)</span>{{else}}<span class="bad">nobody (group {{$.GroupLag.State}})</span>{{end}}</td></tr>
 {{else}}<tr><td class="l" colspan="7">not read yet</td></tr>{{end}}
 </table>{{end}}
 

@@ -176,6 +176,11 @@ func TestStatusPageGroupWhenNotAMember(t *testing.T) {
 	st.GroupLag.State = "Unknown"
 	_, page = get(t, StatusPage(func() Status { return st }), "/")
 	assert.Contains(t, page, `<td>100</td><td>181.5</td><td class="l"><span class="bad">unknown (group not described)</span></td>`)
+
+	// A partition whose offsets could not be read shows its last numbers, marked old.
+	st.GroupLag.Partitions[1].Stale = true
+	_, page = get(t, StatusPage(func() Status { return st }), "/")
+	assert.Contains(t, page, `<td>1000</td><td>100 <span class="bad">(old: offsets unreadable)</span></td><td>181.5</td>`)
 }
 
 func TestProbes(t *testing.T) {

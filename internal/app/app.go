@@ -356,7 +356,7 @@ func (a *App) status() admin.Status {
 	for _, p := range gl.Partitions {
 		s.GroupLag.Partitions = append(s.GroupLag.Partitions, admin.GroupPartitionRow{
 			Topic: p.Topic, Partition: p.Partition, Committed: p.Committed, End: p.End, Lag: p.Lag,
-			LagSeconds: p.LagSeconds, LagSecondsKnown: p.LagSecondsKnown, Owned: p.Owned,
+			LagSeconds: p.LagSeconds, LagSecondsKnown: p.LagSecondsKnown, Owned: p.Owned, Stale: p.Stale,
 		})
 	}
 	s.InflightEvents, s.InflightBytes = a.Consumer.Inflight()

@@ -51,9 +51,13 @@
 // lag grows) covers that case.
 //
 // Series are never deleted while the process runs: partitions cannot be
-// removed from a topic, and a topic that disappears keeps its last values while
-// the refreshes count as errors (ampstream_kafka_group_lag_refreshes_total)
-// and ampstream_kafka_group_lag_last_refresh_timestamp_seconds stops moving.
+// removed from a topic, and a topic that disappears, or a partition whose
+// leader does not answer ListOffsets (a broker down, a leader moving), keeps
+// its last values while the refreshes count as errors
+// (ampstream_kafka_group_lag_refreshes_total), the error names it, and
+// ampstream_kafka_group_lag_last_refresh_timestamp_seconds stops moving; the
+// other partitions are still read. Such a partition stays in the Snapshot
+// with its last values, marked Stale.
 //
 // Concurrency: Run owns the refresh loop and the age reads it starts, and
 // returns once they have finished; Snapshot is safe for concurrent use.
@@ -66,6 +70,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -123,6 +128,10 @@ type Partition struct {
 	LagSeconds      float64
 	LagSecondsKnown bool
 	Owned           bool
+	// Stale: the partition's offsets could not be read in the last refresh
+	// (its leader did not answer ListOffsets); the numbers are from the last
+	// refresh that read them.
+	Stale bool
 }
 
 // Snapshot is the group as last read, for the status page.
@@ -275,14 +284,19 @@ func (e *Exporter) refresh(ctx context.Context) error {
 	if e.opts.ReadCommitted {
 		iso = kafka.ReadCommitted
 	}
-	ends, err := e.listOffsets(ctx, byTopic, kafka.LastOffset, iso)
-	if err != nil {
-		return err
+	// A partition whose leader refuses ListOffsets (leader moving, broker
+	// down) fails the refresh like an undescribable topic: its series keep
+	// their last values and the last-refresh timestamp stops moving, so the
+	// stale alert fires if it lasts; the other partitions are still read.
+	ends, endErr := e.listOffsets(ctx, byTopic, kafka.LastOffset, iso)
+	if ends == nil {
+		return endErr
 	}
-	starts, err := e.listOffsets(ctx, byTopic, kafka.FirstOffset, iso)
-	if err != nil {
-		return err
+	starts, startErr := e.listOffsets(ctx, byTopic, kafka.FirstOffset, iso)
+	if starts == nil {
+		return startErr
 	}
+	topicErr = errors.Join(topicErr, endErr, startErr)
 	committed, err := e.committed(ctx, byTopic)
 	if err != nil {
 		return err
@@ -295,11 +309,13 @@ func (e *Exporter) refresh(ctx context.Context) error {
 
 	now := e.opts.Now()
 	reads := make([]read, 0, len(parts))
+	var stale []tp
 	for _, p := range parts {
 		end, okEnd := ends[p]
 		start, okStart := starts[p]
 		if !okEnd || !okStart {
-			continue // that partition's leader did not answer: keep its last values
+			stale = append(stale, p)
+			continue
 		}
 		r := read{tp: p, start: start, end: end, committed: -1}
 		if c, ok := committed[p]; ok {
@@ -324,6 +340,17 @@ func (e *Exporter) refresh(ctx context.Context) error {
 	for t := range byTopic {
 		unowned[t] = 0
 	}
+	for _, p := range parts {
+		if !owned[p] {
+			unowned[p.topic]++
+		}
+	}
+	for _, p := range stale {
+		if row, ok := e.lastRow(p); ok {
+			row.Owned, row.Stale = owned[p], true
+			snap.Partitions = append(snap.Partitions, row)
+		}
+	}
 	for _, r := range reads {
 		l := []string{r.topic, strconv.Itoa(r.partition)}
 		e.m.CommittedOffset.WithLabelValues(l...).Set(float64(r.committed))
@@ -343,11 +370,14 @@ func (e *Exporter) refresh(ctx context.Context) error {
 		if row.LagSecondsKnown {
 			e.m.LagSeconds.WithLabelValues(l...).Set(row.LagSeconds)
 		}
-		if !row.Owned {
-			unowned[r.topic]++
-		}
 		snap.Partitions = append(snap.Partitions, row)
 	}
+	slices.SortFunc(snap.Partitions, func(a, b Partition) int {
+		if a.Topic != b.Topic {
+			return strings.Compare(a.Topic, b.Topic)
+		}
+		return a.Partition - b.Partition
+	})
 	if descErr == nil {
 		n := 0
 		for t, c := range unowned {
@@ -389,14 +419,20 @@ func (e *Exporter) refresh(ctx context.Context) error {
 
 // lastLagSeconds is the partition's lag in seconds as last exported, if any.
 func (e *Exporter) lastLagSeconds(p tp) (float64, bool) {
+	r, _ := e.lastRow(p)
+	return r.LagSeconds, r.LagSecondsKnown
+}
+
+// lastRow is the partition as last read, if it ever was.
+func (e *Exporter) lastRow(p tp) (Partition, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, r := range e.snap.Partitions {
 		if r.Topic == p.topic && r.Partition == p.partition {
-			return r.LagSeconds, r.LagSecondsKnown
+			return r, true
 		}
 	}
-	return 0, false
+	return Partition{}, false
 }
 
 // logOwnership logs when partitions lose or regain their owners (not every
@@ -448,6 +484,9 @@ func (e *Exporter) partitions(ctx context.Context) ([]tp, error) {
 	return out, errors.Join(errs...)
 }
 
+// listOffsets returns the partitions' offsets. A failed request returns a
+// nil map; partitions the broker refused are absent from the map and named
+// in the error.
 func (e *Exporter) listOffsets(ctx context.Context, byTopic map[string][]int, which int64, iso kafka.IsolationLevel) (map[tp]int64, error) {
 	req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}, IsolationLevel: iso}
 	for t, ps := range byTopic {
@@ -457,22 +496,36 @@ func (e *Exporter) listOffsets(ctx context.Context, byTopic map[string][]int, wh
 	}
 	resp, err := e.opts.Client.ListOffsets(ctx, req)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("list offsets: %w", err)
+	}
+	name := "earliest"
+	if which == kafka.LastOffset {
+		name = "latest"
 	}
 	out := map[tp]int64{}
+	var errs []error
 	for t, ps := range resp.Topics {
 		for _, p := range ps {
-			if p.Error != nil {
-				continue
-			}
-			if which == kafka.LastOffset {
+			switch {
+			case p.Error != nil:
+				errs = append(errs, fmt.Errorf("list %s offset of %s/%d: %w", name, t, p.Partition, p.Error))
+			case which == kafka.LastOffset:
 				out[tp{t, p.Partition}] = p.LastOffset
-			} else {
+			default:
 				out[tp{t, p.Partition}] = p.FirstOffset
 			}
 		}
 	}
-	return out, nil
+	// Partitions the broker left out of its answer are just as unknown.
+	for t, ps := range byTopic {
+		for _, p := range ps {
+			if _, ok := out[tp{t, p}]; !ok && !slices.ContainsFunc(resp.Topics[t], func(o kafka.PartitionOffsets) bool { return o.Partition == p }) {
+				errs = append(errs, fmt.Errorf("list %s offset of %s/%d: not in the broker's answer", name, t, p))
+			}
+		}
+	}
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+	return out, errors.Join(errs...)
 }
 
 // committed returns the group's committed offsets; partitions without one

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +15,9 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/goleak"
 
 	"github.com/ampstream/ampstream/internal/grouplag"
@@ -42,7 +46,11 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	k := kafkatest.Start(t)
+	return newFixtureOn(t, kafkatest.Start(t))
+}
+
+func newFixtureOn(t *testing.T, k *kafkatest.Cluster) *fixture {
+	t.Helper()
 	f := &fixture{
 		k:     k,
 		topic: k.CreateTopic(t, "grouplag", partitions),
@@ -68,8 +76,8 @@ func newFixture(t *testing.T) *fixture {
 
 // waitListable waits until ListOffsets answers for every partition of the
 // topic: a broker may name a new partition's leader in its metadata a moment
-// before that leader answers for it, and the exporter leaves a partition it
-// cannot list out of the refresh.
+// before that leader answers for it, and a partition the exporter cannot list
+// fails the refresh.
 func (f *fixture) waitListable(t *testing.T) {
 	t.Helper()
 	req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}
@@ -490,6 +498,87 @@ ampstream_kafka_group_lag_refreshes_total{result="success"} 0
 # TYPE ampstream_kafka_group_lag_last_refresh_timestamp_seconds gauge
 ampstream_kafka_group_lag_last_refresh_timestamp_seconds 0
 `, "ampstream_kafka_group_lag", "ampstream_kafka_group_lag_refreshes_total", "ampstream_kafka_group_lag_last_refresh_timestamp_seconds")
+}
+
+// A partition whose leader refuses ListOffsets (a leader moving, a broker down) fails the
+// refresh: its series keep their last values, its row stays on the status page marked stale,
+// the last-refresh timestamp stops moving (so the stale alert can fire) and the error names the
+// partition, while the other partitions are still read.
+func TestPartitionWhoseOffsetsCannotBeListed(t *testing.T) {
+	kc, err := kfake.NewCluster(kfake.NumBrokers(1))
+	require.NoError(t, err)
+	t.Cleanup(kc.Close)
+	f := newFixtureOn(t, &kafkatest.Cluster{Brokers: kc.ListenAddrs(), Provider: kafkatest.ProviderKfake})
+	f.produce(t, 0, 0, 2)
+	f.produce(t, 1, 0, 4)
+	f.refresh(t)
+	first := f.now
+
+	var refused atomic.Bool
+	refused.Store(true)
+	kc.ControlKey(int16(kmsg.ListOffsets), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		kc.KeepControl()
+		if !refused.Load() {
+			return nil, nil, false
+		}
+		req := kreq.(*kmsg.ListOffsetsRequest)
+		resp := req.ResponseKind().(*kmsg.ListOffsetsResponse)
+		for _, rt := range req.Topics {
+			st := kmsg.NewListOffsetsResponseTopic()
+			st.Topic = rt.Topic
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewListOffsetsResponseTopicPartition()
+				sp.Partition = rp.Partition
+				if rp.Partition == 1 {
+					sp.ErrorCode = kerr.NotLeaderForPartition.Code
+				} else {
+					sp.Offset = 0 // partition 0 starts at 0 and ends at 2; partition 2 is empty
+					if rp.Partition == 0 && rp.Timestamp == -1 {
+						sp.Offset = 2
+					}
+				}
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+
+	f.produce(t, 1, 4, 6)
+	f.now = f.now.Add(10 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = f.e.Refresh(ctx)
+	require.ErrorIs(t, err, kafka.NotLeaderForPartition)
+	assert.Contains(t, err.Error(), fmt.Sprintf("%s/1", f.topic))
+	assert.NotContains(t, err.Error(), fmt.Sprintf("%s/0", f.topic))
+	f.compare(t, `
+# HELP ampstream_kafka_group_lag End offset minus the group's position (committed offset, or where a partition without one starts), in messages, for every partition whether or not a member owns it.
+# TYPE ampstream_kafka_group_lag gauge
+ampstream_kafka_group_lag{partition="0",topic="%[1]s"} 2
+ampstream_kafka_group_lag{partition="1",topic="%[1]s"} 4
+ampstream_kafka_group_lag{partition="2",topic="%[1]s"} 0
+# HELP ampstream_kafka_group_lag_refreshes_total Reads of the group's offsets, end offsets and assignment (every kafka.lag_refresh_interval), by result.
+# TYPE ampstream_kafka_group_lag_refreshes_total counter
+ampstream_kafka_group_lag_refreshes_total{result="error"} 1
+ampstream_kafka_group_lag_refreshes_total{result="success"} 1
+`+fmt.Sprintf(`
+# HELP ampstream_kafka_group_lag_last_refresh_timestamp_seconds Unix time of the last successful read of the group's offsets; the ampstream_kafka_group_* values are that old.
+# TYPE ampstream_kafka_group_lag_last_refresh_timestamp_seconds gauge
+ampstream_kafka_group_lag_last_refresh_timestamp_seconds %d
+`, first.Unix()), "ampstream_kafka_group_lag", "ampstream_kafka_group_lag_refreshes_total", "ampstream_kafka_group_lag_last_refresh_timestamp_seconds")
+	snap := f.e.Snapshot()
+	require.Len(t, snap.Partitions, partitions)
+	assert.Equal(t, grouplag.Partition{Topic: f.topic, Partition: 1, Committed: -1, End: 4, Lag: 4, LagSeconds: 3600, LagSecondsKnown: true, Stale: true}, snap.Partitions[1])
+	assert.False(t, snap.Partitions[0].Stale)
+	assert.Equal(t, 3, snap.Unowned, "a partition whose offsets are unknown still counts as unowned")
+
+	refused.Store(false)
+	f.now = f.now.Add(10 * time.Second)
+	f.refresh(t)
+	snap = f.e.Snapshot()
+	assert.Equal(t, grouplag.Partition{Topic: f.topic, Partition: 1, Committed: -1, End: 10, Lag: 10, LagSeconds: 3620, LagSecondsKnown: true}, snap.Partitions[1])
+	assert.NoError(t, snap.Err)
 }
 
 // Age reads are bounded by a per-refresh budget: when it is spent, a lagging partition whose
