@@ -5,7 +5,8 @@ package testintegration
 // a time by `ampstream run` replicas, as a Kubernetes RollingUpdate does.
 // While an old member is in the group the coordinator picks "range" and the
 // new replicas are eager; once the last one has left they must be
-// cooperative-sticky again (internal/group/DESIGN.md, Upgrading).
+// cooperative-sticky again (internal/group/DESIGN.md, Upgrading). Then the
+// first step of a rollback: an old member joins the cooperative group.
 
 import (
 	"bytes"
@@ -36,7 +37,9 @@ import (
 // LeaveGroup). Between the two replacements the group coordinator's broker
 // is killed and restarted. Besides the chaos invariants it asserts that
 // each replica's first generation was range and that the replicas end in
-// one cooperative-sticky generation that owns every partition.
+// one cooperative-sticky generation that owns every partition. Then it
+// rolls back one step: an old member joins (the generation must turn range,
+// with every partition owned once), and a replica leaves.
 func TestClusterChaosRollingUpgradeFromKafkaGoGroup(t *testing.T) {
 	r := newClusterRun(t, 57)
 	olds := []*oldRelease{startOldRelease(r, "old-a"), startOldRelease(r, "old-b")}
@@ -129,6 +132,49 @@ func TestClusterChaosRollingUpgradeFromKafkaGoGroup(t *testing.T) {
 		}
 	}
 
+	// Rollback, first step: a pod of the old release joins the cooperative
+	// group. The replicas still own every partition when the coordinator
+	// picks range (the only protocol all offer): they revoke before their
+	// SyncGroup, and the old member gets its share (DESIGN.md, Rollback).
+	// Then one replica terminates, as the RollingUpdate goes on.
+	failedBefore := r.logCount("final offset commit failed")
+	t2 := time.Now()
+	back := startOldRelease(r, "old-rollback")
+	olds = append(olds, back)
+	ownedOnce := func(parts ...[]int) bool {
+		var all []int
+		for _, p := range parts {
+			all = append(all, p...)
+		}
+		sort.Ints(all)
+		return slices.Equal(all, seq(clusterPartitions))
+	}
+	eventually(t, 60*time.Second, "the old member and both replicas in a range generation owning every partition once", func() bool {
+		parts := [][]int{back.owned()}
+		for _, k := range news {
+			if j, ok := lastJoined(k); !ok || j.Protocol != group.RangeProtocol {
+				return false
+			}
+			parts = append(parts, ownedPartitions(k.admin))
+		}
+		return len(parts[0]) > 0 && ownedOnce(parts...)
+	})
+	rangeAgain := time.Since(t2)
+	news[0].term()
+	eventually(t, 60*time.Second, "the old member and the last replica owning every partition once", func() bool {
+		return ownedOnce(back.owned(), ownedPartitions(news[1].admin))
+	})
+	rollback := time.Since(t2)
+	// The replicas revoke after their SyncGroup, when the group accepts
+	// commits again: a revocation before it would fail its final commit
+	// (REBALANCE_IN_PROGRESS) and leave the events to be delivered again.
+	if n := r.logCount("final offset commit failed") - failedBefore; n > 0 {
+		t.Errorf("%d final offset commits failed during the rollback step, want 0", n)
+	}
+	t.Logf("rollback step: range with the old member %ss after it started, replica 1 gone and partitions owned again %ss after it (old member %s, replica 2 %s)",
+		secs(rangeAgain), secs(rollback), ints(back.owned()), ints(ownedPartitions(news[1].admin)))
+	r.steady("delivering after the rollback step", 2000)
+
 	rep, invalid, fs := r.finish(2000)
 	for _, old := range olds {
 		old.check(t)
@@ -145,6 +191,7 @@ func TestClusterChaosRollingUpgradeFromKafkaGoGroup(t *testing.T) {
 			coord, secs(coordRestart), secs(writesBack), secs(fs.resumeAfter(coordBack))),
 		fmt.Sprintf("final_generation=%d final_protocol=%s old_generations=%d old_commit_failed=%d old_fetch_failed=%d range_joins=%d cooperative_joins=%d eager_revocations=%d protocol_changes=%d",
 			final[0].Generation, final[0].Protocol, gens, oldCommitFailed, oldFetchFailed, rangeGens, coopGens, eagerRevokes, protocolChanges),
+		"rollback_range_s="+secs(rangeAgain), "rollback_step_s="+secs(rollback),
 		fmt.Sprintf("commit_failed=%d final_commit_failed=%d kafka_duplicate_writes=%d", commitFailed, finalCommitFailed, r.kafkaDuplicates()),
 		"gaps_s="+r.partitionGaps(fs))...)
 }

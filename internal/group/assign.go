@@ -225,19 +225,15 @@ func byTopic(tps []TopicPartition) []consumer.TopicPartition {
 }
 
 // withholdClaimed removes from every member's plan the partitions another
-// member listed as owned when it joined, except those of self (the leader,
-// which revoked its own before assigning). In a range generation this only
-// happens when cooperative members joined it still owning partitions (a
-// member without cooperative-sticky joined their group): they revoke
-// everything before their SyncGroup, but the leader's SyncGroup may hand
-// the partitions out before that ends. Those members rejoin once they have
-// revoked, and the next generation assigns what was withheld.
-func withholdClaimed(plan map[string][]TopicPartition, members []Subscription, self string) map[string][]TopicPartition {
+// member (the leader included) listed as owned when it joined. In a range
+// generation this only happens when cooperative members joined it still
+// owning partitions (a member without cooperative-sticky joined their
+// group): they keep what they own until their SyncGroup, then revoke what
+// they were not assigned and rejoin, and the next generation assigns what
+// was withheld.
+func withholdClaimed(plan map[string][]TopicPartition, members []Subscription) map[string][]TopicPartition {
 	claimants := map[TopicPartition][]string{}
 	for _, m := range members {
-		if m.MemberID == self {
-			continue
-		}
 		for _, tp := range m.Owned {
 			claimants[tp] = append(claimants[tp], m.MemberID)
 		}

@@ -267,17 +267,17 @@ func TestDecodeSubscriptionOfEverySender(t *testing.T) {
 }
 
 // A range generation that finds members still owning partitions (they were
-// cooperative) hands none of them to another member: the owners revoke,
-// rejoin, and the next generation assigns them. The leader's own claims
-// count for nothing: it revoked them before assigning.
+// cooperative) hands none of them to another member, the leader's included:
+// the owners revoke after their SyncGroup, rejoin, and the next generation
+// assigns them.
 func TestWithholdClaimedKeepsOwnedPartitionsFromOthers(t *testing.T) {
 	subs := []Subscription{
 		{MemberID: "a", Topics: []string{"t"}, Owned: tps("t", 2), Generation: 4}, // the leader
 		{MemberID: "b", Topics: []string{"t"}, Owned: tps("t", 0, 4), Generation: 4},
 		{MemberID: "old", Topics: []string{"t"}, Generation: -1},
 	}
-	plan := withholdClaimed(AssignRange(subs, map[string]int{"t": 6}), subs, "a")
+	plan := withholdClaimed(AssignRange(subs, map[string]int{"t": 6}), subs)
 	// Range: a 0 1, b 2 3, old 4 5; b's 0 and 4 are withheld from a and
-	// old, a's 2 goes to b.
-	require.Equal(t, map[string][]TopicPartition{"a": tps("t", 1), "b": tps("t", 2, 3), "old": tps("t", 5)}, plan)
+	// old, a's 2 from b.
+	require.Equal(t, map[string][]TopicPartition{"a": tps("t", 1), "b": tps("t", 3), "old": tps("t", 5)}, plan)
 }

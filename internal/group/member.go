@@ -137,10 +137,6 @@ type Member struct {
 	// kick wakes the membership loop after a heartbeat or commit saw a
 	// rebalance or a loss (the details are in sig*, under mu).
 	kick chan struct{}
-	// followUp: the generation just joined found this member owning
-	// partitions in a range generation; it rejoins as soon as it is
-	// synced (see joinAndSync). Used by the membership loop only.
-	followUp bool
 
 	mu           sync.Mutex
 	memberID     string
@@ -380,9 +376,10 @@ func (m *Member) loop(ctx context.Context) error {
 				return err
 			}
 		}
-		if len(revoked) > 0 || m.followUp {
+		if len(revoked) > 0 {
 			// KIP-429: what this member gave up is assigned in the next
-			// generation, which starts when it rejoins.
+			// generation, which starts when it rejoins. The same holds in
+			// the range generation that follows a rollback (joinAndSync).
 			continue
 		}
 		if err := m.wait(ctx); err != nil {
@@ -630,16 +627,19 @@ func (m *Member) joinAndSync(ctx context.Context) (map[TopicPartition]bool, erro
 		m.broadcastLocked()
 		m.mu.Unlock()
 		// A cooperative member that a range generation finds owning
-		// partitions (a member without cooperative-sticky joined) gives
-		// them all up now, before its SyncGroup. This member's range
-		// leader withholds them from the others (withholdClaimed), so a
-		// follower rejoins once it has revoked, for them to be assigned; a
+		// partitions (a member without cooperative-sticky joined) keeps
+		// them until its SyncGroup: the group refuses commits
+		// (REBALANCE_IN_PROGRESS) until the leader's SyncGroup, so a
+		// revocation now could not commit, and a leader draining would
+		// hold the whole group. After SyncGroup the loop revokes what it
+		// was not assigned, commits in the new generation, and rejoins, as
+		// a cooperative member does. This member's range leader withholds
+		// every claimed partition from the others (withholdClaimed); a
 		// kafka-go leader does not (DESIGN.md, Upgrading).
-		m.followUp = m.revokeAllIfEager() && !leader
 
 		var assignments []syncgroup.RequestAssignment
 		if leader {
-			assignments, err = m.assignAll(ctx, resp.MemberID, resp.ProtocolName, resp.Members)
+			assignments, err = m.assignAll(ctx, resp.ProtocolName, resp.Members)
 			if err != nil {
 				w.failed("waiting for the topics' metadata to assign partitions", err)
 				if !sleep(ctx, backoff(failures)) {
@@ -700,21 +700,20 @@ func (m *Member) joinAndSync(ctx context.Context) (map[TopicPartition]bool, erro
 }
 
 // revokeAllIfEager revokes every owned partition when the member's
-// generation uses the range protocol, and reports whether it revoked any.
-func (m *Member) revokeAllIfEager() bool {
+// generation uses the range protocol.
+func (m *Member) revokeAllIfEager() {
 	m.mu.Lock()
 	eager := m.protocol == RangeProtocol
 	m.mu.Unlock()
 	if !eager {
-		return false
+		return
 	}
 	owned := m.ownedList()
 	if len(owned) == 0 {
-		return false
+		return
 	}
 	m.log.Info().Int("partitions", len(owned)).Msg("range (eager) protocol: revoking every partition before rejoining")
 	m.revoke(owned)
-	return true
 }
 
 // joinProtocols is the JoinGroup's protocol list, in order of preference.
@@ -765,7 +764,7 @@ func (m *Member) join(ctx context.Context, id string, protocols []joingroup.Requ
 
 // assignAll is the leader's part: the assignment of every member, by the
 // generation's protocol.
-func (m *Member) assignAll(ctx context.Context, self, proto string, members []joingroup.ResponseMember) ([]syncgroup.RequestAssignment, error) {
+func (m *Member) assignAll(ctx context.Context, proto string, members []joingroup.ResponseMember) ([]syncgroup.RequestAssignment, error) {
 	if proto != Protocol && proto != RangeProtocol {
 		return nil, fmt.Errorf("the coordinator chose protocol %q, which this member did not offer", proto)
 	}
@@ -800,7 +799,7 @@ func (m *Member) assignAll(ctx context.Context, self, proto string, members []jo
 	}
 	var plan map[string][]TopicPartition
 	if proto == RangeProtocol {
-		plan = withholdClaimed(AssignRange(subs, counts), subs, self)
+		plan = withholdClaimed(AssignRange(subs, counts), subs)
 	} else {
 		plan = Assign(subs, counts)
 	}

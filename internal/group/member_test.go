@@ -31,11 +31,17 @@ type ledger struct {
 	// and committing) before the partitions are released; 0 by default.
 	// Guarded by mu.
 	drain map[string]time.Duration
+	// commitOnRevoke: the member commits its revoked partitions (offset
+	// 0) before it releases them, as the consumer's final commit does;
+	// commitErrs collects what failed. Guarded by mu.
+	commitOnRevoke map[string]bool
+	commitErrs     []error
 }
 
 func newLedger(t *testing.T) *ledger {
 	return &ledger{t: t, owner: map[TopicPartition]string{}, assigned: map[string][]Assignment{},
-		revoked: map[string][]TopicPartition{}, lost: map[string][]TopicPartition{}, drain: map[string]time.Duration{}}
+		revoked: map[string][]TopicPartition{}, lost: map[string][]TopicPartition{}, drain: map[string]time.Duration{},
+		commitOnRevoke: map[string]bool{}}
 }
 
 // offsetsOf maps each assignment's partition to the offset it starts from.
@@ -74,6 +80,7 @@ type running struct {
 // start runs a member named name (its instance id, when static is set).
 func (l *ledger) start(c *kafkatest.Cluster, group, topic, name string, static bool) running {
 	t := l.t
+	var m *Member
 	cfg := Config{
 		Brokers: c.Brokers, Group: group, Topics: []string{topic},
 		SessionTimeout: 6 * time.Second, HeartbeatInterval: 300 * time.Millisecond, RebalanceTimeout: 15 * time.Second,
@@ -91,9 +98,23 @@ func (l *ledger) start(c *kafkatest.Cluster, group, topic, name string, static b
 		},
 		Revoked: func(tps []TopicPartition) {
 			l.mu.Lock()
-			drain := l.drain[name]
+			drain, commit := l.drain[name], l.commitOnRevoke[name]
 			l.mu.Unlock()
 			time.Sleep(drain) // a drain takes time; the partitions are still owned meanwhile
+			if commit {
+				offsets := map[TopicPartition]int64{}
+				for _, tp := range tps {
+					offsets[tp] = 0
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				err := m.Commit(ctx, offsets)
+				cancel()
+				if err != nil {
+					l.mu.Lock()
+					l.commitErrs = append(l.commitErrs, fmt.Errorf("%s revoking %v: %w", name, tps, err))
+					l.mu.Unlock()
+				}
+			}
 			l.mu.Lock()
 			defer l.mu.Unlock()
 			for _, tp := range tps {
@@ -114,7 +135,7 @@ func (l *ledger) start(c *kafkatest.Cluster, group, topic, name string, static b
 	if static {
 		cfg.InstanceID = name
 	}
-	m := New(cfg)
+	m = New(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()

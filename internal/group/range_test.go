@@ -162,10 +162,13 @@ func TestMemberSharesAGroupWithKafkaGoConsumerGroup(t *testing.T) {
 }
 
 // The other way round (a rollback): an old member joins a cooperative
-// group of two. The generation switches to range; both revoke what they
-// own before they sync, the leader withholds from the old member what the
-// follower still owns, and the follower's rejoin gets it assigned: no
-// partition is ever owned twice (the ledger checks every hand-over).
+// group of two. The generation switches to range; the leader withholds
+// every partition a member still owns from the others, both revoke what
+// they were not assigned after their SyncGroup and commit it (a commit
+// before the SyncGroup would be refused: the group is completing its
+// rebalance), and their rejoin gets it assigned: no partition is ever
+// owned twice (the ledger checks every hand-over) and every revocation
+// commits.
 func TestMemberFallsBackToRangeWhenAKafkaGoMemberJoins(t *testing.T) {
 	c := kafkatest.Start(t)
 	topic := c.CreateTopic(t, "group-rollback", 6)
@@ -182,6 +185,7 @@ func TestMemberFallsBackToRangeWhenAKafkaGoMemberJoins(t *testing.T) {
 	// ledger.
 	l.mu.Lock()
 	l.drain["b"] = time.Second
+	l.commitOnRevoke["a"], l.commitOnRevoke["b"] = true, true
 	l.mu.Unlock()
 	old := l.startOld(c, group, topic, "old")
 	l.waitOwned(map[string]int{"old": 2, "a": 2, "b": 2})
@@ -192,4 +196,7 @@ func TestMemberFallsBackToRangeWhenAKafkaGoMemberJoins(t *testing.T) {
 	l.waitOwned(map[string]int{"a": 3, "b": 3})
 	waitProtocol(t, Protocol, a, b)
 	require.Empty(t, l.lost)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	require.Empty(t, l.commitErrs, "a revocation's commit failed")
 }
