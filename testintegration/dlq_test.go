@@ -22,12 +22,8 @@ import (
 func TestAnUnavailableDLQStopsThePartitionInsteadOfSkipping(t *testing.T) {
 	t.Parallel()
 	// A broker without auto topic creation, and a DLQ topic that does not exist yet.
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cluster.Close)
-	h := newHarnessOn(t, &kafkatest.Cluster{Brokers: cluster.ListenAddrs(), Provider: kafkatest.ProviderKfake}, 1, nil)
+	cluster, _ := kafkatest.StartKfake(t, kfake.GroupMinSessionTimeout(time.Second))
+	h := newHarnessOn(t, cluster, 1, nil)
 	h.dlq = kafkatest.UniqueName("missing-dlq")
 
 	g := traffic.New(51, 10, 0, nil)

@@ -293,11 +293,6 @@ func TestMemberLeaveHandsPartitionsOverAtOnce(t *testing.T) {
 	require.Less(t, time.Since(start), 5*time.Second, "well under the 6 s session timeout")
 }
 
-// The coordinator answers NOT_COORDINATOR, then COORDINATOR_LOAD_IN_PROGRESS
-// to every heartbeat and commit for 3 s (a coordinator moving): the member
-// keeps its id and generation, loses and revokes nothing, and a commit
-// issued meanwhile lands once the coordinator is back. kfake only: the
-// faults are injected into its request handling.
 // commitRefused answers req with code for every partition it commits.
 func commitRefused(req *kmsg.OffsetCommitRequest, code int16) *kmsg.OffsetCommitResponse {
 	resp := req.ResponseKind().(*kmsg.OffsetCommitResponse)
@@ -314,11 +309,13 @@ func commitRefused(req *kmsg.OffsetCommitRequest, code int16) *kmsg.OffsetCommit
 	return resp
 }
 
+// The coordinator answers NOT_COORDINATOR, then COORDINATOR_LOAD_IN_PROGRESS
+// to every heartbeat and commit for 3 s (a coordinator moving): the member
+// keeps its id and generation, loses and revokes nothing, and a commit
+// issued meanwhile lands once the coordinator is back. kfake only: the
+// faults are injected into its request handling.
 func TestMemberKeepsItsIDThroughCoordinatorErrors(t *testing.T) {
-	kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(time.Second))
-	require.NoError(t, err)
-	t.Cleanup(kc.Close)
-	c := &kafkatest.Cluster{Brokers: kc.ListenAddrs(), Provider: kafkatest.ProviderKfake}
+	c, kc := kafkatest.StartKfake(t, kfake.GroupMinSessionTimeout(time.Second))
 	topic := c.CreateTopic(t, "group-faults", 2)
 	group := kafkatest.UniqueName("group-faults")
 	l := newLedger(t)
@@ -381,10 +378,7 @@ func TestMemberKeepsItsIDThroughCoordinatorErrors(t *testing.T) {
 // settle and is redone with the new generation: the member is not lost, and
 // the offset is committed.
 func TestMemberRedoesACommitRefusedDuringARebalanceInTheNextGeneration(t *testing.T) {
-	kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(time.Second))
-	require.NoError(t, err)
-	t.Cleanup(kc.Close)
-	c := &kafkatest.Cluster{Brokers: kc.ListenAddrs(), Provider: kafkatest.ProviderKfake}
+	c, kc := kafkatest.StartKfake(t, kfake.GroupMinSessionTimeout(time.Second))
 	topic := c.CreateTopic(t, "group-commit-rebalance", 2)
 	group := kafkatest.UniqueName("group-commit-rebalance")
 	l := newLedger(t)

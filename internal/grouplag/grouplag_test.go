@@ -16,7 +16,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/goleak"
 
@@ -472,6 +471,31 @@ ampstream_kafka_group_lag_seconds{partition="2",topic="%[1]s"} 0
 
 // A consumed topic that does not exist fails the refresh (counted, logged, and the refresh
 // timestamp stops moving) without hiding the lag of the topics that do.
+// refreshNames are the series refreshSeries describes.
+var refreshNames = []string{"ampstream_kafka_group_lag", "ampstream_kafka_group_lag_refreshes_total", "ampstream_kafka_group_lag_last_refresh_timestamp_seconds"}
+
+// refreshSeries is the expected text of each partition's lag, the refreshes
+// that failed and succeeded, and the last successful refresh's Unix time.
+func refreshSeries(lag [partitions]int, failed, succeeded int, lastRefresh int64) string {
+	var b strings.Builder
+	b.WriteString(`
+# HELP ampstream_kafka_group_lag End offset minus the group's position (committed offset, or where a partition without one starts), in messages, for every partition whether or not a member owns it.
+# TYPE ampstream_kafka_group_lag gauge
+`)
+	for p, l := range lag {
+		fmt.Fprintf(&b, "ampstream_kafka_group_lag{partition=\"%d\",topic=\"%%[1]s\"} %d\n", p, l)
+	}
+	fmt.Fprintf(&b, `# HELP ampstream_kafka_group_lag_refreshes_total Reads of the group's offsets, end offsets and assignment (every kafka.lag_refresh_interval), by result.
+# TYPE ampstream_kafka_group_lag_refreshes_total counter
+ampstream_kafka_group_lag_refreshes_total{result="error"} %d
+ampstream_kafka_group_lag_refreshes_total{result="success"} %d
+# HELP ampstream_kafka_group_lag_last_refresh_timestamp_seconds Unix time of the last successful read of the group's offsets; the ampstream_kafka_group_* values are that old.
+# TYPE ampstream_kafka_group_lag_last_refresh_timestamp_seconds gauge
+ampstream_kafka_group_lag_last_refresh_timestamp_seconds %d
+`, failed, succeeded, lastRefresh)
+	return b.String()
+}
+
 func TestMissingTopic(t *testing.T) {
 	f := newFixture(t)
 	f.produce(t, 1, 0, 4)
@@ -484,20 +508,7 @@ func TestMissingTopic(t *testing.T) {
 	defer cancel()
 	require.ErrorIs(t, e.Refresh(ctx), kafka.UnknownTopicOrPartition)
 	f.reg = reg
-	f.compare(t, `
-# HELP ampstream_kafka_group_lag End offset minus the group's position (committed offset, or where a partition without one starts), in messages, for every partition whether or not a member owns it.
-# TYPE ampstream_kafka_group_lag gauge
-ampstream_kafka_group_lag{partition="0",topic="%[1]s"} 0
-ampstream_kafka_group_lag{partition="1",topic="%[1]s"} 4
-ampstream_kafka_group_lag{partition="2",topic="%[1]s"} 0
-# HELP ampstream_kafka_group_lag_refreshes_total Reads of the group's offsets, end offsets and assignment (every kafka.lag_refresh_interval), by result.
-# TYPE ampstream_kafka_group_lag_refreshes_total counter
-ampstream_kafka_group_lag_refreshes_total{result="error"} 1
-ampstream_kafka_group_lag_refreshes_total{result="success"} 0
-# HELP ampstream_kafka_group_lag_last_refresh_timestamp_seconds Unix time of the last successful read of the group's offsets; the ampstream_kafka_group_* values are that old.
-# TYPE ampstream_kafka_group_lag_last_refresh_timestamp_seconds gauge
-ampstream_kafka_group_lag_last_refresh_timestamp_seconds 0
-`, "ampstream_kafka_group_lag", "ampstream_kafka_group_lag_refreshes_total", "ampstream_kafka_group_lag_last_refresh_timestamp_seconds")
+	f.compare(t, refreshSeries([partitions]int{0, 4, 0}, 1, 0, 0), refreshNames...)
 }
 
 // A partition whose leader refuses ListOffsets (a leader moving, a broker down) fails the
@@ -505,10 +516,8 @@ ampstream_kafka_group_lag_last_refresh_timestamp_seconds 0
 // the last-refresh timestamp stops moving (so the stale alert can fire) and the error names the
 // partition, while the other partitions are still read.
 func TestPartitionWhoseOffsetsCannotBeListed(t *testing.T) {
-	kc, err := kfake.NewCluster(kfake.NumBrokers(1))
-	require.NoError(t, err)
-	t.Cleanup(kc.Close)
-	f := newFixtureOn(t, &kafkatest.Cluster{Brokers: kc.ListenAddrs(), Provider: kafkatest.ProviderKfake})
+	k, kc := kafkatest.StartKfake(t)
+	f := newFixtureOn(t, k)
 	f.produce(t, 0, 0, 2)
 	f.produce(t, 1, 0, 4)
 	f.refresh(t)
@@ -548,25 +557,11 @@ func TestPartitionWhoseOffsetsCannotBeListed(t *testing.T) {
 	f.now = f.now.Add(10 * time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	err = f.e.Refresh(ctx)
+	err := f.e.Refresh(ctx)
 	require.ErrorIs(t, err, kafka.NotLeaderForPartition)
 	assert.Contains(t, err.Error(), fmt.Sprintf("%s/1", f.topic))
 	assert.NotContains(t, err.Error(), fmt.Sprintf("%s/0", f.topic))
-	f.compare(t, `
-# HELP ampstream_kafka_group_lag End offset minus the group's position (committed offset, or where a partition without one starts), in messages, for every partition whether or not a member owns it.
-# TYPE ampstream_kafka_group_lag gauge
-ampstream_kafka_group_lag{partition="0",topic="%[1]s"} 2
-ampstream_kafka_group_lag{partition="1",topic="%[1]s"} 4
-ampstream_kafka_group_lag{partition="2",topic="%[1]s"} 0
-# HELP ampstream_kafka_group_lag_refreshes_total Reads of the group's offsets, end offsets and assignment (every kafka.lag_refresh_interval), by result.
-# TYPE ampstream_kafka_group_lag_refreshes_total counter
-ampstream_kafka_group_lag_refreshes_total{result="error"} 1
-ampstream_kafka_group_lag_refreshes_total{result="success"} 1
-`+fmt.Sprintf(`
-# HELP ampstream_kafka_group_lag_last_refresh_timestamp_seconds Unix time of the last successful read of the group's offsets; the ampstream_kafka_group_* values are that old.
-# TYPE ampstream_kafka_group_lag_last_refresh_timestamp_seconds gauge
-ampstream_kafka_group_lag_last_refresh_timestamp_seconds %d
-`, first.Unix()), "ampstream_kafka_group_lag", "ampstream_kafka_group_lag_refreshes_total", "ampstream_kafka_group_lag_last_refresh_timestamp_seconds")
+	f.compare(t, refreshSeries([partitions]int{2, 4, 0}, 1, 1, first.Unix()), refreshNames...)
 	snap := f.e.Snapshot()
 	require.Len(t, snap.Partitions, partitions)
 	assert.Equal(t, grouplag.Partition{Topic: f.topic, Partition: 1, Committed: -1, End: 4, Lag: 4, LagSeconds: 3600, LagSecondsKnown: true, Stale: true}, snap.Partitions[1])

@@ -94,6 +94,19 @@ func Start(t testing.TB) *Cluster {
 	return &Cluster{Brokers: brokers, Provider: ProviderKfake}
 }
 
+// StartKfake starts an in-process kfake cluster of its own, one broker plus
+// opts, whatever KAFKA_BROKERS says: for tests that inject broker answers
+// with ControlKey. t.Cleanup closes it.
+func StartKfake(t testing.TB, opts ...kfake.Opt) (*Cluster, *kfake.Cluster) {
+	t.Helper()
+	kc, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1)}, opts...)...)
+	if err != nil {
+		t.Fatalf("kafkatest: start kfake cluster: %v", err)
+	}
+	t.Cleanup(kc.Close)
+	return &Cluster{Brokers: kc.ListenAddrs(), Provider: ProviderKfake}, kc
+}
+
 // startKfake starts a single-broker in-process cluster configured like testintegration's
 // broker: auto topic creation on with one partition (the DLQ producer may rely on it), and a
 // 1 s minimum session timeout so a test can make a crashed member expire quickly.
