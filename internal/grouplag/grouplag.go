@@ -52,7 +52,8 @@
 //
 // Series are never deleted while the process runs: partitions cannot be
 // removed from a topic, and a topic that disappears, or a partition whose
-// leader does not answer ListOffsets (a broker down, a leader moving), keeps
+// leader does not answer ListOffsets (a broker down, a leader moving) or
+// whose committed offset the coordinator answers with an error, keeps
 // its last values while the refreshes count as errors
 // (ampstream_kafka_group_lag_refreshes_total), the error names it, and
 // ampstream_kafka_group_lag_last_refresh_timestamp_seconds stops moving; the
@@ -297,10 +298,11 @@ func (e *Exporter) refresh(ctx context.Context) error {
 		return startErr
 	}
 	topicErr = errors.Join(topicErr, endErr, startErr)
-	committed, err := e.committed(ctx, byTopic)
-	if err != nil {
+	committed, unknown, err := e.committed(ctx, byTopic)
+	if committed == nil {
 		return err
 	}
+	topicErr = errors.Join(topicErr, err)
 	rawState, members, owned, descErr := e.describe(ctx)
 	state := rawState
 	if !slices.Contains(metrics.GroupStates(), state) {
@@ -313,7 +315,7 @@ func (e *Exporter) refresh(ctx context.Context) error {
 	for _, p := range parts {
 		end, okEnd := ends[p]
 		start, okStart := starts[p]
-		if !okEnd || !okStart {
+		if !okEnd || !okStart || unknown[p] {
 			stale = append(stale, p)
 			continue
 		}
@@ -529,8 +531,10 @@ func (e *Exporter) listOffsets(ctx context.Context, byTopic map[string][]int, wh
 }
 
 // committed returns the group's committed offsets; partitions without one
-// are absent.
-func (e *Exporter) committed(ctx context.Context, byTopic map[string][]int) (map[tp]int64, error) {
+// are absent. A failed request returns a nil map; partitions the broker
+// answered with an error are in unknown and named in the error (taking them
+// for "no commit" would report the whole log, or nothing, as lag).
+func (e *Exporter) committed(ctx context.Context, byTopic map[string][]int) (offsets map[tp]int64, unknown map[tp]bool, err error) {
 	resp, err := e.opts.Client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: e.opts.Group, Topics: byTopic})
 	if err == nil {
 		err = resp.Error
@@ -538,20 +542,26 @@ func (e *Exporter) committed(ctx context.Context, byTopic map[string][]int) (map
 	// Apache Kafka answers -1 per partition for a group it does not know;
 	// some brokers (kfake) answer GROUP_ID_NOT_FOUND: both mean "none".
 	if errors.Is(err, kafka.GroupIdNotFound) {
-		return map[tp]int64{}, nil
+		return map[tp]int64{}, nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("offset fetch for group %s: %w", e.opts.Group, err)
+		return nil, nil, fmt.Errorf("offset fetch for group %s: %w", e.opts.Group, err)
 	}
-	out := map[tp]int64{}
+	offsets, unknown = map[tp]int64{}, map[tp]bool{}
+	var errs []error
 	for t, ps := range resp.Topics {
 		for _, p := range ps {
-			if p.Error == nil && p.CommittedOffset >= 0 {
-				out[tp{t, p.Partition}] = p.CommittedOffset
+			switch {
+			case p.Error != nil:
+				unknown[tp{t, p.Partition}] = true
+				errs = append(errs, fmt.Errorf("committed offset of %s/%d: %w", t, p.Partition, p.Error))
+			case p.CommittedOffset >= 0:
+				offsets[tp{t, p.Partition}] = p.CommittedOffset
 			}
 		}
 	}
-	return out, nil
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+	return offsets, unknown, errors.Join(errs...)
 }
 
 // describe returns the group's state as the broker names it, the member

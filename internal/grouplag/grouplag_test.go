@@ -576,6 +576,61 @@ func TestPartitionWhoseOffsetsCannotBeListed(t *testing.T) {
 	assert.NoError(t, snap.Err)
 }
 
+// A partition whose committed offset the coordinator answers with an error is unknown too,
+// not "never committed" (which would report its whole log, or nothing, as lag): the refresh
+// fails naming it, and its series and row keep their last values.
+func TestPartitionWhoseCommittedOffsetCannotBeRead(t *testing.T) {
+	k, kc := kafkatest.StartKfake(t)
+	f := newFixtureOn(t, k)
+	f.produce(t, 0, 0, 2)
+	f.produce(t, 1, 0, 4)
+	f.commit(t, map[int]int64{0: 1, 1: 3})
+	f.refresh(t)
+	first := f.now
+
+	var refused atomic.Bool
+	refused.Store(true)
+	kc.ControlKey(int16(kmsg.OffsetFetch), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		kc.KeepControl()
+		if !refused.Load() {
+			return nil, nil, false
+		}
+		req := kreq.(*kmsg.OffsetFetchRequest)
+		resp := req.ResponseKind().(*kmsg.OffsetFetchResponse)
+		for _, rt := range req.Topics {
+			st := kmsg.NewOffsetFetchResponseTopic()
+			st.Topic = rt.Topic
+			for _, p := range rt.Partitions {
+				sp := kmsg.NewOffsetFetchResponseTopicPartition()
+				sp.Partition, sp.Offset = p, []int64{1, 3, -1}[p]
+				if p == 1 {
+					sp.Offset, sp.ErrorCode = -1, kerr.TopicAuthorizationFailed.Code
+				}
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+
+	f.produce(t, 1, 4, 6)
+	f.now = f.now.Add(10 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := f.e.Refresh(ctx)
+	require.ErrorIs(t, err, kafka.TopicAuthorizationFailed)
+	assert.Contains(t, err.Error(), fmt.Sprintf("committed offset of %s/1", f.topic))
+	f.compare(t, refreshSeries([partitions]int{1, 1, 0}, 1, 1, first.Unix()), refreshNames...)
+	snap := f.e.Snapshot()
+	require.Len(t, snap.Partitions, partitions)
+	assert.Equal(t, grouplag.Partition{Topic: f.topic, Partition: 1, Committed: 3, End: 4, Lag: 1, LagSeconds: 3597, LagSecondsKnown: true, Stale: true}, snap.Partitions[1])
+
+	refused.Store(false)
+	f.refresh(t)
+	snap = f.e.Snapshot()
+	assert.Equal(t, grouplag.Partition{Topic: f.topic, Partition: 1, Committed: 3, End: 10, Lag: 7, LagSeconds: 3607, LagSecondsKnown: true}, snap.Partitions[1])
+}
+
 // Age reads are bounded by a per-refresh budget: when it is spent, a lagging partition whose
 // record was not read has no lag-seconds value yet (rather than a made-up 0), while its lag in
 // messages is exported.
