@@ -243,7 +243,7 @@ func (e *Exporter) Refresh(ctx context.Context) error {
 	if err != nil {
 		e.m.Refreshes.WithLabelValues("error").Inc()
 		if msg := err.Error(); msg != e.lastErr && ctx.Err() == nil {
-			e.log.Warn().Err(err).Str("group", e.opts.Group).Msg("cannot read the consumer group's lag; the ampstream_kafka_group_* series of what the error names keep their last values")
+			e.log.Warn().Err(err).Str("group", e.opts.Group).Msg("cannot read the consumer group's lag; the ampstream_kafka_group_* series it could not read keep their last values")
 			e.lastErr = msg
 		}
 		e.mu.Lock()
