@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/goleak"
 
@@ -471,6 +472,41 @@ ampstream_kafka_group_lag_seconds{partition="2",topic="%[1]s"} 0
 
 // A consumed topic that does not exist fails the refresh (counted, logged, and the refresh
 // timestamp stops moving) without hiding the lag of the topics that do.
+// newFaultFixture is a fixture on a kfake cluster of its own (for answer), with 2 records in
+// partition 0 and 4 in partition 1.
+func newFaultFixture(t *testing.T) (*fixture, *kfake.Cluster) {
+	t.Helper()
+	k, kc := kafkatest.StartKfake(t)
+	f := newFixtureOn(t, k)
+	f.produce(t, 0, 0, 2)
+	f.produce(t, 1, 0, 4)
+	return f, kc
+}
+
+// refreshAfterMore appends 6 records to partition 1, moves the clock 10 s and returns the
+// error of one refresh.
+func (f *fixture) refreshAfterMore(t *testing.T) error {
+	t.Helper()
+	f.produce(t, 1, 4, 6)
+	f.now = f.now.Add(10 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return f.e.Refresh(ctx)
+}
+
+// answer makes the broker answer every request of key with fn's response, until stop.
+func answer(kc *kfake.Cluster, key kmsg.Key, fn func(kmsg.Request) kmsg.Response) (stop func()) {
+	var stopped atomic.Bool
+	kc.ControlKey(int16(key), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		kc.KeepControl()
+		if stopped.Load() {
+			return nil, nil, false
+		}
+		return fn(req), nil, true
+	})
+	return func() { stopped.Store(true) }
+}
+
 // refreshNames are the series refreshSeries describes.
 var refreshNames = []string{"ampstream_kafka_group_lag", "ampstream_kafka_group_lag_refreshes_total", "ampstream_kafka_group_lag_last_refresh_timestamp_seconds"}
 
@@ -516,20 +552,11 @@ func TestMissingTopic(t *testing.T) {
 // the last-refresh timestamp stops moving (so the stale alert can fire) and the error names the
 // partition, while the other partitions are still read.
 func TestPartitionWhoseOffsetsCannotBeListed(t *testing.T) {
-	k, kc := kafkatest.StartKfake(t)
-	f := newFixtureOn(t, k)
-	f.produce(t, 0, 0, 2)
-	f.produce(t, 1, 0, 4)
+	f, kc := newFaultFixture(t)
 	f.refresh(t)
 	first := f.now
 
-	var refused atomic.Bool
-	refused.Store(true)
-	kc.ControlKey(int16(kmsg.ListOffsets), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
-		kc.KeepControl()
-		if !refused.Load() {
-			return nil, nil, false
-		}
+	stop := answer(kc, kmsg.ListOffsets, func(kreq kmsg.Request) kmsg.Response {
 		req := kreq.(*kmsg.ListOffsetsRequest)
 		resp := req.ResponseKind().(*kmsg.ListOffsetsResponse)
 		for _, rt := range req.Topics {
@@ -550,14 +577,10 @@ func TestPartitionWhoseOffsetsCannotBeListed(t *testing.T) {
 			}
 			resp.Topics = append(resp.Topics, st)
 		}
-		return resp, nil, true
+		return resp
 	})
 
-	f.produce(t, 1, 4, 6)
-	f.now = f.now.Add(10 * time.Second)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	err := f.e.Refresh(ctx)
+	err := f.refreshAfterMore(t)
 	require.ErrorIs(t, err, kafka.NotLeaderForPartition)
 	assert.Contains(t, err.Error(), fmt.Sprintf("%s/1", f.topic))
 	assert.NotContains(t, err.Error(), fmt.Sprintf("%s/0", f.topic))
@@ -568,7 +591,7 @@ func TestPartitionWhoseOffsetsCannotBeListed(t *testing.T) {
 	assert.False(t, snap.Partitions[0].Stale)
 	assert.Equal(t, 3, snap.Unowned, "a partition whose offsets are unknown still counts as unowned")
 
-	refused.Store(false)
+	stop()
 	f.now = f.now.Add(10 * time.Second)
 	f.refresh(t)
 	snap = f.e.Snapshot()
@@ -580,21 +603,12 @@ func TestPartitionWhoseOffsetsCannotBeListed(t *testing.T) {
 // not "never committed" (which would report its whole log, or nothing, as lag): the refresh
 // fails naming it, and its series and row keep their last values.
 func TestPartitionWhoseCommittedOffsetCannotBeRead(t *testing.T) {
-	k, kc := kafkatest.StartKfake(t)
-	f := newFixtureOn(t, k)
-	f.produce(t, 0, 0, 2)
-	f.produce(t, 1, 0, 4)
+	f, kc := newFaultFixture(t)
 	f.commit(t, map[int]int64{0: 1, 1: 3})
 	f.refresh(t)
 	first := f.now
 
-	var refused atomic.Bool
-	refused.Store(true)
-	kc.ControlKey(int16(kmsg.OffsetFetch), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
-		kc.KeepControl()
-		if !refused.Load() {
-			return nil, nil, false
-		}
+	stop := answer(kc, kmsg.OffsetFetch, func(kreq kmsg.Request) kmsg.Response {
 		req := kreq.(*kmsg.OffsetFetchRequest)
 		resp := req.ResponseKind().(*kmsg.OffsetFetchResponse)
 		for _, rt := range req.Topics {
@@ -610,14 +624,10 @@ func TestPartitionWhoseCommittedOffsetCannotBeRead(t *testing.T) {
 			}
 			resp.Topics = append(resp.Topics, st)
 		}
-		return resp, nil, true
+		return resp
 	})
 
-	f.produce(t, 1, 4, 6)
-	f.now = f.now.Add(10 * time.Second)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	err := f.e.Refresh(ctx)
+	err := f.refreshAfterMore(t)
 	require.ErrorIs(t, err, kafka.TopicAuthorizationFailed)
 	assert.Contains(t, err.Error(), fmt.Sprintf("committed offset of %s/1", f.topic))
 	f.compare(t, refreshSeries([partitions]int{1, 1, 0}, 1, 1, first.Unix()), refreshNames...)
@@ -625,7 +635,7 @@ func TestPartitionWhoseCommittedOffsetCannotBeRead(t *testing.T) {
 	require.Len(t, snap.Partitions, partitions)
 	assert.Equal(t, grouplag.Partition{Topic: f.topic, Partition: 1, Committed: 3, End: 4, Lag: 1, LagSeconds: 3597, LagSecondsKnown: true, Stale: true}, snap.Partitions[1])
 
-	refused.Store(false)
+	stop()
 	f.refresh(t)
 	snap = f.e.Snapshot()
 	assert.Equal(t, grouplag.Partition{Topic: f.topic, Partition: 1, Committed: 3, End: 10, Lag: 7, LagSeconds: 3607, LagSecondsKnown: true}, snap.Partitions[1])
