@@ -130,7 +130,8 @@ type Partition struct {
 	LagSecondsKnown bool
 	Owned           bool
 	// Stale: the partition's offsets could not be read in the last refresh
-	// (its leader did not answer ListOffsets); the numbers are from the last
+	// (its leader did not answer ListOffsets, or the coordinator answered
+	// its committed offset with an error); the numbers are from the last
 	// refresh that read them.
 	Stale bool
 }
@@ -505,9 +506,11 @@ func (e *Exporter) listOffsets(ctx context.Context, byTopic map[string][]int, wh
 		name = "latest"
 	}
 	out := map[tp]int64{}
+	answered := map[tp]bool{}
 	var errs []error
 	for t, ps := range resp.Topics {
 		for _, p := range ps {
+			answered[tp{t, p.Partition}] = true
 			switch {
 			case p.Error != nil:
 				errs = append(errs, fmt.Errorf("list %s offset of %s/%d: %w", name, t, p.Partition, p.Error))
@@ -521,7 +524,7 @@ func (e *Exporter) listOffsets(ctx context.Context, byTopic map[string][]int, wh
 	// Partitions the broker left out of its answer are just as unknown.
 	for t, ps := range byTopic {
 		for _, p := range ps {
-			if _, ok := out[tp{t, p}]; !ok && !slices.ContainsFunc(resp.Topics[t], func(o kafka.PartitionOffsets) bool { return o.Partition == p }) {
+			if !answered[tp{t, p}] {
 				errs = append(errs, fmt.Errorf("list %s offset of %s/%d: not in the broker's answer", name, t, p))
 			}
 		}
